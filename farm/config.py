@@ -1,0 +1,311 @@
+"""Typed, frozen run configuration; YAML is only its serialization.
+
+`load_config(path, overrides)` reads a YAML file, applies `--set a.b=value` overrides and
+returns a validated `RunConfig`. Unknown keys, wrong types and out-of-range values raise
+`ConfigError` naming the dotted field (e.g. ``train.epochs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from farm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of the seeded `synthetic` data set (Gaussian class clusters)."""
+
+    n_examples: int = 1000
+    n_features: int = 20
+    n_classes: int = 2
+    separation: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set forms the population; see `farm.data.DATASETS` for names."""
+
+    name: str = "digits"
+    path: str | None = None  # npz/adult/purchase100-style file, or torchvision root
+    download: bool = False  # torchvision only: fetch when missing (never by default)
+    split: str = "train"  # torchvision split
+    subsample: int | None = None  # population size, seeded; None = all examples
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture; see `farm.models.MODELS` for names."""
+
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (256,)  # mlp hidden widths
+    width: int = 32  # cnn / resnet18 base channels
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Per-model training; every model of a group gets the same settings and its own seed."""
+
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    epochs: int = 30
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """The membership game (DESIGN §3)."""
+
+    mode: str = "lira"  # lira | disjoint
+    n_models: int = 64
+    p_in: float = 0.5
+    target_ids: tuple[int, ...] = (0,)
+    target_fraction: float = 0.5  # disjoint: share of the population in the target pool
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """One entry of the query set, e.g. ``{kind: translate, d: 1}``; expanded by `farm.queries`."""
+
+    kind: str
+    params: tuple[tuple[str, typing.Any], ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, **dict(self.params)}
+
+
+DEFAULT_QUERIES = (QuerySpec("clean"),)
+
+
+@dataclass(frozen=True)
+class FarmConfig:
+    """How the farm runs on Ray. Not part of the config hash: it does not change results."""
+
+    group_size: int = 16  # models trained together as one vmapped ensemble
+    num_actors: int | None = None  # None: as many as the cluster's resources allow
+    num_cpus: float = 1.0  # per trainer actor
+    num_gpus: float = 0.0  # per trainer actor; fractional packs several actors on a GPU
+    max_retries: int = 3  # restarts of a dead actor / retries of its group
+    device: str = "auto"  # auto (cuda when Ray assigned a GPU) | cpu | cuda
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole farm run."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    queries: tuple[QuerySpec, ...] = DEFAULT_QUERIES
+    farm: FarmConfig = field(default_factory=FarmConfig)
+
+
+# Sections that do not change what a run computes: excluded from the hash.
+_UNHASHED = ("farm",)
+
+
+# ---------------------------------------------------------------- building from dicts
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _convert(value, tp, where: str):
+    """Check/convert one YAML value to the annotated type `tp`, or raise naming `where`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and item is not QuerySpec:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is QuerySpec:
+        if isinstance(value, str):
+            value = {"kind": value}
+        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+            raise ConfigError(f"{where}: expected a mapping with a 'kind', got {value!r}")
+        params = {k: v for k, v in value.items() if k != "kind"}
+        return QuerySpec(value["kind"], tuple(sorted(params.items())))
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {where}")
+
+
+def _build(cls, data, where: str = ""):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            full = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"unknown config key {full!r} (valid: {', '.join(names)})")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range checks that types cannot express. Registry names are checked by their registries."""
+    m, t, f, d = cfg.membership, cfg.train, cfg.farm, cfg.data
+    _check(m.mode in ("lira", "disjoint"), f"membership.mode: expected 'lira' or 'disjoint', got {m.mode!r}")
+    _check(m.n_models >= 2, f"membership.n_models: expected at least 2, got {m.n_models}")
+    _check(0.0 < m.p_in < 1.0, f"membership.p_in: expected a value in (0, 1), got {m.p_in}")
+    _check(0.0 < m.target_fraction < 1.0,
+           f"membership.target_fraction: expected a value in (0, 1), got {m.target_fraction}")
+    _check(len(m.target_ids) >= 1, "membership.target_ids: expected at least one model id")
+    for i in m.target_ids:
+        _check(0 <= i < m.n_models, f"membership.target_ids: {i} is not a model id in [0, {m.n_models})")
+    if m.mode == "disjoint":
+        _check(len(m.target_ids) < m.n_models, "membership.target_ids: disjoint mode needs at least one shadow")
+    _check(t.optimizer in ("adam", "sgd"), f"train.optimizer: expected 'adam' or 'sgd', got {t.optimizer!r}")
+    _check(t.lr > 0, f"train.lr: expected a positive number, got {t.lr}")
+    _check(t.epochs >= 1, f"train.epochs: expected at least 1, got {t.epochs}")
+    _check(t.batch_size >= 1, f"train.batch_size: expected at least 1, got {t.batch_size}")
+    _check(t.weight_decay >= 0, f"train.weight_decay: expected >= 0, got {t.weight_decay}")
+    _check(0 <= t.label_smoothing < 1, f"train.label_smoothing: expected a value in [0, 1), got {t.label_smoothing}")
+    _check(0 <= cfg.model.dropout < 1, f"model.dropout: expected a value in [0, 1), got {cfg.model.dropout}")
+    _check(all(h >= 1 for h in cfg.model.hidden), "model.hidden: expected positive widths")
+    _check(cfg.model.width >= 1, f"model.width: expected at least 1, got {cfg.model.width}")
+    _check(f.group_size >= 1, f"farm.group_size: expected at least 1, got {f.group_size}")
+    _check(f.num_actors is None or f.num_actors >= 1, f"farm.num_actors: expected at least 1, got {f.num_actors}")
+    _check(f.num_cpus > 0, f"farm.num_cpus: expected a positive number, got {f.num_cpus}")
+    _check(f.num_gpus >= 0, f"farm.num_gpus: expected >= 0, got {f.num_gpus}")
+    _check(f.max_retries >= 0, f"farm.max_retries: expected >= 0, got {f.max_retries}")
+    _check(f.device in ("auto", "cpu", "cuda"), f"farm.device: expected auto, cpu or cuda, got {f.device!r}")
+    _check(d.subsample is None or d.subsample >= 2, f"data.subsample: expected at least 2, got {d.subsample}")
+    _check(len(cfg.queries) >= 1, "queries: expected at least one query")
+    return cfg
+
+
+# ---------------------------------------------------------------- public API
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``"train.epochs=5"`` -> (["train", "epochs"], 5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: typing.Iterable[str]) -> dict:
+    """Set dotted keys in a nested dict (copying), creating sections as needed."""
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {k!r} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {str(path)!r}: invalid YAML{at}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
+    return data or {}
+
+
+def from_dict(data: dict, cls=RunConfig):
+    """Build and validate a config of type `cls` from plain data."""
+    cfg = _build(cls, data)
+    return validate(cfg) if cls is RunConfig else cfg
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (), cls=RunConfig):
+    """Read YAML (or defaults when `path` is None), apply overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    return from_dict(apply_overrides(data, overrides), cls)
+
+
+def to_dict(cfg) -> dict:
+    """Plain JSON-able data that `from_dict` turns back into an equal config."""
+    def conv(v):
+        if isinstance(v, QuerySpec):
+            return v.as_dict()
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+    return conv(cfg)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of everything that changes what a run computes (not how it is scheduled)."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED}
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def model_seed(run_seed: int, model_id: int) -> int:
+    """Seed of one model, a pure function of (run seed, model_id)."""
+    digest = hashlib.sha256(f"{run_seed}:{model_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1

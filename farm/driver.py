@@ -1,0 +1,239 @@
+"""The farm driver: prepare a run directory, then train its missing models on a pool of Ray actors.
+
+Everything a user can get wrong is checked before the run directory is created. The driver
+hands only missing groups to free actors, keeps at most `IN_FLIGHT_PER_ACTOR` groups queued
+per actor, takes results in completion order, replaces actors that die (Ray restarts them and
+retries their group first), shows a progress bar, and validates every shard at the end.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import ray
+from tqdm.auto import tqdm
+
+from farm.config import RunConfig, config_hash, from_dict, to_dict
+from farm.data import Dataset, load_dataset
+from farm.errors import RunError
+from farm.membership import disjoint_membership, make_membership
+from farm.models import build_model
+from farm.queries import Query, expand_queries
+from farm.shards import (
+    MEMBERSHIP,
+    QUERIES,
+    RUN_JSON,
+    check_model_shard,
+    is_done,
+    membership_matrix,
+    membership_table,
+    queries_table,
+)
+from farm.storage import RunDir
+from farm.worker import TrainerActor
+
+IN_FLIGHT_PER_ACTOR = 2
+
+
+@dataclass
+class Plan:
+    """A validated run: its config, data, membership and query set, before any file is written."""
+
+    cfg: RunConfig
+    run: RunDir
+    dataset: Dataset
+    member: np.ndarray  # bool[M, N]
+    target_pool: np.ndarray  # bool[N]
+    queries: list[Query]
+    config_hash: str
+
+
+def plan_run(cfg: RunConfig, out: str) -> Plan:
+    """Load data, build membership and queries, check the model: all before touching `out`."""
+    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    queries = expand_queries(cfg.queries, info=dataset.info, seed=cfg.seed)
+    build_model(cfg.model, info=dataset.info)
+    n = len(dataset)
+    if cfg.membership.mode == "disjoint":
+        m = cfg.membership
+        member, target_pool = disjoint_membership(
+            n_models=m.n_models, n_examples=n, p_in=m.p_in, target_ids=m.target_ids,
+            target_fraction=m.target_fraction, seed=cfg.seed)
+    else:
+        member, target_pool = make_membership(cfg.membership, n_examples=n, seed=cfg.seed), np.ones(n, bool)
+    return Plan(cfg, RunDir(out), dataset, member, target_pool, queries, config_hash(cfg))
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("shadowfarm", "torch", "ray", "pyarrow", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def open_run(plan: Plan) -> None:
+    """Create the run directory, or check that an existing one belongs to this config."""
+    run = plan.run
+    if run.is_file(RUN_JSON):
+        saved = run.read_json(RUN_JSON)
+        if saved.get("config_hash") != plan.config_hash:
+            raise RunError(
+                f"{run.path(RUN_JSON)}: the run was created with another config "
+                f"(hash {saved.get('config_hash')}, now {plan.config_hash}); choose a new --out")
+        return
+    if run.exists() and run.listdir():
+        raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
+    info = plan.dataset.info
+    run.write_table(MEMBERSHIP, membership_table(plan.member, plan.target_pool))
+    run.write_table(QUERIES, queries_table(plan.queries))
+    run.write_json(RUN_JSON, {
+        "config": to_dict(plan.cfg),
+        "config_hash": plan.config_hash,
+        "dataset": {"name": info.name, "kind": info.kind, "shape": list(info.shape),
+                    "num_classes": info.num_classes, "n_examples": len(plan.dataset)},
+        "n_queries": len(plan.queries),
+        "versions": _versions(),
+        "git_sha": _git_sha(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+
+
+def missing_models(plan: Plan) -> list[int]:
+    return [m for m in range(plan.cfg.membership.n_models) if not is_done(plan.run, m, plan.config_hash)]
+
+
+def ensure_ray() -> None:
+    """Connect to the cluster named by RAY_ADDRESS (as under `ray job submit`) or start a local Ray."""
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+
+
+def _n_actors(cfg: RunConfig, n_groups: int) -> int:
+    if cfg.farm.num_actors is not None:
+        return min(cfg.farm.num_actors, n_groups)
+    res = ray.cluster_resources()
+    n = int(res.get("CPU", 1) // cfg.farm.num_cpus)
+    if cfg.farm.num_gpus > 0:
+        n = min(n, int(res.get("GPU", 0) // cfg.farm.num_gpus))
+    return max(1, min(n, n_groups))
+
+
+def train_farm(plan: Plan, *, progress: bool = True) -> list[int]:
+    """Train every missing model of the run; returns the model ids trained now."""
+    open_run(plan)
+    todo = missing_models(plan)
+    if todo:
+        _dispatch(plan, todo, progress=progress)
+    problems = verify_plan(plan)
+    if problems:
+        raise RunError(f"{len(problems)} bad shard(s) after training: " + "; ".join(problems[:5]))
+    return todo
+
+
+def _dispatch(plan: Plan, todo: list[int], *, progress: bool) -> None:
+    ensure_ray()
+    cfg = plan.cfg
+    size = cfg.farm.group_size
+    groups = [todo[i : i + size] for i in range(0, len(todo), size)]
+    shared = dict(
+        run_uri=plan.run.uri, cfg=cfg, info=plan.dataset.info, x=ray.put(plan.dataset.x),
+        y=ray.put(plan.dataset.y), member=ray.put(plan.member), queries=plan.queries,
+    )
+    options = dict(num_cpus=cfg.farm.num_cpus, num_gpus=cfg.farm.num_gpus,
+                   max_restarts=cfg.farm.max_retries, max_task_retries=cfg.farm.max_retries)
+    actors = [TrainerActor.options(**options).remote(**shared) for _ in range(_n_actors(cfg, len(groups)))]
+    queue = list(reversed(groups))
+    pending: dict = {}
+    attempts: dict = {}
+    bar = tqdm(total=len(todo), desc="models", unit="model", disable=not progress, smoothing=0.1)
+
+    def submit(actor):
+        group = queue.pop()
+        pending[actor.train.remote(group)] = (actor, group)
+
+    for _ in range(IN_FLIGHT_PER_ACTOR):
+        for actor in actors:
+            if queue:
+                submit(actor)
+    try:
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            actor, group = pending.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                # Ray's own restarts and retries are spent: replace the actor, retry its group.
+                key = tuple(group)
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] > cfg.farm.max_retries:
+                    raise
+                ray.kill(actor, no_restart=True)
+                replacement = TrainerActor.options(**options).remote(**shared)
+                actors[actors.index(actor)] = replacement
+                for r, (a, g) in list(pending.items()):
+                    if a is actor:  # its other queued group died with it
+                        pending.pop(r)
+                        queue.append(g)
+                queue.append(group)
+                actor = replacement
+            else:
+                bar.update(len(group))
+            while queue and sum(a is actor for a, _ in pending.values()) < IN_FLIGHT_PER_ACTOR:
+                submit(actor)
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor)
+
+
+# ---------------------------------------------------------------- verification
+
+
+def load_plan(run_uri: str) -> Plan:
+    """Rebuild the plan of an existing run from its run.json."""
+    run = RunDir(run_uri)
+    if not run.is_file(RUN_JSON):
+        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
+    saved = run.read_json(RUN_JSON)
+    cfg = from_dict(saved["config"])
+    plan = plan_run(cfg, run_uri)
+    if plan.config_hash != saved["config_hash"]:
+        raise RunError(f"{run.path(RUN_JSON)}: config hash does not match its config")
+    return plan
+
+
+def verify_plan(plan: Plan) -> list[str]:
+    """Every problem of the run's files, each naming the file; empty when the run is complete and valid."""
+    run, cfg = plan.run, plan.cfg
+    problems = []
+    if not run.is_file(MEMBERSHIP):
+        problems.append(f"{run.path(MEMBERSHIP)}: missing")
+    else:
+        member, _ = membership_matrix(run.read_table(MEMBERSHIP))
+        if member.shape != plan.member.shape or not np.array_equal(member, plan.member):
+            problems.append(f"{run.path(MEMBERSHIP)}: does not match the membership of the run's seed")
+    if not run.is_file(QUERIES):
+        problems.append(f"{run.path(QUERIES)}: missing")
+    elif run.read_table(QUERIES).num_rows != len(plan.queries):
+        problems.append(f"{run.path(QUERIES)}: expected {len(plan.queries)} queries")
+    for m in range(cfg.membership.n_models):
+        problems += check_model_shard(run, m, config_hash=plan.config_hash, n_examples=len(plan.dataset),
+                                      n_queries=len(plan.queries), n_classes=plan.dataset.info.num_classes)
+    return problems

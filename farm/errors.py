@@ -1,0 +1,22 @@
+"""Exceptions a user can act on. The CLI prints their message as one line and exits 2."""
+
+
+class ShadowfarmError(Exception):
+    """Base class: bad input or state that the user can fix."""
+
+
+class ConfigError(ShadowfarmError, ValueError):
+    """A config field is unknown, of the wrong type or out of range; the message names it."""
+
+
+class DataError(ShadowfarmError, ValueError):
+    """A data set file is missing, unreadable or malformed; the message names the file."""
+
+
+class RunError(ShadowfarmError):
+    """A run directory is missing, foreign (another config) or corrupt."""
+
+
+def unknown_name(what: str, name: str, valid) -> ConfigError:
+    """The error for a registry miss: lists the valid names."""
+    return ConfigError(f"unknown {what} {name!r} (valid: {', '.join(sorted(valid))})")

@@ -1,0 +1,177 @@
+"""The on-disk contract (DESIGN §2): schemas, writers and validators of a run's files.
+
+Every schema is defined here once, with its version in the schema metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from farm.storage import RunDir
+
+SCHEMA_VERSION = "1"
+_META = {b"shadowfarm.schema_version": SCHEMA_VERSION.encode()}
+
+MEMBERSHIP_SCHEMA = pa.schema(
+    [("model_id", pa.int32()), ("example_id", pa.int32()), ("member", pa.bool_()),
+     # disjoint mode: the example is in the target pool (the challenge set); lira: always true
+     ("target_pool", pa.bool_())],
+    metadata={**_META, b"shadowfarm.file": b"membership"},
+)
+QUERIES_SCHEMA = pa.schema(
+    [("query_id", pa.int16()), ("kind", pa.string()), ("params", pa.string()), ("seed", pa.int64())],
+    metadata={**_META, b"shadowfarm.file": b"queries"},
+)
+
+
+def _list_type(item: pa.DataType, size: int) -> pa.DataType:
+    # Parquet names list items "element": use that name so schemas round-trip exactly.
+    return pa.list_(pa.field("element", item), size)
+
+
+def responses_schema(n_queries: int, n_classes: int | None) -> pa.Schema:
+    """responses.parquet of one model: `pred` per query (order of queries.parquet), clean `logits`."""
+    fields = [("example_id", pa.int32()), ("label", pa.int16()), ("pred", _list_type(pa.int16(), n_queries))]
+    if n_classes is not None:
+        fields.append(("logits", _list_type(pa.float32(), n_classes)))
+    return pa.schema(fields, metadata={**_META, b"shadowfarm.file": b"responses"})
+
+
+MEMBERSHIP = "membership.parquet"
+QUERIES = "queries.parquet"
+RUN_JSON = "run.json"
+
+
+def model_dir(model_id: int) -> str:
+    return f"models/model_id={model_id:05d}"
+
+
+# ---------------------------------------------------------------- tables
+
+
+def membership_table(member: np.ndarray, target_pool: np.ndarray | None = None) -> pa.Table:
+    """member bool[M, N] -> one row per (model, example) pair."""
+    n_models, n_examples = member.shape
+    if target_pool is None:
+        target_pool = np.ones(n_examples, dtype=bool)
+    return pa.table(
+        {
+            "model_id": np.repeat(np.arange(n_models, dtype=np.int32), n_examples),
+            "example_id": np.tile(np.arange(n_examples, dtype=np.int32), n_models),
+            "member": member.reshape(-1),
+            "target_pool": np.tile(target_pool, n_models),
+        },
+        schema=MEMBERSHIP_SCHEMA,
+    )
+
+
+def membership_matrix(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `membership_table`: (member bool[M, N], target_pool bool[N])."""
+    model_id = table["model_id"].to_numpy()
+    example_id = table["example_id"].to_numpy()
+    n_models, n_examples = int(model_id.max()) + 1, int(example_id.max()) + 1
+    member = np.zeros((n_models, n_examples), dtype=bool)
+    member[model_id, example_id] = table["member"].to_numpy(zero_copy_only=False)
+    target_pool = np.zeros(n_examples, dtype=bool)
+    target_pool[example_id] = table["target_pool"].to_numpy(zero_copy_only=False)
+    return member, target_pool
+
+
+def queries_table(queries) -> pa.Table:
+    """`farm.queries.Query` list -> queries.parquet rows."""
+    return pa.table(
+        {
+            "query_id": [q.query_id for q in queries],
+            "kind": [q.kind for q in queries],
+            "params": [json.dumps(q.params, sort_keys=True) for q in queries],
+            "seed": [q.seed for q in queries],
+        },
+        schema=QUERIES_SCHEMA,
+    )
+
+
+def _fixed_list(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
+    values = np.ascontiguousarray(values)
+    flat = pa.array(values.reshape(-1), type=dtype)
+    return pa.FixedSizeListArray.from_arrays(flat, type=_list_type(dtype, values.shape[1]))
+
+
+def responses_table(*, labels: np.ndarray, pred: np.ndarray, logits: np.ndarray | None) -> pa.Table:
+    """labels int[N], pred int16[N, Q], logits float32[N, C] | None -> one model's responses."""
+    n_examples, n_queries = pred.shape
+    schema = responses_schema(n_queries, None if logits is None else logits.shape[1])
+    columns = {
+        "example_id": pa.array(np.arange(n_examples, dtype=np.int32)),
+        "label": pa.array(labels.astype(np.int16)),
+        "pred": _fixed_list(pred.astype(np.int16), pa.int16()),
+    }
+    if logits is not None:
+        columns["logits"] = _fixed_list(logits.astype(np.float32), pa.float32())
+    return pa.table(columns, schema=schema)
+
+
+def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed_size_list column -> 2-D numpy array [rows, width]."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = array.type.list_size
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+
+
+# ---------------------------------------------------------------- one model's shard
+
+
+def write_model_shard(
+    run: RunDir, *, model_id: int, state_dict: dict, metrics: dict, responses: pa.Table, config_hash: str
+) -> None:
+    """Write weights, metrics and responses, then `_SUCCESS` (holding the config hash) last."""
+    base = model_dir(model_id)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, buffer)
+    run.write_bytes(f"{base}/weights.pt", buffer.getvalue())
+    run.write_json(f"{base}/metrics.json", metrics)
+    run.write_table(f"{base}/responses.parquet", responses)
+    run.write_text(f"{base}/_SUCCESS", config_hash + "\n")
+
+
+def load_weights(run: RunDir, model_id: int) -> dict:
+    data = run.read_bytes(f"{model_dir(model_id)}/weights.pt")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def is_done(run: RunDir, model_id: int, config_hash: str) -> bool:
+    """True when the model's `_SUCCESS` holds the current config hash."""
+    rel = f"{model_dir(model_id)}/_SUCCESS"
+    return run.is_file(rel) and run.read_text(rel).strip() == config_hash
+
+
+def check_model_shard(
+    run: RunDir, model_id: int, *, config_hash: str, n_examples: int, n_queries: int, n_classes: int | None
+) -> list[str]:
+    """Problems with one model's shard, each naming the file; empty when it is valid."""
+    base = model_dir(model_id)
+    problems = []
+    success = f"{base}/_SUCCESS"
+    if not run.is_file(success):
+        return [f"{run.path(success)}: missing (model not finished)"]
+    if run.read_text(success).strip() != config_hash:
+        problems.append(f"{run.path(success)}: written by another config (hash differs)")
+    for name in ("weights.pt", "metrics.json", "responses.parquet"):
+        if not run.is_file(f"{base}/{name}"):
+            problems.append(f"{run.path(base + '/' + name)}: missing")
+    rel = f"{base}/responses.parquet"
+    if run.is_file(rel):
+        expected = responses_schema(n_queries, n_classes)
+        try:
+            table = run.read_table(rel)
+        except (OSError, pa.ArrowException) as exc:
+            return problems + [f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]})"]
+        if not table.schema.remove_metadata().equals(expected.remove_metadata()):
+            problems.append(f"{run.path(rel)}: schema differs from the expected {expected.remove_metadata()}")
+        elif table.num_rows != n_examples:
+            problems.append(f"{run.path(rel)}: {table.num_rows} rows, expected {n_examples}")
+    return problems

@@ -1,0 +1,101 @@
+"""Run-directory I/O through pyarrow filesystems: local paths, file://, s3://, gs://.
+
+Writes are atomic: on a local file system, a temp name beginning with `.` then rename;
+on object stores (no rename), the final key is written in one put, and callers write
+`_SUCCESS` last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+class RunDir:
+    """A run directory on some pyarrow filesystem. Paths given to methods are relative to it."""
+
+    def __init__(self, uri: str):
+        self.uri = str(uri)
+        if "://" in self.uri:
+            self.fs, root = pafs.FileSystem.from_uri(self.uri)
+        else:
+            self.fs, root = pafs.LocalFileSystem(), os.path.abspath(self.uri)
+        self.root = root.rstrip("/")
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def path(self, rel: str = "") -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def exists(self, rel: str = "") -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def is_file(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
+    def makedirs(self, rel: str = "") -> None:
+        self.fs.create_dir(self.path(rel), recursive=True)
+
+    def listdir(self, rel: str = "") -> list[str]:
+        if not self.exists(rel):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(rel), recursive=False))
+        return sorted(i.base_name for i in infos)
+
+    def delete(self, rel: str) -> None:
+        info = self.fs.get_file_info(self.path(rel))
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path(rel))
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.path(rel))
+
+    # ------------------------------------------------------------ bytes
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Atomic write: readers see the old file or the whole new one, never a part."""
+        final = self.path(rel)
+        parent = final.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        if not self.local:
+            with self.fs.open_output_stream(final) as out:
+                out.write(data)
+            return
+        tmp = f"{parent}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as src:
+            return src.read()
+
+    # ------------------------------------------------------------ typed helpers
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode())
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode()
+
+    def write_json(self, rel: str, obj) -> None:
+        self.write_text(rel, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def read_json(self, rel: str):
+        return json.loads(self.read_text(rel))
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        self.write_bytes(rel, sink.getvalue())
+
+    def read_table(self, rel: str, columns=None) -> pa.Table:
+        return pq.read_table(self.path(rel), filesystem=self.fs, columns=columns)
+
+    def read_schema(self, rel: str) -> pa.Schema:
+        with self.fs.open_input_file(self.path(rel)) as src:
+            return pq.read_schema(src)

@@ -1,0 +1,135 @@
+"""One unit of farm work: train a group of models, query them, write their shards.
+
+`TrainerActor` holds the data set on its device once and runs `run_group` for each group the
+driver hands it. `run_group` is a pure function of (run, model ids): re-running it rewrites
+the same shards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import ray
+import torch
+import torch.nn.functional as F
+
+from farm.config import RunConfig, config_hash, model_seed
+from farm.data import DatasetInfo
+from farm.queries import Query, apply_query
+from farm.shards import responses_table, write_model_shard
+from farm.storage import RunDir
+from farm.train import predict_in_chunks, steps_per_epoch, train_group
+
+
+def pick_device(preference: str) -> torch.device:
+    """`auto`: cuda when this process can see a GPU (Ray sets that from the actor's num_gpus)."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _metrics(logits: torch.Tensor, y: torch.Tensor, member: np.ndarray) -> dict:
+    """Train metrics on the model's members, test metrics on its non-members (held out)."""
+    out = {}
+    for name, rows in (("train", member), ("test", ~member)):
+        rows = torch.as_tensor(rows, device=logits.device)
+        if int(rows.sum()) == 0:
+            continue
+        lg, yy = logits[rows], y[rows]
+        out[f"{name}_accuracy"] = float((lg.argmax(1) == yy).float().mean())
+        out[f"{name}_loss"] = float(F.cross_entropy(lg, yy))
+        out[f"n_{name}"] = int(rows.sum())
+    return out
+
+
+def defenses_of(cfg: RunConfig) -> dict:
+    """Training-time defenses active in this config, for metrics.json."""
+    found = {}
+    if cfg.train.weight_decay > 0:
+        found["weight_decay"] = cfg.train.weight_decay
+    if cfg.train.label_smoothing > 0:
+        found["label_smoothing"] = cfg.train.label_smoothing
+    if cfg.model.dropout > 0:
+        found["dropout"] = cfg.model.dropout
+    return found
+
+
+def run_group(
+    *,
+    run_uri: str,
+    cfg: RunConfig,
+    info: DatasetInfo,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    member: np.ndarray,
+    queries: Sequence[Query],
+    model_ids: Sequence[int],
+    vectorize: bool = True,
+) -> list[int]:
+    """Train, query and write the shards of `model_ids`. x, y: the whole population on the device.
+
+    member: bool[M, N] of the whole run (the step count per epoch is fixed by all of it).
+    """
+    run = RunDir(run_uri)
+    ids = list(model_ids)
+    group = train_group(
+        model_cfg=cfg.model, train_cfg=cfg.train, info=info, x=x, y=y, member=member[ids],
+        seeds=[model_seed(cfg.seed, m) for m in ids],
+        n_steps_per_epoch=steps_per_epoch(member, cfg.train.batch_size), vectorize=vectorize,
+    )
+    start = time.perf_counter()
+    clean_logits = predict_in_chunks(group.predict, x)  # [G, N, C]
+    pred = torch.empty((len(ids), len(y), len(queries)), dtype=torch.int16, device=x.device)
+    for q, query in enumerate(queries):
+        logits = clean_logits if query.kind == "clean" else predict_in_chunks(
+            group.predict, apply_query(query, x, info=info))
+        pred[:, :, q] = logits.argmax(-1).to(torch.int16)
+    query_seconds = time.perf_counter() - start
+    labels = y.cpu().numpy()
+    digest = config_hash(cfg)
+    for g, model_id in enumerate(ids):
+        metrics = {
+            "model_id": model_id,
+            **_metrics(clean_logits[g], y, member[model_id]),
+            "epochs": cfg.train.epochs,
+            "seconds": group.seconds / len(ids),
+            "query_seconds": query_seconds / len(ids),
+            "group_size": len(ids),
+            "vectorized": bool(vectorize and len(ids) > 1),
+            "device": str(x.device),
+            "defense": defenses_of(cfg),
+            "seed": model_seed(cfg.seed, model_id),
+        }
+        table = responses_table(labels=labels, pred=pred[g].cpu().numpy(),
+                                logits=clean_logits[g].float().cpu().numpy())
+        write_model_shard(run, model_id=model_id, state_dict=group.state_dicts[g], metrics=metrics,
+                          responses=table, config_hash=digest)
+    return ids
+
+
+@ray.remote
+class TrainerActor:
+    """Holds the population on its device once; trains the groups the driver hands it."""
+
+    def __init__(self, *, run_uri: str, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, y: np.ndarray,
+                 member: np.ndarray, queries: Sequence[Query]):
+        cpus = max(1, int(cfg.farm.num_cpus))
+        torch.set_num_threads(cpus)
+        self.device = pick_device(cfg.farm.device)
+        self.run_uri, self.cfg, self.info, self.queries = run_uri, cfg, info, queries
+        self.member = np.array(member)
+        # copies: arrays from the object store are read-only
+        self.x = torch.tensor(x, device=self.device)
+        self.y = torch.tensor(y, device=self.device)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def train(self, model_ids: Sequence[int]) -> list[int]:
+        return run_group(
+            run_uri=self.run_uri, cfg=self.cfg, info=self.info, x=self.x, y=self.y, member=self.member,
+            queries=self.queries, model_ids=model_ids, vectorize=self.cfg.farm.group_size > 1,
+        )

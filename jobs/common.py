@@ -1,0 +1,36 @@
+"""Shared pieces of the entry points: config lookup, error reporting."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from farm.errors import ShadowfarmError
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def resolve_config(name: str) -> Path:
+    """A YAML path, or the name of a bundled config (`quickstart` -> jobs/configs/quickstart.yaml)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    bundled = CONFIGS / f"{name}.yaml"
+    return bundled if bundled.is_file() else path
+
+
+def default_out(config: Path) -> str:
+    return str(Path("runs") / config.stem)
+
+
+def run_cli(fn: Callable[[], int | None]) -> int:
+    """Run an entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        return fn() or 0
+    except ShadowfarmError as exc:
+        print(f"shadowfarm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shadowfarm: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,59 @@
+"""Train a farm of shadow models: `python -m jobs.train --config quickstart [--set k=v] [--out RUN]`.
+
+Under `ray job submit --working-dir . -- python -m jobs.train ...` the driver joins that cluster;
+otherwise it starts a local Ray in-process. Re-running the same command resumes: finished models
+(whose `_SUCCESS` holds the config hash) are never trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from farm.config import load_config
+from farm.driver import plan_run, train_farm
+from jobs.common import default_out, resolve_config, run_cli
+
+SMOKE = [
+    "membership.n_models=4", "train.epochs=2", "data.subsample=200", "farm.group_size=2",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    if positional:
+        parser.add_argument("config", help="YAML config file, or a bundled name: quickstart, adult")
+    else:
+        parser.add_argument("--config", default="quickstart",
+                            help="YAML config file, or a bundled name (default: quickstart)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--out", help="run directory: a path or s3://, gs:// URI (default: runs/<config name>)")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="a tiny farm (4 models, 200 examples, 2 epochs) that runs in seconds")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def train(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config)
+    overrides = (SMOKE if args.smoke_test else []) + args.overrides
+    cfg = load_config(config, overrides)
+    out = args.out or (default_out(config) + ("-smoke" if args.smoke_test else ""))
+    plan = plan_run(cfg, out)
+    trained = train_farm(plan, progress=not args.quiet)
+    n = cfg.membership.n_models
+    print(json.dumps({"run": plan.run.uri, "config_hash": plan.config_hash, "models": n,
+                      "trained_now": len(trained), "already_done": n - len(trained)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, positional=False)
+    args = parser.parse_args(argv)
+    return run_cli(lambda: train(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
