@@ -199,6 +199,7 @@ def _check(cond: bool, message: str) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Range checks that types cannot express. Registry names are checked by their registries."""
     m, t, f, d = cfg.membership, cfg.train, cfg.farm, cfg.data
+    _check(cfg.seed >= 0, f"seed: expected an integer >= 0, got {cfg.seed}")
     _check(m.mode in ("lira", "disjoint"), f"membership.mode: expected 'lira' or 'disjoint', got {m.mode!r}")
     _check(m.n_models >= 2, f"membership.n_models: expected at least 2, got {m.n_models}")
     _check(0.0 < m.p_in < 1.0, f"membership.p_in: expected a value in (0, 1), got {m.p_in}")

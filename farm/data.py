@@ -118,6 +118,12 @@ def _file(cfg: DataConfig, what: str) -> Path:
     return path
 
 
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    if seed < 0:  # numpy seeds must be non-negative
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed}")
+    return np.random.default_rng([seed, stream])
+
+
 def _read_error(path, error: BaseException) -> DataError:
     return DataError(f"{path}: cannot read ({_one_line(error)})")
 
@@ -166,7 +172,7 @@ def _adult_from(path: Path, pd) -> Dataset:
     if df.shape[1] != len(_ADULT_COLUMNS):
         raise DataError(f"{path}: expected {len(_ADULT_COLUMNS)} columns (14 UCI Adult attributes and "
                         f"the income label), got {df.shape[1]}")
-    if len(df) and not str(df.iat[0, 0]).strip().isdigit():  # a header row: names are positional
+    if len(df) and pd.notna(df.iat[0, 0]) and not df.iat[0, 0].isdigit():  # a header: names are positional
         df = df.iloc[1:]
     df.columns = _ADULT_COLUMNS
     df = df.dropna()
@@ -238,7 +244,7 @@ def _load_synthetic(cfg: DataConfig, seed: int) -> Dataset:
     for field, ok, need in checks:
         if not ok:
             raise ConfigError(f"data.synthetic.{field}: expected {need}, got {getattr(s, field)}")
-    rng = np.random.default_rng([seed, _SYNTHETIC_STREAM])
+    rng = _rng(seed, _SYNTHETIC_STREAM)
     means = rng.normal(scale=s.separation, size=(s.n_classes, s.n_features))
     y = rng.permutation(np.arange(s.n_examples) % s.n_classes)
     x = means[y] + rng.normal(size=(s.n_examples, s.n_features))
@@ -293,13 +299,15 @@ def _load_torchvision(name: str, cfg: DataConfig, seed: int) -> Dataset:
                         "(set data.download: true to fetch them)") from None
     except (OSError, ValueError, TypeError, AssertionError) as e:  # failed download, malformed files
         raise DataError(f"{cfg.path}: {name} could not be loaded ({_one_line(e)})") from None
-    x = np.asarray(ds.data)
+    x = np.asarray(ds.data)  # uint8
     y = np.asarray(ds.labels if name == "svhn" else ds.targets)
     if x.ndim == 3:  # MNIST-like: [N, H, W]
         x = x[:, None]
     elif name.startswith("cifar"):  # stored [N, H, W, C]
         x = x.transpose(0, 3, 1, 2)
-    return _dataset(name, "image", x.astype(np.float32) / 255.0, y, f"{cfg.path} ({name})", bounds=(0, 1))
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    x /= 255.0  # in place: CIFAR-size arrays are large
+    return _dataset(name, "image", x, y, f"{cfg.path} ({name})", bounds=(0, 1))
 
 
 DATASETS: dict[str, Callable[[DataConfig, int], Dataset]] = {
@@ -327,7 +335,7 @@ def load_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
         return data
     if cfg.subsample > len(data):
         raise DataError(f"data.subsample: {cfg.subsample} exceeds the {len(data)} examples of {cfg.name}")
-    rng = np.random.default_rng([seed, _SUBSAMPLE_STREAM])
+    rng = _rng(seed, _SUBSAMPLE_STREAM)
     keep = np.sort(rng.choice(len(data), size=cfg.subsample, replace=False))
     x, y = _validate(data.x[keep], data.y[keep], "data.subsample")
     return Dataset(info=data.info, x=x, y=y)
