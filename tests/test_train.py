@@ -50,7 +50,8 @@ def test_a_models_training_does_not_depend_on_its_group():
 def test_training_learns():
     data, x, y = _digits(400)
     member = lira_membership(n_models=2, n_examples=len(y), p_in=0.5, seed=0)
-    out = train_group(model_cfg=ModelConfig(name="mlp", hidden=(64,)), train_cfg=TrainConfig(epochs=20, batch_size=32, lr=0.01),
+    out = train_group(model_cfg=ModelConfig(name="mlp", hidden=(64,)),
+                      train_cfg=TrainConfig(epochs=20, batch_size=32, lr=0.01),
                       info=data.info, x=x, y=y, member=member, seeds=[1, 2],
                       n_steps_per_epoch=steps_per_epoch(member, 32))
     correct = (out.predict(x).argmax(-1) == y).float()

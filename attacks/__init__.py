@@ -1,0 +1,1 @@
+"""shadowfarm stage 2: label-only membership inference attacks calibrated on shadow models."""

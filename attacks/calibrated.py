@@ -1,0 +1,123 @@
+"""LiRA-style per-example calibration (Carlini et al. 2112.03570) applied to label-only statistics.
+
+For every example, the statistic's distribution over the shadows that trained on it (IN) and over
+those that did not (OUT) is modelled as a Gaussian; the target's value is scored by the likelihood
+ratio (online) or by a one-sided test against OUT alone (offline). `lira_scores` is the shared core,
+also used by `attacks.baselines.lira_confidence` and usable for any per-(model, example) statistic
+(e.g. boundary distances). Only shadow statistics and shadow membership go in: the target's
+membership cannot even be passed.
+
+Departures from the LiRA reference code (research/mi_lira_2021), on purpose:
+- means are per-example *means* (the reference uses medians; with discrete label-only statistics
+  medians tie too often);
+- the global variance is the pooled *within-example* variance (squared deviations from each example's
+  own IN or OUT mean), not the variance of all values, which would mix in between-example spread;
+  IN and OUT each get their own;
+- examples with fewer than two IN (OUT) shadows use the global IN (OUT) variance;
+- every std is floored at `min_std`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import logit
+from scipy.stats import norm
+
+from attacks.features import PERTURBATION_KINDS, check_game, count_correct, query_indices, require_kinds
+from attacks.responses import Responses
+from farm.errors import ConfigError
+
+GLOBAL_VARIANCE_BELOW = 64  # "auto": LiRA recommends a global variance with few shadows
+
+
+def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, shadow_member: np.ndarray,
+                variant: str = "online", global_variance: bool | str = "auto",
+                min_std: float = 0.1) -> np.ndarray:
+    """Per-example likelihood-ratio scores from shadow statistics (higher = more likely member).
+
+    target_statistic: float[N]; shadow_statistic: float[S, N]; shadow_member: bool[S, N].
+    variant "online":  log N(s; mu_in, sd_in) - log N(s; mu_out, sd_out); needs >= 1 IN and >= 1 OUT
+                       shadow for every example.
+    variant "offline": log Phi((s - mu_out) / sd_out): one-sided, higher s => member; OUT shadows only.
+    global_variance: True (one IN and one OUT variance for all examples), False (per example), or
+                     "auto" (global when S < 64).
+    Returns float64[N].
+    """
+    if variant not in ("online", "offline"):
+        raise ConfigError(f"unknown variant {variant!r} (valid: offline, online)")
+    if global_variance not in (True, False, "auto"):
+        raise ConfigError(f"global_variance must be true, false or 'auto', got {global_variance!r}")
+    if not min_std > 0:
+        raise ConfigError(f"min_std must be > 0, got {min_std}")
+    stat = np.asarray(shadow_statistic, dtype=np.float64)
+    member = np.asarray(shadow_member, dtype=bool)
+    s = np.asarray(target_statistic, dtype=np.float64)
+    use_global = len(stat) < GLOBAL_VARIANCE_BELOW if global_variance == "auto" else bool(global_variance)
+
+    mu_out, sd_out = _gaussian_fit(stat, ~member, use_global=use_global, min_std=min_std, side="OUT")
+    if variant == "offline":
+        return norm.logcdf((s - mu_out) / sd_out)
+    mu_in, sd_in = _gaussian_fit(stat, member, use_global=use_global, min_std=min_std, side="IN")
+    return norm.logpdf(s, mu_in, sd_in) - norm.logpdf(s, mu_out, sd_out)
+
+
+def _gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_std: float,
+                  side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example mean and std (float64[N] each) of stat[S, N] over the rows where mask[S, N]."""
+    count = mask.sum(axis=0)
+    if (count == 0).any():
+        hint = " (use variant='offline' or more shadows)" if side == "IN" else " (use more shadows)"
+        raise ConfigError(f"{int((count == 0).sum())} examples have no {side} shadow, so their {side} "
+                          f"distribution cannot be fit{hint}")
+    mean = np.where(mask, stat, 0.0).sum(axis=0) / count
+    squares = np.where(mask, (stat - mean) ** 2, 0.0).sum(axis=0)
+    dof = count - 1
+    pooled_dof = dof.sum()
+    global_var = squares.sum() / pooled_dof if pooled_dof > 0 else 0.0
+    if use_global:
+        var = np.full(stat.shape[1], global_var)
+    else:
+        var = np.where(dof > 0, squares / np.maximum(dof, 1), global_var)
+    return mean, np.maximum(np.sqrt(var), min_std)
+
+
+def smoothed_logit_fraction(correct_count: np.ndarray, n_queries: int) -> np.ndarray:
+    """logit((k + 0.5) / (n + 1)): a finite, roughly Gaussian version of k correct out of n.
+
+    correct_count: int[...]; returns float64[...] of the same shape.
+    """
+    return logit((np.asarray(correct_count, dtype=np.float64) + 0.5) / (n_queries + 1))
+
+
+def calibrated(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
+               kinds: Sequence[str] | None = None, global_variance: bool | str = "auto",
+               min_std: float = 0.1) -> np.ndarray:
+    """LiRA calibration of the label-only statistic "fraction of queries still answered correctly".
+
+    Statistic per (model, example): k correct out of the n queries of `kinds` (default: every
+    non-clean query of the run; every kind listed must be present), smoothed as
+    logit((k + 0.5) / (n + 1)). Per example, Gaussians are fit over IN shadows and OUT shadows
+    (`lira_scores`). Needs at least one perturbation query (or a query
+    of one of `kinds`). Returns float64[N].
+    """
+    if kinds is None:
+        chosen = tuple(sorted({kind for kind in responses.query_kinds if kind != "clean"}))
+        if not chosen:
+            require_kinds(responses, attack="calibrated", any_of=PERTURBATION_KINDS)
+    else:
+        chosen = tuple(kinds)
+        for kind in chosen:  # every requested kind must be there: a silent subset would change the statistic
+            require_kinds(responses, attack="calibrated", any_of=(kind,))
+        if not chosen:
+            raise ConfigError("attack 'calibrated': kinds is empty; "
+                              "leave it unset to use every non-clean query")
+    shadows = check_game(responses, target=target, shadows=shadows)
+    queries = query_indices(responses, kinds=chosen)
+    models = np.concatenate([[int(target)], shadows])
+    counts = count_correct(responses, queries=queries, models=models)
+    statistic = smoothed_logit_fraction(counts, len(queries))
+    return lira_scores(target_statistic=statistic[0], shadow_statistic=statistic[1:],
+                       shadow_member=responses.member[shadows], variant=variant,
+                       global_variance=global_variance, min_std=min_std)

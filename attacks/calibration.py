@@ -1,0 +1,100 @@
+"""Fitting on shadow models only: attack classifiers, and the pseudo-target game that yields shadow scores.
+
+Two things live here because both are "learn from shadows, never from the target":
+
+- `fit_on_shadows`: fit a scikit-learn classifier on per-(shadow, example) feature rows labelled by the
+  shadows' membership, then score the target's rows.
+- `shadow_scores`: run an attack with some shadows playing the target (each pseudo-target attacked with
+  the *other* shadows; the real target is never one of them) and pool their (scores, member) pairs.
+  Thresholds for a requested FPR, or for best balanced accuracy, are then chosen on this set
+  (`attacks.metrics.shadow_thresholds`) and applied to the real target's scores.
+
+Pure: no I/O, no logging; randomness only from explicit seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from attacks.responses import Responses
+from farm.errors import ConfigError
+
+
+def shadow_rows(responses: Responses, *, shadows: np.ndarray, max_rows: int | None,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (shadow, example) rows an attack classifier is fit on, subsampled (seeded) to `max_rows`.
+
+    Returns (models int[R], examples int[R]) with R = min(S*N, max_rows), shadow-major order.
+    Rows are chosen before any feature is built, so memory stays O(max_rows * features) however
+    many shadows and queries the run has.
+    """
+    n_rows = len(shadows) * responses.n_examples
+    flat = np.arange(n_rows)
+    if max_rows is not None and n_rows > max_rows:
+        if max_rows < 2:
+            raise ConfigError(f"max_fit_rows must be at least 2, got {max_rows}")
+        flat = np.sort(np.random.default_rng(seed).choice(n_rows, size=max_rows, replace=False))
+    return shadows[flat // responses.n_examples], flat % responses.n_examples
+
+
+def fit_on_shadows(make_classifier: Callable[[], object], responses: Responses, *,
+                   row_features: Callable[[np.ndarray, np.ndarray], np.ndarray], target: int,
+                   shadows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """Fit a classifier on shadow rows (label = that shadow's membership) and score the target's rows.
+
+    row_features(models int[R], examples int[R]) -> float[R, F]: the features of those rows.
+    make_classifier: returns an unfitted scikit-learn classifier with `predict_proba`.
+    Reads member[shadows] only. Returns float64[N]: P(member) for each of the target's examples.
+    """
+    models, examples = shadow_rows(responses, shadows=np.asarray(shadows, dtype=np.intp),
+                                   max_rows=max_rows, seed=seed)
+    y = responses.member[models, examples]
+    if y.all() or not y.any():
+        raise ConfigError("the shadow rows used to fit the attack classifier hold only one class; "
+                          "raise max_fit_rows or use more shadows")
+    classifier = make_classifier()
+    classifier.fit(row_features(models, examples), y)
+    member_column = list(classifier.classes_).index(True)
+    all_examples = np.arange(responses.n_examples)
+    target_rows = row_features(np.full(responses.n_examples, int(target)), all_examples)
+    return classifier.predict_proba(target_rows)[:, member_column].astype(np.float64)
+
+
+def pseudo_targets(shadows: Sequence[int] | np.ndarray, *, n_pseudo: int, seed: int) -> np.ndarray:
+    """The shadows (int[P], P = min(n_pseudo, S)) that play the target in the shadow game; seeded choice."""
+    shadows = np.asarray(shadows, dtype=np.intp).reshape(-1)
+    if n_pseudo < 1:
+        raise ConfigError(f"n_pseudo must be at least 1, got {n_pseudo}")
+    if len(shadows) < 3:
+        raise ConfigError(f"the shadow game needs at least 3 shadows (pseudo-target + 2 of its own), "
+                          f"got {len(shadows)}")
+    if n_pseudo >= len(shadows):
+        return shadows.copy()
+    return np.sort(np.random.default_rng(seed).choice(shadows, size=n_pseudo, replace=False))
+
+
+def shadow_scores(attack_fn: Callable[..., np.ndarray], responses: Responses, *, target: int,
+                  shadows: Sequence[int] | np.ndarray, n_pseudo: int = 8, seed: int = 0,
+                  **settings) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the same attack on shadows acting as targets: the calibration set for thresholds.
+
+    Each pseudo-target p (chosen from `shadows`, seeded) is attacked with shadows = the other shadows;
+    the real `target` is excluded from every step, so nothing here depends on `member[target]` or on
+    the target's responses. Each pseudo-target has one shadow fewer than the real target: close
+    enough for thresholds, and it keeps the game honest.
+
+    attack_fn: an attack with signature fn(responses, *, target, shadows, **settings) -> float64[N].
+    Returns (scores float64[P*N], member bool[P*N]), pooled over the P pseudo-targets.
+    """
+    shadows = np.asarray(shadows, dtype=np.intp).reshape(-1)
+    if int(target) in set(shadows.tolist()):
+        raise ConfigError(f"target {target} is listed among its own shadows; its membership must stay unseen")
+    scores, member = [], []
+    for pseudo in pseudo_targets(shadows, n_pseudo=n_pseudo, seed=seed):
+        others = shadows[shadows != pseudo]
+        scores.append(np.asarray(attack_fn(responses, target=int(pseudo), shadows=others, **settings),
+                                 dtype=np.float64))
+        member.append(responses.member[pseudo])
+    return np.concatenate(scores), np.concatenate(member).astype(bool)

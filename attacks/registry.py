@@ -1,0 +1,101 @@
+"""Attack registry: look attacks up by name; unknown names and unknown settings are ConfigErrors.
+
+Every attack is fn(responses, *, target, shadows, **settings) -> float64[N] scores for the examples as
+seen by model `target` (higher = more likely member). Contract: an attack reads `member[shadows]`
+only, never `member[target]`; label-only attacks never read `logits` (`run_attack` hands them
+responses without logits, so this holds by construction) and work when `logits` is None.
+
+`boundary` (HopSkipJump distances) and `transfer` (Label-Leaks) need model access beyond the recorded
+responses; they are not registered here yet (their per-(model, example) statistics can be calibrated
+with `attacks.calibrated.lira_scores`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attacks import baselines, calibrated, label_only
+from attacks.features import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS
+from attacks.responses import Responses
+from farm.errors import ConfigError, unknown_name
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One registered attack.
+
+    name: registry key; fn: the attack function; label_only: reads only predicted labels;
+    needs: query kinds of which at least one must be in the run (empty: none required);
+    defaults: the settings fn accepts, with their defaults; description: one line for reports.
+    """
+
+    name: str
+    fn: Callable[..., np.ndarray]
+    label_only: bool
+    needs: tuple[str, ...]
+    defaults: dict = field(default_factory=dict)
+    description: str = ""
+
+
+def _spec(name: str, fn: Callable[..., np.ndarray], *, label_only: bool, needs: tuple[str, ...],
+          description: str) -> AttackSpec:
+    # Defaults are read from the signature so that the registry can never drift from the function.
+    defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("target", "shadows")}
+    return AttackSpec(name, fn, label_only, needs, defaults, description)
+
+
+ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
+    _spec("gap", label_only.gap, label_only=True, needs=("clean",),
+          description="clean label correct => member (Yeom et al.; Choquette-Choo et al.)"),
+    _spec("augmentation", label_only.augmentation, label_only=True, needs=AUGMENTATION_KINDS,
+          description="correctness vector over flips/translations/rotations, classifier fit on shadows "
+                      "(Choquette-Choo et al.)"),
+    _spec("noise", label_only.noise, label_only=True, needs=NOISE_KINDS,
+          description="fraction correct under gaussian/bitflip noise (Choquette-Choo et al.)"),
+    _spec("calibrated", calibrated.calibrated, label_only=True, needs=PERTURBATION_KINDS,
+          description="per-example IN/OUT Gaussians of the fraction of correct perturbed queries "
+                      "(LiRA applied to label-only statistics)"),
+    _spec("loss", baselines.loss, label_only=False, needs=(),
+          description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
+    _spec("confidence_classifier", baselines.confidence_classifier, label_only=False, needs=(),
+          description="gradient-boosted attack model on sorted confidences, fit on shadows "
+                      "(Shokri et al.; needs logits)"),
+    _spec("lira_confidence", baselines.lira_confidence, label_only=False, needs=(),
+          description="LiRA on the logit-scaled true-label confidence (Carlini et al.; needs logits)"),
+)}
+
+
+def get_attack(name: str) -> AttackSpec:
+    """The AttackSpec registered as `name`; ConfigError listing the valid names otherwise."""
+    if name not in ATTACKS:
+        raise unknown_name("attack", name, ATTACKS)
+    return ATTACKS[name]
+
+
+def resolve_settings(name: str, settings: dict | None = None) -> dict:
+    """The attack's defaults overridden by `settings`; ConfigError naming any unknown setting."""
+    spec = get_attack(name)
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(spec.defaults))
+    if unknown:
+        valid = ", ".join(sorted(spec.defaults)) or "none"
+        raise ConfigError(f"attack {name!r}: unknown setting(s) {', '.join(unknown)} (valid: {valid})")
+    return {**spec.defaults, **settings}
+
+
+def run_attack(name: str, responses: Responses, *, target: int, shadows: Sequence[int],
+               settings: dict | None = None) -> np.ndarray:
+    """Scores float64[N] of attack `name` for `target`, with settings checked against its defaults.
+
+    Label-only attacks receive `responses.without_logits()`, so they cannot read logits.
+    """
+    spec = get_attack(name)
+    resolved = resolve_settings(name, settings)
+    if spec.label_only:
+        responses = responses.without_logits()
+    return np.asarray(spec.fn(responses, target=target, shadows=shadows, **resolved), dtype=np.float64)

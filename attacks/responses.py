@@ -1,0 +1,45 @@
+"""The attack stage's view of a run: arrays only, as read from the shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Responses:
+    """Label-only responses of M models on N examples under Q queries.
+
+    member: bool[M, N]          training membership (read for shadows only)
+    pred: int16[M, N, Q]        predicted label per model, example, query
+    labels: int64[N]            true labels
+    query_kinds: tuple[str]     length Q, e.g. ("clean", "translate", ...)
+    query_params: tuple[dict]   length Q
+    logits: float32[M, N, C] | None   clean-query logits (confidence baselines only)
+    model_ids: int32[M]         model_id of each row
+    """
+
+    member: np.ndarray
+    pred: np.ndarray
+    labels: np.ndarray
+    query_kinds: tuple[str, ...]
+    query_params: tuple[dict, ...]
+    logits: np.ndarray | None = None
+    model_ids: np.ndarray | None = None
+
+    @property
+    def n_models(self) -> int:
+        return self.member.shape[0]
+
+    @property
+    def n_examples(self) -> int:
+        return self.member.shape[1]
+
+    def queries_of(self, *kinds: str) -> np.ndarray:
+        """Indices of the queries whose kind is in `kinds` (all queries when none given)."""
+        return np.array([q for q, k in enumerate(self.query_kinds) if not kinds or k in kinds], dtype=int)
+
+    def without_logits(self) -> Responses:
+        return Responses(self.member, self.pred, self.labels, self.query_kinds, self.query_params,
+                         None, self.model_ids)
