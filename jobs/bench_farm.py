@@ -76,7 +76,8 @@ def bench(args: argparse.Namespace) -> int:
         print(f"{name:>24}: {rate:8.1f} models/min (runs: {runs}); mean test accuracy {accuracy[name]:.4f}")
     base, grouped = medians.values()
     acc_base, acc_grouped = accuracy.values()
-    print(f"ratio: {grouped / base:.1f}x models/min; test accuracy difference {100 * (acc_grouped - acc_base):+.2f} points")
+    diff = 100 * (acc_grouped - acc_base)
+    print(f"ratio: {grouped / base:.1f}x models/min; test accuracy difference {diff:+.2f} points")
     return 0
 
 
