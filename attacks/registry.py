@@ -5,9 +5,9 @@ seen by model `target` (higher = more likely member). Contract: an attack reads 
 only, never `member[target]`; label-only attacks never read `logits` (`run_attack` hands them
 responses without logits, so this holds by construction) and work when `logits` is None.
 
-`boundary` (HopSkipJump distances) and `transfer` (Label-Leaks) need model access beyond the recorded
-responses; they are not registered here yet (their per-(model, example) statistics can be calibrated
-with `attacks.calibrated.lira_scores`).
+`transfer` (Label-Leaks) needs models trained on the target's labels: the runner computes that
+per-(model, example) statistic first (`attacks.transfer.transfer_statistic`) into
+`responses.statistics`; the registered function only reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks import baselines, calibrated, label_only
+from attacks import baselines, calibrated, label_only, transfer
 from attacks.features import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS
 from attacks.responses import Responses
 from farm.errors import ConfigError, unknown_name
@@ -60,6 +60,9 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
     _spec("calibrated", calibrated.calibrated, label_only=True, needs=PERTURBATION_KINDS,
           description="per-example IN/OUT Gaussians of the fraction of correct perturbed queries "
                       "(LiRA applied to label-only statistics)"),
+    _spec("transfer", transfer.transfer, label_only=True, needs=("clean",),
+          description="loss at the target's label of models trained on target-relabelled data "
+                      "(Li & Zhang, Label-Leaks)"),
     _spec("loss", baselines.loss, label_only=False, needs=(),
           description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
     _spec("confidence_classifier", baselines.confidence_classifier, label_only=False, needs=(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,6 +18,9 @@ class Responses:
     query_params: tuple[dict]   length Q
     logits: float32[M, N, C] | None   clean-query logits (confidence baselines only)
     model_ids: int32[M]         model_id of each row
+    statistics: dict[str, float64[M, N]]   per-(model, example) statistics computed with model
+                                access (e.g. "transfer" scores, "boundary" distances); NaN where
+                                not computed
     """
 
     member: np.ndarray
@@ -27,6 +30,7 @@ class Responses:
     query_params: tuple[dict, ...]
     logits: np.ndarray | None = None
     model_ids: np.ndarray | None = None
+    statistics: dict = field(default_factory=dict)
 
     @property
     def n_models(self) -> int:
@@ -41,5 +45,8 @@ class Responses:
         return np.array([q for q, k in enumerate(self.query_kinds) if not kinds or k in kinds], dtype=int)
 
     def without_logits(self) -> Responses:
-        return Responses(self.member, self.pred, self.labels, self.query_kinds, self.query_params,
-                         None, self.model_ids)
+        return replace(self, logits=None)
+
+    def with_statistic(self, name: str, values: np.ndarray) -> Responses:
+        """A copy with statistics[name] = values (float64[M, N])."""
+        return replace(self, statistics={**self.statistics, name: values})

@@ -112,6 +112,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     queries: tuple[QuerySpec, ...] = DEFAULT_QUERIES
+    record_logits: bool = True  # clean logits in the shards, for the confidence baselines only
     farm: FarmConfig = field(default_factory=FarmConfig)
 
 

@@ -235,5 +235,6 @@ def verify_plan(plan: Plan) -> list[str]:
         problems.append(f"{run.path(QUERIES)}: expected {len(plan.queries)} queries")
     for m in range(cfg.membership.n_models):
         problems += check_model_shard(run, m, config_hash=plan.config_hash, n_examples=len(plan.dataset),
-                                      n_queries=len(plan.queries), n_classes=plan.dataset.info.num_classes)
+                                      n_queries=len(plan.queries),
+                                      n_classes=plan.dataset.info.num_classes if cfg.record_logits else None)
     return problems

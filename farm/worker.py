@@ -104,7 +104,7 @@ def run_group(
             "seed": model_seed(cfg.seed, model_id),
         }
         table = responses_table(labels=labels, pred=pred[g].cpu().numpy(),
-                                logits=clean_logits[g].float().cpu().numpy())
+                                logits=clean_logits[g].float().cpu().numpy() if cfg.record_logits else None)
         write_model_shard(run, model_id=model_id, state_dict=group.state_dicts[g], metrics=metrics,
                           responses=table, config_hash=digest)
     return ids

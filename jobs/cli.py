@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs import attack as attack_job
 from jobs import train as train_job
 from jobs.common import run_cli
 
@@ -12,6 +13,9 @@ EPILOG = """examples:
   shadowfarm train quickstart                  # 64 MLPs on digits into runs/quickstart
   shadowfarm train my.yaml --set train.epochs=5 --out runs/exp1
   shadowfarm verify runs/quickstart
+  shadowfarm attack runs/quickstart            # every applicable attack, thresholds from shadows
+  shadowfarm attack runs/quickstart --attacks gap,calibrated --setting calibrated.variant=offline
+  shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
 """
 
 
@@ -28,6 +32,17 @@ def verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    from attacks.report import format_table, summary_rows, write_report
+    from farm.storage import RunDir
+
+    run = RunDir(args.run)
+    path = write_report(run)
+    print(format_table(summary_rows(run)))
+    print(f"report: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shadowfarm", description="Label-only membership inference audits with a Ray farm of shadow models.",
@@ -40,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a run's shards: schemas, row counts, membership, _SUCCESS hashes")
     p.add_argument("run", help="run directory")
     p.set_defaults(func=verify)
+    p = sub.add_parser("attack", help="run label-only attacks and confidence baselines on a trained run",
+                       description=attack_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    attack_job.add_arguments(p, positional=True)
+    p.set_defaults(func=attack_job.attack)
+    p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=report)
     return parser
 
 

@@ -3,6 +3,8 @@ target's own membership is never read."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.special import expit
@@ -49,9 +51,12 @@ def make_responses(*, n_examples: int = 400, strength: float = 6.0, kinds: dict[
         boost = difficulty + 2.5 + 0.7 * strength * member
         logits[:, np.arange(n_examples), labels] += boost
         logits = logits.astype(np.float32)
+    # the transfer attack's per-(model, example) statistic (minus the transfer models' loss) is
+    # computed by training models (tested end to end in test_attack_run.py); here it is planted
+    transfer = rng.normal(0.0, 1.0, (n_models, n_examples)) + 0.5 * strength * member
     return Responses(member=member, pred=pred, labels=labels, query_kinds=query_kinds,
                      query_params=tuple({} for _ in query_kinds), logits=logits,
-                     model_ids=np.arange(n_models, dtype=np.int32))
+                     model_ids=np.arange(n_models, dtype=np.int32), statistics={"transfer": transfer})
 
 
 CASES = [
@@ -64,6 +69,7 @@ CASES = [
     ("calibrated", {"variant": "online", "global_variance": False}),
     ("calibrated", {"variant": "offline", "global_variance": "auto"}),
     ("calibrated", {"variant": "offline", "global_variance": False, "kinds": ("gaussian",)}),
+    ("transfer", {}),
     ("loss", {}),
     ("confidence_classifier", {"max_iter": 30}),
     ("lira_confidence", {"variant": "online"}),
@@ -117,8 +123,7 @@ def test_target_membership_is_never_read(planted, name, settings):
     permuted = responses.member.copy()
     permuted[TARGET] = np.random.default_rng(7).permutation(permuted[TARGET])
     assert not np.array_equal(permuted[TARGET], responses.member[TARGET])
-    other = Responses(permuted, responses.pred, responses.labels, responses.query_kinds,
-                      responses.query_params, responses.logits, responses.model_ids)
+    other = dataclasses.replace(responses, member=permuted)
     before = run_attack(name, responses, target=TARGET, shadows=SHADOWS, settings=settings)
     after = run_attack(name, other, target=TARGET, shadows=SHADOWS, settings=settings)
     assert np.array_equal(before, after)
@@ -134,7 +139,8 @@ def test_target_membership_is_never_read(planted, name, settings):
 def test_label_only_attacks_never_read_logits(planted, name):
     plain = planted[False]
     poisoned = Responses(plain.member, plain.pred, plain.labels, plain.query_kinds, plain.query_params,
-                         np.full((N_MODELS, plain.n_examples, 10), np.nan, dtype=np.float32))
+                         np.full((N_MODELS, plain.n_examples, 10), np.nan, dtype=np.float32),
+                         statistics=plain.statistics)
     fn = get_attack(name).fn
     expected = fn(plain, target=TARGET, shadows=SHADOWS)
     assert np.array_equal(expected, fn(poisoned, target=TARGET, shadows=SHADOWS))

@@ -1,0 +1,168 @@
+"""Run attacks on a trained run: scores for each target, thresholds from shadows, metrics, files.
+
+For each attack and each target model t, the shadows are the run's models that are not targets
+(so no target's membership is ever read). Thresholds come from the shadow game: pseudo-targets
+drawn from the shadows are attacked with the other shadows (`attacks.calibration.shadow_scores`),
+and the thresholds for the requested FPRs and for best balanced accuracy are picked on their
+pooled scores, then applied to the targets. Figures are pooled over the targets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from attacks.calibration import pseudo_targets, shadow_scores
+from attacks.features import query_indices
+from attacks.loader import load_responses
+from attacks.metrics import auc, bootstrap_ci, evaluate, fpr_key, pool, shadow_thresholds, tpr_at_fpr
+from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
+from attacks.responses import Responses
+from attacks.transfer import STATISTIC as TRANSFER
+from attacks.transfer import transfer_statistic
+from farm.driver import ensure_ray, load_plan
+from farm.errors import ConfigError
+from farm.storage import RunDir
+
+SCORES_SCHEMA = pa.schema(
+    [("target_model_id", pa.int32()), ("example_id", pa.int32()), ("member", pa.bool_()), ("score", pa.float64())],
+    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"scores"},
+)
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """How the attack stage runs; `settings` maps attack name -> its settings."""
+
+    attacks: tuple[str, ...] | None = None  # None: every attack the run supports
+    targets: tuple[int, ...] | None = None  # None: the run's membership.target_ids
+    settings: dict = field(default_factory=dict)
+    fpr: float = 0.01  # requested FPR: its shadow threshold's realized FPR/TPR on the target is reported
+    n_pseudo: int = 4  # shadows that play the target to pick thresholds
+    bootstrap: int = 200  # replicates for the confidence intervals (0: none)
+    seed: int = 0
+
+
+def applicable(name: str, responses: Responses) -> str | None:
+    """Why attack `name` cannot run on these responses, or None when it can."""
+    spec = get_attack(name)
+    if not spec.label_only and responses.logits is None:
+        return "the shards have no logits (confidence baseline)"
+    if spec.needs and not len(query_indices(responses, kinds=spec.needs)):
+        return f"needs queries of kind {' or '.join(spec.needs)}"
+    return None
+
+
+def choose_attacks(options: AttackOptions, responses: Responses) -> tuple[list[str], dict[str, str]]:
+    """(attacks to run, {skipped attack: reason}); explicitly requested attacks must apply."""
+    if options.attacks is not None:
+        for name in options.attacks:
+            reason = applicable(name, responses)
+            if reason:
+                raise ConfigError(f"attack {name!r} cannot run on this run: {reason}")
+        return list(options.attacks), {}
+    names, skipped = [], {}
+    for name in ATTACKS:
+        reason = applicable(name, responses)
+        if reason:
+            skipped[name] = reason
+        else:
+            names.append(name)
+    return names, skipped
+
+
+def _game(plan, options: AttackOptions) -> tuple[list[int], np.ndarray]:
+    m = plan.cfg.membership
+    if m.mode != "lira":
+        raise ConfigError("membership.mode: the attack stage supports lira-mode runs (disjoint: not yet)")
+    targets = list(options.targets if options.targets is not None else m.target_ids)
+    for t in targets:
+        if not 0 <= t < m.n_models:
+            raise ConfigError(f"--targets: {t} is not a model id in [0, {m.n_models})")
+    shadows = np.array([i for i in range(m.n_models) if i not in set(targets)], dtype=np.intp)
+    if len(shadows) < 3:
+        raise ConfigError(f"membership.n_models: {len(shadows)} shadows is too few (need at least 3)")
+    return targets, shadows
+
+
+def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progress: bool = True) -> list[dict]:
+    """Run the attacks on a finished run; writes attacks/<name>/{scores.parquet, metrics.json}."""
+    plan = load_plan(run_uri)
+    run = plan.run
+    responses = load_responses(run)
+    targets, shadows = _game(plan, options)
+    names, skipped = choose_attacks(options, responses)
+    for name in options.settings:
+        get_attack(name)
+    settings = {name: resolve_settings(name, options.settings.get(name)) for name in names}
+    if TRANSFER in names:
+        ensure_ray()
+        pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed)
+        stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
+                                  models=sorted(set(targets) | set(pseudo.tolist())),
+                                  n_models=settings[TRANSFER]["n_models"], seed=options.seed)
+        responses = responses.with_statistic(TRANSFER, stat)
+    fprs = sorted({0.001, 0.01, options.fpr})
+    results = []
+    bar = tqdm(total=len(names) * len(targets), desc="attacks", unit="target", disable=not progress)
+    for name in names:
+        start = time.perf_counter()
+
+        def attack(resp, *, target, shadows, _name=name):
+            return run_attack(_name, resp, target=target, shadows=shadows, settings=settings[_name])
+
+        target_pairs, shadow_pairs = [], []
+        for t in targets:
+            target_pairs.append((attack(responses, target=t, shadows=shadows), responses.member[t]))
+            shadow_pairs.append(shadow_scores(attack, responses, target=t, shadows=shadows,
+                                              n_pseudo=options.n_pseudo, seed=options.seed))
+            bar.update(1)
+        scores, member = pool(target_pairs)
+        thresholds = shadow_thresholds(*pool(shadow_pairs), fprs=fprs)
+        metrics = evaluate(scores, member, thresholds=thresholds, fprs=fprs)
+        spec = get_attack(name)
+        metrics.update(attack=name, label_only=spec.label_only, description=spec.description,
+                       settings=settings[name], target_model_ids=targets, requested_fpr=options.fpr,
+                       n_pseudo_targets=options.n_pseudo, n_shadows=len(shadows))
+        if options.bootstrap:
+            metrics["auc_ci"] = bootstrap_ci(scores, member, metric_fn=auc, n=options.bootstrap, seed=options.seed)
+            metrics["tpr_at_fpr_ci"] = {
+                fpr_key(f): bootstrap_ci(scores, member, n=options.bootstrap, seed=options.seed,
+                                         metric_fn=lambda s, m, f=f: tpr_at_fpr(s, m, fpr=f).tpr)
+                for f in fprs}
+        metrics["seconds"] = time.perf_counter() - start
+        _write(run, name, targets, target_pairs, metrics)
+        results.append(metrics)
+    bar.close()
+    for name, reason in skipped.items():
+        results.append({"attack": name, "skipped": reason})
+    return results
+
+
+def _write(run: RunDir, name: str, targets: Sequence[int], pairs, metrics: dict) -> None:
+    n = len(pairs[0][0])
+    table = pa.table({
+        "target_model_id": np.repeat(np.asarray(targets, dtype=np.int32), n),
+        "example_id": np.tile(np.arange(n, dtype=np.int32), len(targets)),
+        "member": np.concatenate([m for _, m in pairs]),
+        "score": np.concatenate([s for s, _ in pairs]),
+    }, schema=SCORES_SCHEMA)
+    run.write_table(f"attacks/{name}/scores.parquet", table)
+    run.write_json(f"attacks/{name}/metrics.json", _jsonable(metrics))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,110 @@
+"""Attack a trained run: `python -m jobs.attack --run runs/quickstart [--attacks gap,noise] [--targets 0,1]`.
+
+Every threshold, attack classifier and calibration is fit on the run's shadow models only; the
+targets' membership is read only to score the result. Writes attacks/<name>/scores.parquet and
+metrics.json, then the HTML report, and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from farm.config import parse_override
+from farm.errors import ConfigError
+from jobs.common import run_cli
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated model ids, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    if positional:
+        parser.add_argument("run", help="run directory (a path or s3://, gs:// URI)")
+    else:
+        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    parser.add_argument("--attacks", type=_csv, default=None,
+                        help="comma-separated attacks (default: every attack the run supports); "
+                             "gap, augmentation, noise, calibrated, transfer, loss, confidence_classifier, "
+                             "lira_confidence")
+    parser.add_argument("--targets", type=_ints, default=None,
+                        help="comma-separated target model ids (default: the run's membership.target_ids)")
+    parser.add_argument("--setting", dest="settings", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                        help="an attack setting, e.g. --setting calibrated.variant=offline (repeatable)")
+    parser.add_argument("--fpr", type=float, default=0.01,
+                        help="requested FPR: report the realized FPR/TPR on the target at the threshold "
+                             "chosen on shadows for it (default 0.01)")
+    parser.add_argument("--pseudo-targets", type=int, default=4,
+                        help="shadows that play the target to choose thresholds (default 4)")
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals (0: none)")
+    parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def options_from(args: argparse.Namespace):
+    from attacks.runner import AttackOptions
+
+    settings: dict = {}
+    for text in args.settings:
+        keys, value = parse_override(text)
+        if len(keys) != 2:
+            raise ConfigError(f"--setting {text!r}: expected ATTACK.KEY=VALUE, e.g. calibrated.variant=offline")
+        settings.setdefault(keys[0], {})[keys[1]] = value
+    if not 0 < args.fpr < 1:
+        raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
+    return AttackOptions(attacks=args.attacks, targets=args.targets, settings=settings, fpr=args.fpr,
+                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap)
+
+
+def attack(args: argparse.Namespace) -> int:
+    from attacks.report import format_table, summary_rows, write_report
+    from attacks.runner import attack_run
+    from farm.storage import RunDir
+
+    results = attack_run(args.run, options_from(args), progress=not args.quiet)
+    run = RunDir(args.run)
+    print(format_table(summary_rows(run)))
+    for row in results:
+        if "skipped" in row:
+            print(f"skipped {row['attack']}: {row['skipped']}")
+    if not args.no_report:
+        print(f"report: {write_report(run)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.attack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, positional=False)
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="train the smoke farm (python -m jobs.train --smoke-test) if needed, then attack it")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        if args.smoke_test:
+            from jobs import train
+
+            args.run = args.run or "runs/quickstart-smoke"
+            args.bootstrap = min(args.bootstrap, 20)
+            code = train.main(["--smoke-test", "--out", args.run, "--quiet",
+                               "--set", "membership.n_models=8", "--set", "farm.group_size=4"])
+            if code:
+                return code
+            args.pseudo_targets = min(args.pseudo_targets, 2)
+        if not args.run:
+            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
+        return attack(args)
+
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
