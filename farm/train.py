@@ -59,8 +59,8 @@ def _init_models(model_cfg: ModelConfig, info: DatasetInfo, seeds: Sequence[int]
 
 def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def train_group(
@@ -120,16 +120,16 @@ def _train_vmapped(models, streams, x, y, cfg: TrainConfig) -> TrainedGroup:
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
 
-    def loss_one(p, b, xb, yb):
-        logits = functional_call(base, (p, b), (xb,))
-        return F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-
-    batched_loss = torch.vmap(loss_one, randomness="different")
+    batched = torch.vmap(lambda p, b, xb: functional_call(base, (p, b), (xb,)), randomness="different")
     opt = _optimizer(list(params.values()), cfg)
     index = torch.stack(streams, dim=1)  # [n_steps, G, B]
+    n_models, batch_size = index.shape[1], index.shape[2]
     base.train()
     for idx in index:
-        loss = batched_loss(params, buffers, x[idx], y[idx]).sum()
+        logits = batched(params, buffers, x[idx])  # [G, B, C]
+        # sum over models of each model's mean loss (every model has the same batch size)
+        loss = F.cross_entropy(logits.reshape(n_models * batch_size, -1), y[idx].reshape(-1),
+                               label_smoothing=cfg.label_smoothing, reduction="sum") / batch_size
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -56,7 +56,7 @@ def bench(args: argparse.Namespace) -> int:
         overrides += ["data.subsample=200", "train.epochs=2"]
         args.models, args.repeats = min(args.models, 4), 1
     cfg = load_config(resolve_config(args.config), overrides)
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     data = load_dataset(cfg.data, seed=cfg.seed)
     member = make_membership(cfg.membership, n_examples=len(data), seed=cfg.seed)
     model_ids = list(range(min(args.models, cfg.membership.n_models)))
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=32, help="models trained each way (default 32)")
     parser.add_argument("--group-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: what a trainer actor with num_cpus=1 uses)")
     parser.add_argument("--smoke-test", action="store_true")
     args = parser.parse_args(argv)
     return run_cli(lambda: bench(args))
