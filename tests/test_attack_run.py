@@ -1,0 +1,107 @@
+"""The attack stage end to end on tiny farms: files, label-only runs, shadows only, CLI, smoke job."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attacks.registry import ATTACKS
+from attacks.runner import AttackOptions, attack_run
+from farm.config import load_config
+from farm.driver import plan_run, train_farm
+from farm.errors import ConfigError
+from farm.shards import MEMBERSHIP, membership_matrix, membership_table
+from farm.storage import RunDir
+from jobs import attack as attack_job
+from jobs import cli
+
+TINY = ["data.subsample=150", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
+        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
+FAST = dict(n_pseudo=2, bootstrap=10)
+
+
+def _farm(out, extra=()):
+    plan = plan_run(load_config(None, TINY + list(extra)), str(out))
+    train_farm(plan, progress=False)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def run_with_logits(ray_local, tmp_path_factory):
+    return _farm(tmp_path_factory.mktemp("attack") / "run")
+
+
+@pytest.fixture(scope="module")
+def run_label_only(ray_local, tmp_path_factory):
+    return _farm(tmp_path_factory.mktemp("attack") / "labels", ["record_logits=false"])
+
+
+def test_every_attack_writes_scores_and_metrics(run_with_logits):
+    results = attack_run(run_with_logits, AttackOptions(**FAST), progress=False)
+    assert {r["attack"] for r in results} == set(ATTACKS)
+    for name in ATTACKS:
+        metrics = json.loads(RunDir(run_with_logits).read_text(f"attacks/{name}/metrics.json"))
+        assert 0 <= metrics["auc"] <= 1 and metrics["n_members"] + metrics["n_nonmembers"] == 150
+        assert metrics["auc_ci"][0] <= metrics["auc"] <= metrics["auc_ci"][1]
+        assert set(metrics["tpr_at_fpr"]) == {"0.001", "0.01"}
+        scores = pd.read_parquet(f"{run_with_logits}/attacks/{name}/scores.parquet")
+        assert list(scores.columns) == ["target_model_id", "example_id", "member", "score"]
+        assert len(scores) == 150 and scores["score"].notna().all()
+
+
+def test_label_only_attacks_run_without_logits(run_label_only):
+    assert "logits" not in pd.read_parquet(f"{run_label_only}/models/model_id=00000/responses.parquet").columns
+    results = attack_run(run_label_only, AttackOptions(**FAST), progress=False)
+    ran = {r["attack"] for r in results if "skipped" not in r}
+    skipped = {r["attack"] for r in results if "skipped" in r}
+    assert ran == {n for n, s in ATTACKS.items() if s.label_only}
+    assert skipped == {n for n, s in ATTACKS.items() if not s.label_only}
+    with pytest.raises(ConfigError, match="no logits"):
+        attack_run(run_label_only, AttackOptions(attacks=("loss",), **FAST), progress=False)
+
+
+def test_permuting_the_targets_membership_changes_nothing_fitted(run_with_logits, tmp_path):
+    names = ("gap", "augmentation", "noise", "calibrated", "transfer", "confidence_classifier", "lira_confidence")
+    options = AttackOptions(attacks=names, n_pseudo=2, bootstrap=0)
+    run = RunDir(run_with_logits)
+    before = {r["attack"]: r for r in attack_run(run_with_logits, options, progress=False)}
+    scores_before = {n: pd.read_parquet(f"{run_with_logits}/attacks/{n}/scores.parquet") for n in names}
+    original = run.read_bytes(MEMBERSHIP)
+    member, pool = membership_matrix(run.read_table(MEMBERSHIP))
+    member[0] = np.random.default_rng(1).permutation(member[0])
+    run.write_table(MEMBERSHIP, membership_table(member, pool))
+    try:
+        after = {r["attack"]: r for r in attack_run(run_with_logits, options, progress=False)}
+    finally:
+        run.write_bytes(MEMBERSHIP, original)
+    for name in names:
+        scores_after = pd.read_parquet(f"{run_with_logits}/attacks/{name}/scores.parquet")
+        assert np.array_equal(scores_before[name]["score"], scores_after["score"]), name
+        thresholds = lambda r: {k: v["threshold"] for k, v in r["at_shadow_thresholds"].items()}  # noqa: E731
+        assert thresholds(before[name]) == thresholds(after[name]), name
+        assert not np.array_equal(scores_before[name]["member"], scores_after["member"])
+
+
+def test_transfer_from_the_cli(run_with_logits, capsys):
+    assert cli.main(["attack", run_with_logits, "--attacks", "transfer", "--pseudo-targets", "2",
+                     "--bootstrap", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "transfer" in out and "report:" in out
+    assert (RunDir(run_with_logits).is_file("report/index.html"))
+    assert cli.main(["report", run_with_logits]) == 0
+
+
+def test_attack_cli_errors(run_with_logits, capsys):
+    assert cli.main(["attack", run_with_logits, "--attacks", "nope"]) == 2
+    assert "unknown attack 'nope'" in capsys.readouterr().err
+    assert cli.main(["attack", run_with_logits, "--targets", "99"]) == 2
+    assert "--targets" in capsys.readouterr().err
+    assert cli.main(["attack", run_with_logits, "--setting", "calibrated.bogus=1", "--attacks", "calibrated"]) == 2
+    assert "bogus" in capsys.readouterr().err
+
+
+def test_attack_job_smoke_test(ray_local, tmp_path, capsys):
+    assert attack_job.main(["--smoke-test", "--run", str(tmp_path / "smoke"), "--quiet"]) == 0
+    assert "calibrated" in capsys.readouterr().out
+    assert (tmp_path / "smoke" / "report" / "roc.png").is_file()
