@@ -39,7 +39,7 @@ def transfer_scores(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels:
     """
     if n_models < 2:
         raise ConfigError(f"attack 'transfer': n_models must be at least 2, got {n_models}")
-    xt, yt = torch.as_tensor(x), torch.as_tensor(labels, dtype=torch.int64)
+    xt, yt = torch.tensor(x), torch.tensor(labels, dtype=torch.int64)  # copies: x may be read-only
     member = lira_membership(n_models=n_models, n_examples=len(labels), p_in=0.5, seed=seed)
     group = train_group(model_cfg=cfg.model, train_cfg=cfg.train, info=info, x=xt, y=yt, member=member,
                         seeds=[model_seed(seed, k) for k in range(n_models)],

@@ -153,8 +153,8 @@ def _dispatch(plan: Plan, todo: list[int], *, progress: bool) -> None:
     size = cfg.farm.group_size
     groups = [todo[i : i + size] for i in range(0, len(todo), size)]
     shared = dict(
-        run_uri=plan.run.uri, cfg=cfg, info=plan.dataset.info, x=ray.put(plan.dataset.x),
-        y=ray.put(plan.dataset.y), member=ray.put(plan.member), queries=plan.queries,
+        run_uri=plan.run.uri, cfg=cfg, info=plan.dataset.info,
+        arrays=[ray.put(plan.dataset.x), ray.put(plan.dataset.y), ray.put(plan.member)], queries=plan.queries,
     )
     options = dict(num_cpus=cfg.farm.num_cpus, num_gpus=cfg.farm.num_gpus,
                    max_restarts=cfg.farm.max_retries, max_task_retries=cfg.farm.max_retries)

@@ -114,8 +114,10 @@ def run_group(
 class TrainerActor:
     """Holds the population on its device once; trains the groups the driver hands it."""
 
-    def __init__(self, *, run_uri: str, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, y: np.ndarray,
-                 member: np.ndarray, queries: Sequence[Query]):
+    def __init__(self, *, run_uri: str, cfg: RunConfig, info: DatasetInfo, arrays: list, queries: Sequence[Query]):
+        # arrays: [x, y, member] object refs, nested so that this actor fetches them itself (a
+        # restarted actor fetches them again; the driver keeps them alive for the whole farm)
+        x, y, member = ray.get(arrays)
         cpus = max(1, int(cfg.farm.num_cpus))
         torch.set_num_threads(cpus)
         self.device = pick_device(cfg.farm.device)
