@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks import baselines, calibrated, label_only, transfer
+from attacks import baselines, boundary, calibrated, label_only, transfer
 from attacks.features import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS
 from attacks.responses import Responses
 from farm.errors import ConfigError, unknown_name
@@ -63,6 +63,9 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
     _spec("transfer", transfer.transfer, label_only=True, needs=("clean",),
           description="loss at the target's label of models trained on target-relabelled data "
                       "(Li & Zhang, Label-Leaks)"),
+    _spec("boundary", boundary.boundary, label_only=True, needs=("clean",),
+          description="L2 distance to the decision boundary by batched HopSkipJump, threshold or per-example "
+                      "calibration from shadows (Li & Zhang; Choquette-Choo et al.)"),
     _spec("loss", baselines.loss, label_only=False, needs=(),
           description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
     _spec("confidence_classifier", baselines.confidence_classifier, label_only=False, needs=(),

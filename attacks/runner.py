@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from attacks.boundary import STATISTIC as BOUNDARY
+from attacks.boundary import HsjaSettings, boundary_distances
 from attacks.calibration import pseudo_targets, shadow_scores
 from attacks.features import query_indices
 from attacks.loader import load_responses
@@ -33,6 +35,10 @@ SCORES_SCHEMA = pa.schema(
     [("target_model_id", pa.int32()), ("example_id", pa.int32()), ("member", pa.bool_()), ("score", pa.float64())],
     metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"scores"},
 )
+
+
+# Attacks left out of the default list because of their cost; they run when asked for by name.
+EXPLICIT_ONLY = ("boundary",)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ def choose_attacks(options: AttackOptions, responses: Responses) -> tuple[list[s
     names, skipped = [], {}
     for name in ATTACKS:
         reason = applicable(name, responses)
+        if name in EXPLICIT_ONLY and not reason:
+            reason = f"runs HopSkipJump on every example (slow); ask for it with --attacks {name}"
         if reason:
             skipped[name] = reason
         else:
@@ -90,6 +98,29 @@ def _game(plan, options: AttackOptions) -> tuple[list[int], np.ndarray]:
     return targets, shadows
 
 
+def _prepare(plan, responses: Responses, settings: dict, targets, shadows, options: AttackOptions, *,
+             progress: bool) -> Responses:
+    """Compute the statistics that need model access (transfer losses, boundary distances)."""
+    if TRANSFER not in settings and BOUNDARY not in settings:
+        return responses
+    ensure_ray()
+    needed = sorted(set(targets) | set(pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()))
+    if TRANSFER in settings:
+        stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
+                                  models=needed, n_models=settings[TRANSFER]["n_models"], seed=options.seed)
+        responses = responses.with_statistic(TRANSFER, stat)
+    if BOUNDARY in settings:
+        chosen = settings[BOUNDARY]
+        models = needed if chosen["variant"] == "threshold" else sorted(set(targets) | set(shadows.tolist()))
+        hsja = HsjaSettings(max_iter=chosen["max_iter"], init_evals=chosen["init_evals"],
+                            max_evals=chosen["max_evals"], budget=chosen["budget"], seed=options.seed)
+        stat = boundary_distances(plan.run, x=plan.dataset.x, labels=plan.dataset.y,
+                                  bounds=plan.dataset.info.bounds, models=models, n_models=responses.n_models,
+                                  settings=hsja, progress=progress)
+        responses = responses.with_statistic(BOUNDARY, stat)
+    return responses
+
+
 def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progress: bool = True) -> list[dict]:
     """Run the attacks on a finished run; writes attacks/<name>/{scores.parquet, metrics.json}."""
     plan = load_plan(run_uri)
@@ -100,13 +131,7 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     for name in options.settings:
         get_attack(name)
     settings = {name: resolve_settings(name, options.settings.get(name)) for name in names}
-    if TRANSFER in names:
-        ensure_ray()
-        pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed)
-        stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
-                                  models=sorted(set(targets) | set(pseudo.tolist())),
-                                  n_models=settings[TRANSFER]["n_models"], seed=options.seed)
-        responses = responses.with_statistic(TRANSFER, stat)
+    responses = _prepare(plan, responses, settings, targets, shadows, options, progress=progress)
     fprs = sorted({0.001, 0.01, options.fpr})
     results = []
     bar = tqdm(total=len(names) * len(targets), desc="attacks", unit="target", disable=not progress)

@@ -54,9 +54,12 @@ def make_responses(*, n_examples: int = 400, strength: float = 6.0, kinds: dict[
     # the transfer attack's per-(model, example) statistic (minus the transfer models' loss) is
     # computed by training models (tested end to end in test_attack_run.py); here it is planted
     transfer = rng.normal(0.0, 1.0, (n_models, n_examples)) + 0.5 * strength * member
+    # likewise HopSkipJump distances (tests/test_boundary.py computes real ones): members farther away,
+    # with per-example difficulty so that calibration matters
+    boundary = np.exp(rng.normal(0.0, 0.3, (n_models, n_examples)) - difficulty / 4 + 0.15 * strength * member)
     return Responses(member=member, pred=pred, labels=labels, query_kinds=query_kinds,
                      query_params=tuple({} for _ in query_kinds), logits=logits,
-                     model_ids=np.arange(n_models, dtype=np.int32), statistics={"transfer": transfer})
+                     model_ids=np.arange(n_models, dtype=np.int32), statistics={"transfer": transfer, "boundary": boundary})
 
 
 CASES = [
@@ -70,6 +73,8 @@ CASES = [
     ("calibrated", {"variant": "offline", "global_variance": "auto"}),
     ("calibrated", {"variant": "offline", "global_variance": False, "kinds": ("gaussian",)}),
     ("transfer", {}),
+    ("boundary", {"variant": "threshold"}),
+    ("boundary", {"variant": "calibrated"}),
     ("loss", {}),
     ("confidence_classifier", {"max_iter": 30}),
     ("lira_confidence", {"variant": "online"}),
@@ -172,7 +177,7 @@ def test_calibrated_rejects_absent_explicit_kind(planted):
 
 
 def test_registry_errors(planted):
-    with pytest.raises(ConfigError, match="valid: augmentation, calibrated"):
+    with pytest.raises(ConfigError, match="valid: augmentation, boundary, calibrated"):
         get_attack("nope")
     with pytest.raises(ConfigError, match="unknown setting.*valid: c, max_fit_rows, seed, variant"):
         run_attack("augmentation", planted[False], target=TARGET, shadows=SHADOWS, settings={"sigma": 1})

@@ -187,3 +187,20 @@ def test_bad_arguments_are_specific_errors(problem):
         hopskipjump(predict, x, labels, bounds=(1.0, 0.0))
     with pytest.raises(DataError, match="answered"):
         hopskipjump(lambda batch: np.zeros((len(batch), 2)), x, labels)
+
+
+def test_binary_linear_classifier_distances_within_five_percent():
+    """A binary linear classifier: one hyperplane, exact distance |w.x + b| / ||w|| (acceptance, issue 4)."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=D)
+    b = -0.5 * w.sum()
+    x = rng.uniform(0.25, 0.75, size=(400, D))
+    exact = np.abs(x @ w + b) / np.linalg.norm(w)
+    foot = x - ((x @ w + b) / (w @ w))[:, None] * w
+    keep = np.flatnonzero((foot.min(1) >= 0) & (foot.max(1) <= 1) & (exact > 0.01))[:100]
+    assert len(keep) == 100
+    x, exact = x[keep].astype(np.float32), exact[keep]
+    predict = lambda rows: ((rows.astype(np.float64) * w).sum(1) + b > 0).astype(np.int64)  # noqa: E731
+    result = hopskipjump(predict, x, predict(x), max_iter=20, init_evals=100, max_evals=1000, seed=0)
+    ratio = result.distance / exact
+    assert (np.abs(ratio - 1) <= 0.05).sum() >= 95, np.sort(ratio)[-10:]

@@ -1,0 +1,134 @@
+"""The boundary-distance attack: HopSkipJump distances of every (model, example), as Ray tasks.
+
+Every model is queried through a `ModelOracle` (labels only; the target exactly like the shadows).
+Work is split into tasks over (model, example chunk); each task writes
+`boundary/<settings key>/model_id=00007/part-<first>-<stop>.parquet` (example_id, distance, queries,
+success) atomically, so a re-run computes only the missing chunks. The settings key hashes the
+HopSkipJump settings (not the chunking: results do not depend on it), so tuning runs with other
+settings never mix with these. The per-(model, example) distances become the "boundary" statistic;
+`boundary` below is the pure attack on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+from tqdm.auto import tqdm
+
+from attacks.calibrated import lira_scores
+from attacks.hsja import hopskipjump
+from attacks.responses import Responses
+from farm.errors import ConfigError
+from farm.storage import RunDir
+
+STATISTIC = "boundary"
+BOUNDARY_SCHEMA = pa.schema(
+    [("example_id", pa.int32()), ("distance", pa.float32()), ("queries", pa.int32()), ("success", pa.bool_())],
+    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"boundary"},
+)
+
+
+@dataclass(frozen=True)
+class HsjaSettings:
+    """HopSkipJump settings of the boundary attack (budget: queries per example, None = unlimited)."""
+
+    max_iter: int = 10
+    init_evals: int = 100
+    max_evals: int = 1000
+    budget: int | None = None
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _part(settings: HsjaSettings, model_id: int, start: int, stop: int) -> str:
+    return f"boundary/{settings.key()}/model_id={model_id:05d}/part-{start:06d}-{stop:06d}.parquet"
+
+
+@ray.remote
+def _boundary_task(run_uri: str, model_id: int, start: int, x: np.ndarray, labels: np.ndarray, bounds,
+                   settings: HsjaSettings, chunk_size: int) -> str:
+    from attacks.oracle import ModelOracle
+
+    torch.set_num_threads(1)
+    oracle = ModelOracle.from_run(run_uri, model_id)
+    stop = start + len(labels)
+    result = hopskipjump(oracle.predict_labels, x, labels, bounds=bounds, max_iter=settings.max_iter,
+                         init_evals=settings.init_evals, max_evals=settings.max_evals, budget=settings.budget,
+                         seed=settings.seed, chunk_size=chunk_size, example_ids=np.arange(start, stop))
+    table = pa.table({"example_id": np.arange(start, stop, dtype=np.int32), "distance": result.distance,
+                      "queries": result.queries, "success": result.success}, schema=BOUNDARY_SCHEMA)
+    rel = _part(settings, model_id, start, stop)
+    RunDir(run_uri).write_table(rel, table)
+    return rel
+
+
+def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds: tuple[float, float],
+                       models: Sequence[int], n_models: int, settings: HsjaSettings = HsjaSettings(),
+                       chunk_examples: int = 256, chunk_size: int = 65536, progress: bool = True) -> np.ndarray:
+    """float64[n_models, N] distances for `models` (NaN rows for the others); computes missing chunks.
+
+    x: float32[N, *shape] the population, labels: int[N] true labels. One Ray task per (model, chunk of
+    `chunk_examples` examples), at most twice the cluster's CPUs in flight.
+    """
+    n = len(labels)
+    chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
+    todo = [c for c in chunks if not run.is_file(_part(settings, *c))]
+    if todo:
+        x_ref, labels_ref = ray.put(x), ray.put(np.asarray(labels))
+        limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        pending: list = []
+        bar = tqdm(total=len(todo), desc="boundary", unit="chunk", disable=not progress)
+        for m, start, stop in todo:
+            if len(pending) >= limit:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+                bar.update(1)
+            pending.append(_boundary_task.remote(run.uri, m, start, _slice.remote(x_ref, start, stop),
+                                                 _slice.remote(labels_ref, start, stop), bounds, settings, chunk_size))
+        for ref in pending:
+            ray.get(ref)
+            bar.update(1)
+        bar.close()
+    out = np.full((n_models, n), np.nan)
+    for m, start, stop in chunks:
+        out[m, start:stop] = run.read_table(_part(settings, m, start, stop), columns=["distance"])["distance"]
+    return out
+
+
+@ray.remote
+def _slice(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return np.ascontiguousarray(array[start:stop])
+
+
+def boundary(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "threshold",
+             max_iter: int = 10, init_evals: int = 100, max_evals: int = 1000, budget: int | None = None,
+             global_variance: bool | str = "auto") -> np.ndarray:
+    """Scores float64[N] from the precomputed "boundary" distances (members lie farther from the boundary).
+
+    variant "threshold": the target's distance (a global threshold is then chosen on shadows);
+    "calibrated": per-example LiRA on log(distance + 1e-3) over the shadows' distances (needs every
+    shadow's distances). The HopSkipJump settings are used by the preparation step.
+    """
+    values = responses.statistics.get(STATISTIC)
+    if values is None or np.isnan(values[target]).any():
+        raise ConfigError("attack 'boundary' needs HopSkipJump distances; run it through `shadowfarm attack`")
+    if variant == "threshold":
+        return np.asarray(values[target], dtype=np.float64)
+    if variant != "calibrated":
+        raise ConfigError(f"attack 'boundary': unknown variant {variant!r} (valid: calibrated, threshold)")
+    shadows = np.asarray(shadows, dtype=np.intp)
+    if np.isnan(values[shadows]).any():
+        raise ConfigError("attack 'boundary' variant 'calibrated' needs the distances of every shadow")
+    stat = np.log(values + 1e-3)
+    return lira_scores(target_statistic=stat[target], shadow_statistic=stat[shadows],
+                       shadow_member=responses.member[shadows], variant="online",
+                       global_variance=global_variance)
