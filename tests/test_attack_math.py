@@ -59,7 +59,8 @@ def make_responses(*, n_examples: int = 400, strength: float = 6.0, kinds: dict[
     boundary = np.exp(rng.normal(0.0, 0.3, (n_models, n_examples)) - difficulty / 4 + 0.15 * strength * member)
     return Responses(member=member, pred=pred, labels=labels, query_kinds=query_kinds,
                      query_params=tuple({} for _ in query_kinds), logits=logits,
-                     model_ids=np.arange(n_models, dtype=np.int32), statistics={"transfer": transfer, "boundary": boundary})
+                     model_ids=np.arange(n_models, dtype=np.int32),
+                     statistics={"transfer": transfer, "boundary": boundary})
 
 
 CASES = [
