@@ -1,0 +1,94 @@
+"""Re-query a run's saved models with any query set, as Ray tasks over (model, example chunk).
+
+The farm records `pred` for the config's query set; tuning and studies need others (another
+translation distance, noise level, number of copies). Every model, the target included, is
+queried through a `ModelOracle` (labels only). Results are cached under
+`requery/<query-set key>/model_id=00007/part-<first>-<stop>.parquet`, keyed by a hash of the
+expanded queries (kinds, parameters, seeds), so a re-run computes only missing chunks and no two
+query sets ever share a file.
+
+Perturbations draw their noise for the whole population (DESIGN §4: identical inputs for every
+model), so each task perturbs the whole population and keeps its chunk: chunking changes the
+work split, never the answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+from tqdm.auto import tqdm
+
+from attacks.responses import Responses
+from farm.config import QuerySpec
+from farm.data import DatasetInfo
+from farm.queries import Query, apply_query, expand_queries
+from farm.shards import fixed_list_to_numpy, responses_table
+from farm.storage import RunDir
+
+
+def query_set_key(queries: Sequence[Query]) -> str:
+    blob = json.dumps([(q.kind, q.params, q.seed) for q in queries], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _part(key: str, model_id: int, start: int, stop: int) -> str:
+    return f"requery/{key}/model_id={model_id:05d}/part-{start:06d}-{stop:06d}.parquet"
+
+
+@ray.remote
+def _query_task(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarray, labels: np.ndarray,
+                queries: Sequence[Query], info: DatasetInfo, key: str) -> str:
+    from attacks.oracle import ModelOracle
+
+    torch.set_num_threads(1)
+    oracle = ModelOracle.from_run(run_uri, model_id)
+    population = torch.tensor(x)
+    pred = np.empty((stop - start, len(queries)), dtype=np.int16)
+    for q, query in enumerate(queries):
+        perturbed = apply_query(query, population, info=info)[start:stop]
+        pred[:, q] = oracle.predict_labels(perturbed)
+    table = responses_table(labels=labels[start:stop], pred=pred, logits=None)
+    table = table.set_column(0, "example_id", pa.array(np.arange(start, stop, dtype=np.int32)))
+    rel = _part(key, model_id, start, stop)
+    RunDir(run_uri).write_table(rel, table)
+    return rel
+
+
+def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np.ndarray, labels: np.ndarray,
+            models: Sequence[int], n_models: int, seed: int, chunk_examples: int = 4096,
+            progress: bool = True) -> tuple[list[Query], np.ndarray]:
+    """(queries, pred int16[n_models, N, Q]) for the query set `specs`; rows of other models are -1.
+
+    x: float32[N, *info.shape] the whole population in example_id order; labels: int[N].
+    """
+    queries = expand_queries(specs, info=info, seed=seed)
+    key = query_set_key(queries)
+    n = len(labels)
+    chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
+    todo = [c for c in chunks if not run.is_file(_part(key, *c))]
+    if todo:
+        x_ref, labels_ref = ray.put(x), ray.put(np.asarray(labels))
+        refs = [_query_task.remote(run.uri, m, s, e, x_ref, labels_ref, queries, info, key) for m, s, e in todo]
+        bar = tqdm(total=len(refs), desc="queries", unit="chunk", disable=not progress)
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            ray.get(done)
+            bar.update(1)
+        bar.close()
+    pred = np.full((n_models, n, len(queries)), -1, dtype=np.int16)
+    for m, start, stop in chunks:
+        pred[m, start:stop] = fixed_list_to_numpy(run.read_table(_part(key, m, start, stop), columns=["pred"])["pred"])
+    return queries, pred
+
+
+def with_queries(responses: Responses, queries: Sequence[Query], pred: np.ndarray) -> Responses:
+    """The same game with another query set's responses (logits and statistics kept)."""
+    return replace(responses, pred=pred, query_kinds=tuple(q.kind for q in queries),
+                   query_params=tuple(q.params for q in queries))
