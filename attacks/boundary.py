@@ -53,8 +53,7 @@ def _part(settings: HsjaSettings, model_id: int, start: int, stop: int) -> str:
     return f"boundary/{settings.key()}/model_id={model_id:05d}/part-{start:06d}-{stop:06d}.parquet"
 
 
-@ray.remote
-def _boundary_task(run_uri: str, model_id: int, start: int, x: np.ndarray, labels: np.ndarray, bounds,
+def _boundary_chunk(run_uri: str, model_id: int, start: int, x: np.ndarray, labels: np.ndarray, bounds,
                    settings: HsjaSettings, chunk_size: int) -> str:
     from attacks.oracle import ModelOracle
 
@@ -71,18 +70,26 @@ def _boundary_task(run_uri: str, model_id: int, start: int, x: np.ndarray, label
     return rel
 
 
+_boundary_task = ray.remote(_boundary_chunk)
+
+
 def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds: tuple[float, float],
                        models: Sequence[int], n_models: int, settings: HsjaSettings = HsjaSettings(),
-                       chunk_examples: int = 256, chunk_size: int = 65536, progress: bool = True) -> np.ndarray:
+                       chunk_examples: int = 256, chunk_size: int = 65536, progress: bool = True,
+                       local: bool = False) -> np.ndarray:
     """float64[n_models, N] distances for `models` (NaN rows for the others); computes missing chunks.
 
     x: float32[N, *shape] the population, labels: int[N] true labels. One Ray task per (model, chunk of
-    `chunk_examples` examples), at most twice the cluster's CPUs in flight.
+    `chunk_examples` examples), at most twice the cluster's CPUs in flight (local=True: in this process).
     """
     n = len(labels)
     chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
     todo = [c for c in chunks if not run.is_file(_part(settings, *c))]
-    if todo:
+    if todo and local:
+        for m, start, stop in todo:
+            _boundary_chunk(run.uri, m, start, x[start:stop], np.asarray(labels)[start:stop], bounds, settings,
+                            chunk_size)
+    elif todo:
         x_ref, labels_ref = ray.put(x), ray.put(np.asarray(labels))
         limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         pending: list = []

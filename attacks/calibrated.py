@@ -34,7 +34,7 @@ GLOBAL_VARIANCE_BELOW = 64  # "auto": LiRA recommends a global variance with few
 
 def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, shadow_member: np.ndarray,
                 variant: str = "online", global_variance: bool | str = "auto",
-                min_std: float = 0.1) -> np.ndarray:
+                min_std: float = 0.1, empty: str = "error") -> np.ndarray:
     """Per-example likelihood-ratio scores from shadow statistics (higher = more likely member).
 
     target_statistic: float[N]; shadow_statistic: float[S, N]; shadow_member: bool[S, N].
@@ -43,6 +43,8 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
     variant "offline": log Phi((s - mu_out) / sd_out): one-sided, higher s => member; OUT shadows only.
     global_variance: True (one IN and one OUT variance for all examples), False (per example), or
                      "auto" (global when S < 64).
+    empty: "error" when an example has no IN (online) or OUT shadow, or "global": it gets the mean
+           over all IN (OUT) rows (few-shadow studies).
     Returns float64[N].
     """
     if variant not in ("online", "offline"):
@@ -56,22 +58,27 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
     s = np.asarray(target_statistic, dtype=np.float64)
     use_global = len(stat) < GLOBAL_VARIANCE_BELOW if global_variance == "auto" else bool(global_variance)
 
-    mu_out, sd_out = _gaussian_fit(stat, ~member, use_global=use_global, min_std=min_std, side="OUT")
+    if empty not in ("error", "global"):
+        raise ConfigError(f"empty must be 'error' or 'global', got {empty!r}")
+    mu_out, sd_out = _gaussian_fit(stat, ~member, use_global=use_global, min_std=min_std, side="OUT", empty=empty)
     if variant == "offline":
         return norm.logcdf((s - mu_out) / sd_out)
-    mu_in, sd_in = _gaussian_fit(stat, member, use_global=use_global, min_std=min_std, side="IN")
+    mu_in, sd_in = _gaussian_fit(stat, member, use_global=use_global, min_std=min_std, side="IN", empty=empty)
     return norm.logpdf(s, mu_in, sd_in) - norm.logpdf(s, mu_out, sd_out)
 
 
 def _gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_std: float,
-                  side: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example mean and std (float64[N] each) of stat[S, N] over the rows where mask[S, N]."""
+                  side: str, empty: str = "error") -> tuple[np.ndarray, np.ndarray]:
+    """Per-example mean and std (float64[N] each) of stat[S, N] over the rows where mask[S, N].
+
+    empty: what an example with no row on this side gets: "error", or "global" (the mean over all rows)."""
     count = mask.sum(axis=0)
-    if (count == 0).any():
+    if (count == 0).any() and (empty != "global" or not mask.any()):
         hint = " (use variant='offline' or more shadows)" if side == "IN" else " (use more shadows)"
         raise ConfigError(f"{int((count == 0).sum())} examples have no {side} shadow, so their {side} "
                           f"distribution cannot be fit{hint}")
-    mean = np.where(mask, stat, 0.0).sum(axis=0) / count
+    fallback = stat[mask].mean() if mask.any() else 0.0
+    mean = np.where(count > 0, np.where(mask, stat, 0.0).sum(axis=0) / np.maximum(count, 1), fallback)
     squares = np.where(mask, (stat - mean) ** 2, 0.0).sum(axis=0)
     dof = count - 1
     pooled_dof = dof.sum()
@@ -93,14 +100,15 @@ def smoothed_logit_fraction(correct_count: np.ndarray, n_queries: int) -> np.nda
 
 def calibrated(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
                kinds: Sequence[str] | None = None, global_variance: bool | str = "auto",
-               min_std: float = 0.1) -> np.ndarray:
+               min_std: float = 0.1, empty: str = "error") -> np.ndarray:
     """LiRA calibration of the label-only statistic "fraction of queries still answered correctly".
 
     Statistic per (model, example): k correct out of the n queries of `kinds` (default: every
     non-clean query of the run; every kind listed must be present), smoothed as
     logit((k + 0.5) / (n + 1)). Per example, Gaussians are fit over IN shadows and OUT shadows
-    (`lira_scores`). Needs at least one perturbation query (or a query
-    of one of `kinds`). Returns float64[N].
+    (`lira_scores`). variant "global" skips the calibration: the score is the target's statistic
+    itself, to be thresholded globally (the baseline calibration is measured against). Needs at
+    least one perturbation query (or a query of one of `kinds`). Returns float64[N].
     """
     if kinds is None:
         chosen = tuple(sorted({kind for kind in responses.query_kinds if kind != "clean"}))
@@ -118,6 +126,8 @@ def calibrated(responses: Responses, *, target: int, shadows: Sequence[int], var
     models = np.concatenate([[int(target)], shadows])
     counts = count_correct(responses, queries=queries, models=models)
     statistic = smoothed_logit_fraction(counts, len(queries))
+    if variant == "global":
+        return statistic[0]
     return lira_scores(target_statistic=statistic[0], shadow_statistic=statistic[1:],
                        shadow_member=responses.member[shadows], variant=variant,
-                       global_variance=global_variance, min_std=min_std)
+                       global_variance=global_variance, min_std=min_std, empty=empty)

@@ -42,8 +42,7 @@ def _part(key: str, model_id: int, start: int, stop: int) -> str:
     return f"requery/{key}/model_id={model_id:05d}/part-{start:06d}-{stop:06d}.parquet"
 
 
-@ray.remote
-def _query_task(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarray, labels: np.ndarray,
+def _query_chunk(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarray, labels: np.ndarray,
                 queries: Sequence[Query], info: DatasetInfo, key: str) -> str:
     from attacks.oracle import ModelOracle
 
@@ -61,19 +60,26 @@ def _query_task(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarra
     return rel
 
 
+_query_task = ray.remote(_query_chunk)
+
+
 def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np.ndarray, labels: np.ndarray,
             models: Sequence[int], n_models: int, seed: int, chunk_examples: int = 4096,
-            progress: bool = True) -> tuple[list[Query], np.ndarray]:
+            progress: bool = True, local: bool = False) -> tuple[list[Query], np.ndarray]:
     """(queries, pred int16[n_models, N, Q]) for the query set `specs`; rows of other models are -1.
 
     x: float32[N, *info.shape] the whole population in example_id order; labels: int[N].
+    local=True computes missing chunks in this process (inside a Tune trial, which holds its own CPUs).
     """
     queries = expand_queries(specs, info=info, seed=seed)
     key = query_set_key(queries)
     n = len(labels)
     chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
     todo = [c for c in chunks if not run.is_file(_part(key, *c))]
-    if todo:
+    if todo and local:
+        for m, s, e in todo:
+            _query_chunk(run.uri, m, s, e, x, np.asarray(labels), queries, info, key)
+    elif todo:
         x_ref, labels_ref = ray.put(x), ray.put(np.asarray(labels))
         refs = [_query_task.remote(run.uri, m, s, e, x_ref, labels_ref, queries, info, key) for m, s, e in todo]
         bar = tqdm(total=len(refs), desc="queries", unit="chunk", disable=not progress)

@@ -84,7 +84,7 @@ def choose_attacks(options: AttackOptions, responses: Responses) -> tuple[list[s
     return names, skipped
 
 
-def _game(plan, options: AttackOptions) -> tuple[list[int], np.ndarray]:
+def game(plan, options: AttackOptions) -> tuple[list[int], np.ndarray]:
     m = plan.cfg.membership
     if m.mode != "lira":
         raise ConfigError("membership.mode: the attack stage supports lira-mode runs (disjoint: not yet)")
@@ -98,25 +98,30 @@ def _game(plan, options: AttackOptions) -> tuple[list[int], np.ndarray]:
     return targets, shadows
 
 
-def _prepare(plan, responses: Responses, settings: dict, targets, shadows, options: AttackOptions, *,
-             progress: bool) -> Responses:
-    """Compute the statistics that need model access (transfer losses, boundary distances)."""
+def prepare_statistics(plan, responses: Responses, settings: dict, *, scored: Sequence[int],
+                       everyone: Sequence[int], seed: int, progress: bool = True, local: bool = False) -> Responses:
+    """Compute the statistics that need model access (transfer losses, boundary distances).
+
+    settings: attack name -> resolved settings (only attacks present are prepared); scored: the models
+    that are attacked (targets, pseudo-targets); everyone: all models a per-example calibration reads.
+    """
     if TRANSFER not in settings and BOUNDARY not in settings:
         return responses
-    ensure_ray()
-    needed = sorted(set(targets) | set(pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()))
+    if not local:
+        ensure_ray()
     if TRANSFER in settings:
         stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
-                                  models=needed, n_models=settings[TRANSFER]["n_models"], seed=options.seed)
+                                  models=sorted(scored), n_models=settings[TRANSFER]["n_models"], seed=seed,
+                                  local=local)
         responses = responses.with_statistic(TRANSFER, stat)
     if BOUNDARY in settings:
         chosen = settings[BOUNDARY]
-        models = needed if chosen["variant"] == "threshold" else sorted(set(targets) | set(shadows.tolist()))
+        models = sorted(scored) if chosen["variant"] == "threshold" else sorted(set(scored) | set(everyone))
         hsja = HsjaSettings(max_iter=chosen["max_iter"], init_evals=chosen["init_evals"],
-                            max_evals=chosen["max_evals"], budget=chosen["budget"], seed=options.seed)
+                            max_evals=chosen["max_evals"], budget=chosen["budget"], seed=seed)
         stat = boundary_distances(plan.run, x=plan.dataset.x, labels=plan.dataset.y,
                                   bounds=plan.dataset.info.bounds, models=models, n_models=responses.n_models,
-                                  settings=hsja, progress=progress)
+                                  settings=hsja, progress=progress, local=local)
         responses = responses.with_statistic(BOUNDARY, stat)
     return responses
 
@@ -126,12 +131,14 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     plan = load_plan(run_uri)
     run = plan.run
     responses = load_responses(run)
-    targets, shadows = _game(plan, options)
+    targets, shadows = game(plan, options)
     names, skipped = choose_attacks(options, responses)
     for name in options.settings:
         get_attack(name)
     settings = {name: resolve_settings(name, options.settings.get(name)) for name in names}
-    responses = _prepare(plan, responses, settings, targets, shadows, options, progress=progress)
+    pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
+    responses = prepare_statistics(plan, responses, settings, scored=sorted(set(targets) | set(pseudo)),
+                                   everyone=shadows.tolist(), seed=options.seed, progress=progress)
     fprs = sorted({0.001, 0.01, options.fpr})
     results = []
     bar = tqdm(total=len(names) * len(targets), desc="attacks", unit="target", disable=not progress)

@@ -51,21 +51,28 @@ def transfer_scores(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels:
 
 
 @ray.remote
-def _transfer_task(cfg, info, x, labels, n_models, seed, num_threads):
-    torch.set_num_threads(num_threads)
+def _transfer_task(cfg, info, x, labels, n_models, seed):
+    torch.set_num_threads(1)
     return transfer_scores(cfg=cfg, info=info, x=x, labels=labels, n_models=n_models, seed=seed)
 
 
 def transfer_statistic(responses: Responses, *, cfg: RunConfig, info: DatasetInfo, x: np.ndarray,
-                       models: Sequence[int], n_models: int = 4, seed: int = 0) -> np.ndarray:
-    """float64[M, N] "transfer" statistic for `models` (NaN rows for the others), one Ray task each."""
+                       models: Sequence[int], n_models: int = 4, seed: int = 0, local: bool = False) -> np.ndarray:
+    """float64[M, N] "transfer" statistic for `models` (NaN rows for the others), one Ray task each
+    (local=True: in this process)."""
     clean = responses.queries_of("clean")
     if len(clean) == 0:
         raise ConfigError("attack 'transfer' needs the target's clean labels: add 'clean' to the run's queries")
-    x_ref = ray.put(x)
-    refs = {m: _transfer_task.remote(cfg, info, x_ref, responses.pred[m, :, clean[0]].astype(np.int64),
-                                     n_models, model_seed(seed, 10_000 + m), 1) for m in models}
+    labels = {m: responses.pred[m, :, clean[0]].astype(np.int64) for m in models}
     out = np.full(responses.member.shape, np.nan)
+    if local:
+        for m in models:
+            out[m] = transfer_scores(cfg=cfg, info=info, x=x, labels=labels[m], n_models=n_models,
+                                     seed=model_seed(seed, 10_000 + m))
+        return out
+    x_ref = ray.put(x)
+    refs = {m: _transfer_task.remote(cfg, info, x_ref, labels[m], n_models, model_seed(seed, 10_000 + m))
+            for m in models}
     for m, ref in refs.items():
         out[m] = ray.get(ref)
     return out
