@@ -23,10 +23,12 @@ from attacks.calibration import pseudo_targets, shadow_scores
 from attacks.features import query_indices
 from attacks.loader import load_responses
 from attacks.metrics import auc, bootstrap_ci, evaluate, fpr_key, pool, shadow_thresholds, tpr_at_fpr
+from attacks.query_engine import requery, with_queries
 from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
 from attacks.transfer import STATISTIC as TRANSFER
 from attacks.transfer import transfer_statistic
+from farm.config import from_dict
 from farm.driver import ensure_ray, load_plan
 from farm.errors import ConfigError
 from farm.storage import RunDir
@@ -52,6 +54,7 @@ class AttackOptions:
     n_pseudo: int = 4  # shadows that play the target to pick thresholds
     bootstrap: int = 200  # replicates for the confidence intervals (0: none)
     seed: int = 0
+    tuned: bool = False  # use tune/<attack>/best.json (settings and query set) where it exists
 
 
 def applicable(name: str, responses: Responses) -> str | None:
@@ -135,7 +138,9 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     names, skipped = choose_attacks(options, responses)
     for name in options.settings:
         get_attack(name)
-    settings = {name: resolve_settings(name, options.settings.get(name)) for name in names}
+    tuned = load_tuned(run, names) if options.tuned else {}
+    settings = {name: resolve_settings(name, options.settings.get(name, tuned.get(name, {}).get("settings")))
+                for name in names}
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
     responses = prepare_statistics(plan, responses, settings, scored=sorted(set(targets) | set(pseudo)),
                                    everyone=shadows.tolist(), seed=options.seed, progress=progress)
@@ -144,14 +149,17 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     bar = tqdm(total=len(names) * len(targets), desc="attacks", unit="target", disable=not progress)
     for name in names:
         start = time.perf_counter()
+        responses_of = responses
+        if tuned.get(name, {}).get("queries"):
+            responses_of = _requeried(plan, responses, tuned[name]["queries"], progress=progress)
 
         def attack(resp, *, target, shadows, _name=name):
             return run_attack(_name, resp, target=target, shadows=shadows, settings=settings[_name])
 
         target_pairs, shadow_pairs = [], []
         for t in targets:
-            target_pairs.append((attack(responses, target=t, shadows=shadows), responses.member[t]))
-            shadow_pairs.append(shadow_scores(attack, responses, target=t, shadows=shadows,
+            target_pairs.append((attack(responses_of, target=t, shadows=shadows), responses.member[t]))
+            shadow_pairs.append(shadow_scores(attack, responses_of, target=t, shadows=shadows,
                                               n_pseudo=options.n_pseudo, seed=options.seed))
             bar.update(1)
         scores, member = pool(target_pairs)
@@ -160,7 +168,8 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
         spec = get_attack(name)
         metrics.update(attack=name, label_only=spec.label_only, description=spec.description,
                        settings=settings[name], target_model_ids=targets, requested_fpr=options.fpr,
-                       n_pseudo_targets=options.n_pseudo, n_shadows=len(shadows))
+                       n_pseudo_targets=options.n_pseudo, n_shadows=len(shadows),
+                       tuned=tuned.get(name), queries=(tuned.get(name) or {}).get("queries"))
         if options.bootstrap:
             metrics["auc_ci"] = bootstrap_ci(scores, member, metric_fn=auc, n=options.bootstrap, seed=options.seed)
             metrics["tpr_at_fpr_ci"] = {
@@ -176,6 +185,29 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     return results
 
 
+def load_tuned(run: RunDir, names: Sequence[str]) -> dict:
+    """attack name -> the chosen setting of tune/<attack>/best.json, for the attacks that were tuned."""
+    found = {}
+    for name in names:
+        rel = f"tune/{name}/best.json"
+        if run.is_file(rel):
+            best = run.read_json(rel)
+            found[name] = {"settings": best["chosen"]["settings"], "queries": best["chosen"]["queries"],
+                           "threshold": best["threshold"], "fpr": best["fpr"], "metric": best["metric"]}
+    if not found:
+        raise ConfigError(f"--tuned: no tune results under {run.path('tune')}; run `shadowfarm tune RUN --attack NAME`")
+    return found
+
+
+def _requeried(plan, responses: Responses, specs: list[dict], *, progress: bool) -> Responses:
+    """The responses of every model under another query set (the query engine caches them)."""
+    parsed = from_dict({"queries": specs}).queries
+    queries, pred = requery(plan.run, specs=parsed, info=plan.dataset.info, x=plan.dataset.x,
+                            labels=plan.dataset.y, models=list(range(responses.n_models)),
+                            n_models=responses.n_models, seed=plan.cfg.seed, progress=progress)
+    return with_queries(responses, queries, pred)
+
+
 def _write(run: RunDir, name: str, targets: Sequence[int], pairs, metrics: dict) -> None:
     n = len(pairs[0][0])
     table = pa.table({
@@ -185,14 +217,14 @@ def _write(run: RunDir, name: str, targets: Sequence[int], pairs, metrics: dict)
         "score": np.concatenate([s for s, _ in pairs]),
     }, schema=SCORES_SCHEMA)
     run.write_table(f"attacks/{name}/scores.parquet", table)
-    run.write_json(f"attacks/{name}/metrics.json", _jsonable(metrics))
+    run.write_json(f"attacks/{name}/metrics.json", jsonable(metrics))
 
 
-def _jsonable(obj):
+def jsonable(obj):
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):

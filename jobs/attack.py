@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--pseudo-targets", type=int, default=4,
                         help="shadows that play the target to choose thresholds (default 4)")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals (0: none)")
+    parser.add_argument("--tuned", action="store_true",
+                        help="use the settings and query sets chosen by `shadowfarm tune` (tune/<attack>/best.json)")
     parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -61,7 +63,7 @@ def options_from(args: argparse.Namespace):
     if not 0 < args.fpr < 1:
         raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
     return AttackOptions(attacks=args.attacks, targets=args.targets, settings=settings, fpr=args.fpr,
-                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap)
+                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, tuned=args.tuned)
 
 
 def attack(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import sys
 
 from jobs import attack as attack_job
 from jobs import train as train_job
+from jobs import tune as tune_job
 from jobs.common import run_cli
 
 EPILOG = """examples:
@@ -15,6 +16,8 @@ EPILOG = """examples:
   shadowfarm verify runs/quickstart
   shadowfarm attack runs/quickstart            # every applicable attack, thresholds from shadows
   shadowfarm attack runs/quickstart --attacks gap,calibrated --setting calibrated.variant=offline
+  shadowfarm tune runs/quickstart --attack noise --num-samples 16 --metric auc
+  shadowfarm attack runs/quickstart --tuned    # with the tuned settings and thresholds
   shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
 """
 
@@ -59,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description=attack_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     attack_job.add_arguments(p, positional=True)
     p.set_defaults(func=attack_job.attack)
+    p = sub.add_parser("tune", help="search an attack's settings with Ray Tune on a shadow-only game",
+                       description=tune_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune_job.add_arguments(p, positional=True)
+    p.set_defaults(func=tune_job.tune)
     p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
     p.add_argument("run", help="run directory")
     p.set_defaults(func=report)

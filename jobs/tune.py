@@ -1,0 +1,87 @@
+"""Tune an attack's hyperparameters with Ray Tune on a shadow-only validation game.
+
+    python -m jobs.tune --run runs/quickstart --attack noise --num-samples 16 --metric auc --fpr 0.01
+
+Shadows play the target (pseudo-targets) and are attacked with the other shadows; the real targets'
+membership and responses are never read. Query-set parameters (noise sigma and copies, translation,
+rotation, flips) are re-queried through the query engine (cached in the run). Optuna's TPE sampler
+proposes the settings; the default setting is scored too and kept unless a trial beats it. Writes
+tune/<attack>/best.json; `shadowfarm attack RUN --tuned` then uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from farm.errors import ConfigError
+from jobs.common import run_cli
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    if positional:
+        parser.add_argument("run", help="run directory")
+    else:
+        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    parser.add_argument("--attack", default="noise",
+                        help="attack to tune: augmentation, noise, calibrated, boundary, transfer, "
+                             "confidence_classifier, lira_confidence (default noise)")
+    parser.add_argument("--num-samples", type=int, default=16, help="Tune trials (default 16)")
+    parser.add_argument("--metric", default="auc", help="auc, tpr@1%%fpr or tpr@0.1%%fpr (default auc)")
+    parser.add_argument("--fpr", type=float, default=0.01, help="requested FPR for the threshold (default 0.01)")
+    parser.add_argument("--pseudo-targets", type=int, default=4, help="shadows playing the target (default 4)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray resources of one trial (default 1)")
+    parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="less Tune output")
+
+
+def tune(args: argparse.Namespace) -> int:
+    from attacks.tune import tune_attack
+
+    if not 0 < args.fpr < 1:
+        raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
+    best = tune_attack(args.run, attack=args.attack, num_samples=args.num_samples, metric=args.metric,
+                       fpr=args.fpr, n_pseudo=args.pseudo_targets, seed=args.seed,
+                       cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+                       verbose=0 if args.quiet else 1)
+    chosen, default = best["chosen"], best["default"]
+    ok = sum(t["error"] is None for t in best["trials"])
+    print(f"{args.attack}: {ok} trials ({best['failed_trials']} failed), metric {args.metric} on the shadow game")
+    print(f"  default setting: {default['score']:.4f} (AUC {default['auc']:.4f})")
+    print(f"  chosen ({chosen['source']}): {chosen['score']:.4f} (AUC {chosen['auc']:.4f}) "
+          f"{json.dumps(chosen['config'], sort_keys=True)}")
+    print(f"  threshold for FPR {args.fpr:g} on shadows: {best['threshold']:.6g}")
+    print(f"wrote {args.run}/tune/{args.attack}/best.json; use it with: shadowfarm attack {args.run} --tuned")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.tune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, positional=False)
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="tune the noise attack with 4 trials on a fresh smoke farm")
+
+    def go() -> int:
+        if args.smoke_test:
+            from jobs import train
+
+            args.run = args.run or "runs/quickstart-smoke"
+            args.num_samples = min(args.num_samples, 4)
+            args.pseudo_targets = min(args.pseudo_targets, 2)
+            code = train.main(["--smoke-test", "--out", args.run, "--quiet",
+                               "--set", "membership.n_models=8", "--set", "farm.group_size=4"])
+            if code:
+                return code
+        if not args.run:
+            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
+        return tune(args)
+
+    args = parser.parse_args(argv)
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
