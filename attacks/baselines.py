@@ -114,11 +114,12 @@ def confidence_classifier(responses: Responses, *, target: int, shadows: Sequenc
 
 
 def lira_confidence(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
-                    global_variance: bool | str = "auto", min_std: float = 0.01) -> np.ndarray:
+                    global_variance: bool | str = "auto", min_std: float = 0.01, empty: str = "error") -> np.ndarray:
     """LiRA (Carlini et al.) on the logit-scaled confidence at the true label; see `lira_scores`.
 
     variant "online" | "offline"; global_variance True | False | "auto" (global below 64 shadows);
-    min_std floors every std. Returns float64[N].
+    min_std floors every std; empty: "error" or "global" for examples without IN/OUT shadows.
+    Returns float64[N].
     """
     shadows = check_game(responses, target=target, shadows=shadows)
     statistic = logit_scaled_confidence(
@@ -126,4 +127,4 @@ def lira_confidence(responses: Responses, *, target: int, shadows: Sequence[int]
         responses.labels)
     return lira_scores(target_statistic=statistic[0], shadow_statistic=statistic[1:],
                        shadow_member=responses.member[shadows], variant=variant,
-                       global_variance=global_variance, min_std=min_std)
+                       global_variance=global_variance, min_std=min_std, empty=empty)

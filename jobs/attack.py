@@ -69,6 +69,7 @@ def options_from(args: argparse.Namespace):
 def attack(args: argparse.Namespace) -> int:
     from attacks.report import format_table, summary_rows, write_report
     from attacks.runner import attack_run
+    from attacks.studies import study_sections
     from farm.storage import RunDir
 
     results = attack_run(args.run, options_from(args), progress=not args.quiet)
@@ -78,7 +79,7 @@ def attack(args: argparse.Namespace) -> int:
         if "skipped" in row:
             print(f"skipped {row['attack']}: {row['skipped']}")
     if not args.no_report:
-        print(f"report: {write_report(run)}")
+        print(f"report: {write_report(run, extra_sections=study_sections(run))}")
     return 0
 
 

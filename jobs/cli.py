@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from jobs import attack as attack_job
+from jobs import study as study_job
 from jobs import train as train_job
 from jobs import tune as tune_job
 from jobs.common import run_cli
@@ -18,6 +19,7 @@ EPILOG = """examples:
   shadowfarm attack runs/quickstart --attacks gap,calibrated --setting calibrated.variant=offline
   shadowfarm tune runs/quickstart --attack noise --num-samples 16 --metric auc
   shadowfarm attack runs/quickstart --tuned    # with the tuned settings and thresholds
+  shadowfarm study calibration runs/quickstart --shadows 1,2,4,8,16,32,64
   shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
 """
 
@@ -37,10 +39,11 @@ def verify(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     from attacks.report import format_table, summary_rows, write_report
+    from attacks.studies import study_sections
     from farm.storage import RunDir
 
     run = RunDir(args.run)
-    path = write_report(run)
+    path = write_report(run, extra_sections=study_sections(run))
     print(format_table(summary_rows(run)))
     print(f"report: {path}")
     return 0
@@ -66,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description=tune_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tune_job.add_arguments(p, positional=True)
     p.set_defaults(func=tune_job.tune)
+    p = sub.add_parser("study", help="studies on a run: calibration (attack quality vs number of shadows)")
+    studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
+    q = studies.add_parser("calibration", help="re-run the shadow-calibrated attacks with the first k shadows",
+                           description=study_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    study_job.add_calibration_arguments(q, positional=True)
+    q.set_defaults(func=study_job.calibration)
     p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
     p.add_argument("run", help="run directory")
     p.set_defaults(func=report)

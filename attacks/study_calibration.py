@@ -1,0 +1,125 @@
+"""Calibration study: how the shadow-calibrated attacks improve with the number of shadows.
+
+For each k in `shadow_counts` and each target, the attacks see only the first k non-target models
+(by model_id) as shadows. Rows: AUC and TPR at 0.1%/1% FPR read off the target's ROC, and the
+realized FPR/TPR on the target at the threshold chosen for 1% FPR on those k shadows (pseudo-targets
+among them; needs k >= 3, else NaN). Attacks:
+- `calibrated` (online, LiRA on the label-only statistic), `calibrated-offline`;
+- `global-threshold`: the same statistic with one global threshold (no per-example calibration):
+  the baseline calibration is measured against;
+- `lira_confidence` (confidence baseline) when the run has logits.
+Examples with no IN (or OUT) shadow among k get the mean over all IN (OUT) rows.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from attacks.calibration import shadow_scores
+from attacks.loader import load_responses
+from attacks.metrics import auc, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
+from attacks.registry import run_attack
+from attacks.runner import AttackOptions, game
+from farm.driver import load_plan
+from farm.errors import ConfigError
+from farm.storage import RunDir
+
+STUDY = "studies/calibration.parquet"
+VARIANTS = {
+    "calibrated": ("calibrated", {"variant": "online", "empty": "global"}),
+    "calibrated-offline": ("calibrated", {"variant": "offline", "empty": "global"}),
+    "global-threshold": ("calibrated", {"variant": "global"}),
+    "lira_confidence": ("lira_confidence", {"variant": "online", "empty": "global"}),
+}
+
+
+def _row(attack: str, k: int, target: int, scores: np.ndarray, member: np.ndarray, threshold: float) -> dict:
+    fpr, tpr = (np.nan, np.nan) if np.isnan(threshold) else rates_at_threshold(scores, member, threshold=threshold)
+    return {"n_shadows": k, "attack": attack, "target_model_id": target, "auc": auc(scores, member),
+            "tpr@0.1%fpr": tpr_at_fpr(scores, member, fpr=0.001).tpr,
+            "tpr@1%fpr": tpr_at_fpr(scores, member, fpr=0.01).tpr,
+            "threshold_1%fpr": threshold, "realized_fpr": fpr, "realized_tpr": tpr,
+            "n_nonmembers": int((~member).sum())}
+
+
+def calibration_study(run_uri: str, *, shadow_counts: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+                      targets: Sequence[int] | None = None, n_pseudo: int = 4, seed: int = 0) -> list[dict]:
+    """Rows of studies/calibration.parquet (also written)."""
+    plan = load_plan(run_uri)
+    responses = load_responses(plan.run)
+    chosen_targets, all_shadows = game(plan, AttackOptions(targets=tuple(targets) if targets else None))
+    counts = sorted({min(int(k), len(all_shadows)) for k in shadow_counts})
+    if not counts or counts[0] < 1:
+        raise ConfigError("--shadows: expected positive shadow counts, e.g. 1,2,4,8")
+    variants = {name: v for name, v in VARIANTS.items() if v[0] != "lira_confidence" or responses.logits is not None}
+    rows = []
+    for k in counts:
+        shadows = all_shadows[:k]
+        for name, (attack, settings) in variants.items():
+            def fn(resp, *, target, shadows, _a=attack, _s=settings):
+                return run_attack(_a, resp, target=target, shadows=shadows, settings=_s)
+
+            threshold = np.nan
+            if k >= 3:
+                pooled = shadow_scores(fn, responses, target=chosen_targets[0], shadows=shadows,
+                                       n_pseudo=min(n_pseudo, k), seed=seed)
+                threshold = threshold_at_fpr(*pooled, fpr=0.01)
+            for t in chosen_targets:
+                scores = fn(responses, target=t, shadows=shadows)
+                rows.append(_row(name, k, t, scores, responses.member[t], threshold))
+    plan.run.write_table(STUDY, pa.Table.from_pylist(rows))
+    return rows
+
+
+def curve_png(rows: list[dict]) -> bytes:
+    """AUC and TPR@1%FPR against the number of shadows (log-2 axis), one line per attack, pooled over targets."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for name in dict.fromkeys(r["attack"] for r in rows):
+        ks = sorted({r["n_shadows"] for r in rows if r["attack"] == name})
+        for ax, key in zip(axes, ("auc", "tpr@1%fpr"), strict=True):
+            ys = [np.mean([r[key] for r in rows if r["attack"] == name and r["n_shadows"] == k]) for k in ks]
+            ax.plot(ks, ys, marker="o", label=name, linestyle="--" if name == "lira_confidence" else "-")
+    for ax, title in zip(axes, ("AUC", "TPR at 1% FPR"), strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("shadow models")
+        ax.set_title(f"{title} vs number of shadows")
+        ax.grid(alpha=0.3)
+    axes[1].legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def calibration_section(run: RunDir) -> tuple[str, str] | None:
+    """The report section (title, html) when the run has a calibration study; writes report/calibration.png."""
+    import html
+
+    if not run.is_file(STUDY):
+        return None
+    rows = run.read_table(STUDY).to_pylist()
+    run.write_bytes("report/calibration.png", curve_png(rows))
+    ks = sorted({r["n_shadows"] for r in rows})
+    names = list(dict.fromkeys(r["attack"] for r in rows))
+    head = "".join(f"<th>{k}</th>" for k in ks)
+    body = ""
+    for name in names:
+        cells = "".join(
+            f"<td>{100 * np.mean([r['tpr@1%fpr'] for r in rows if r['attack'] == name and r['n_shadows'] == k]):.1f}%"
+            f" / {np.mean([r['auc'] for r in rows if r['attack'] == name and r['n_shadows'] == k]):.3f}</td>"
+            for k in ks)
+        body += f"<tr><td>{html.escape(name)}</td>{cells}</tr>"
+    text = (f"<p>TPR at 1% FPR / AUC on the target(s) with the first k shadows (pooled mean over targets). "
+            f"<code>global-threshold</code> is the same label-only statistic as <code>calibrated</code> "
+            f"without per-example calibration.</p><table><tr><th>attack \\ shadows</th>{head}</tr>{body}</table>"
+            f'<p><img src="calibration.png" alt="calibration curve" style="max-width:100%"></p>')
+    return "Calibration study", text

@@ -1,0 +1,90 @@
+"""Studies on a trained run: `python -m jobs.study calibration --run runs/quickstart --shadows 1,2,4,8,16,32,64`.
+
+calibration: re-runs the shadow-calibrated attacks with the first k shadows for each target and each
+k; writes studies/calibration.parquet and adds the curve (TPR at 1% FPR and AUC vs shadows, log-2
+axis) to the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from farm.errors import ConfigError
+from jobs.common import run_cli
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    if positional:
+        parser.add_argument("run", help="run directory")
+    else:
+        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    parser.add_argument("--shadows", type=_ints, default=(1, 2, 4, 8, 16, 32, 64),
+                        help="shadow counts, comma-separated (default 1,2,4,8,16,32,64; capped at the run's)")
+    parser.add_argument("--targets", type=_ints, default=None, help="target model ids (default: the run's)")
+    parser.add_argument("--pseudo-targets", type=int, default=4, help="shadows playing the target for thresholds")
+
+
+def calibration(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from attacks.report import write_report
+    from attacks.studies import study_sections
+    from attacks.study_calibration import calibration_study
+    from farm.storage import RunDir
+
+    rows = calibration_study(args.run, shadow_counts=args.shadows, targets=args.targets,
+                             n_pseudo=args.pseudo_targets)
+    ks = sorted({r["n_shadows"] for r in rows})
+    names = list(dict.fromkeys(r["attack"] for r in rows))
+    print("TPR@1%FPR / AUC with the first k shadows (mean over targets)")
+    print(f"{'attack':20s}" + "".join(f"{k:>15d}" for k in ks))
+    for name in names:
+        cells = []
+        for k in ks:
+            sel = [r for r in rows if r["attack"] == name and r["n_shadows"] == k]
+            cells.append(f"{100 * np.mean([r['tpr@1%fpr'] for r in sel]):6.1f}% / {np.mean([r['auc'] for r in sel]):.3f}")
+        print(f"{name:20s}" + "".join(f"{c:>15s}" for c in cells))
+    run = RunDir(args.run)
+    print(f"wrote {run.path('studies/calibration.parquet')}")
+    if run.listdir("attacks"):
+        print(f"report: {write_report(run, extra_sections=study_sections(run))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="study", required=True, metavar="STUDY")
+    p = sub.add_parser("calibration", help="attack quality against the number of shadows")
+    add_calibration_arguments(p, positional=False)
+    p.add_argument("--smoke-test", action="store_true", help="a fresh smoke farm, shadows 1,2,4")
+    p.set_defaults(func=calibration)
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        if getattr(args, "smoke_test", False):
+            from jobs import train
+
+            args.run = args.run or "runs/quickstart-smoke"
+            args.shadows = (1, 2, 4)
+            code = train.main(["--smoke-test", "--out", args.run, "--quiet",
+                               "--set", "membership.n_models=8", "--set", "farm.group_size=4"])
+            if code:
+                return code
+        if not args.run:
+            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
+        return args.func(args)
+
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
