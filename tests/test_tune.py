@@ -1,0 +1,73 @@
+"""Tuning and the calibration study on a tiny farm: shadow-only, deterministic, files written."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attacks.runner import AttackOptions, attack_run
+from attacks.study_calibration import calibration_study
+from attacks.tune import tune_attack
+from farm.config import load_config
+from farm.driver import plan_run, train_farm
+from farm.shards import MEMBERSHIP, membership_matrix, membership_table
+from jobs import study as study_job
+
+TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
+        "train.lr=0.01", "queries=[clean, {kind: gaussian, sigma: 0.2, n: 6}]"]
+
+
+@pytest.fixture(scope="module")
+def plan(ray_local, tmp_path_factory):
+    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("tune") / "run"))
+    train_farm(plan, progress=False)
+    return plan
+
+
+def _tune(plan):
+    return tune_attack(plan.run.uri, attack="noise", num_samples=3, metric="auc", fpr=0.05, n_pseudo=2,
+                       max_concurrent=1, verbose=0)
+
+
+def test_tuning_never_reads_the_targets_membership(plan):
+    first = _tune(plan)
+    original = plan.run.read_bytes(MEMBERSHIP)
+    member, pool = membership_matrix(plan.run.read_table(MEMBERSHIP))
+    member[0] = np.random.default_rng(3).permutation(member[0])  # model 0 is the target
+    plan.run.write_table(MEMBERSHIP, membership_table(member, pool))
+    try:
+        second = _tune(plan)
+    finally:
+        plan.run.write_bytes(MEMBERSHIP, original)
+    assert len(first["trials"]) == 3 and first["failed_trials"] == 0
+    assert [t["config"] for t in first["trials"]] == [t["config"] for t in second["trials"]]
+    assert [t["score"] for t in first["trials"]] == [t["score"] for t in second["trials"]]
+    assert first["chosen"] == second["chosen"] and first["threshold"] == second["threshold"]
+    assert first["chosen"]["score"] >= first["default"]["score"]
+    assert 0 not in first["pseudo_targets"]
+    saved = json.loads(plan.run.read_text("tune/noise/best.json"))
+    assert saved["chosen"]["settings"] == first["chosen"]["settings"]
+
+
+def test_attack_uses_tuned_results(plan):
+    _tune(plan)
+    [result] = attack_run(plan.run.uri, AttackOptions(attacks=("noise",), tuned=True, n_pseudo=2, bootstrap=0),
+                          progress=False)
+    best = json.loads(plan.run.read_text("tune/noise/best.json"))
+    assert result["settings"] == best["chosen"]["settings"]
+    assert result["queries"] == best["chosen"]["queries"]
+
+
+def test_calibration_study_rows_and_report(plan, tmp_path):
+    rows = calibration_study(plan.run.uri, shadow_counts=(1, 2, 4, 99))
+    frame = pd.read_parquet(plan.run.path("studies/calibration.parquet"))
+    assert len(frame) == len(rows) and set(frame["n_shadows"]) == {1, 2, 4, 7}
+    assert set(frame["attack"]) == {"calibrated", "calibrated-offline", "global-threshold", "lira_confidence"}
+    assert frame[frame["n_shadows"] < 3]["realized_fpr"].isna().all()
+    assert frame[frame["n_shadows"] >= 3]["realized_fpr"].notna().all()
+
+
+def test_study_job_smoke_test(ray_local, tmp_path, capsys):
+    assert study_job.main(["calibration", "--smoke-test", "--run", str(tmp_path / "smoke")]) == 0
+    assert "global-threshold" in capsys.readouterr().out
