@@ -168,7 +168,7 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
         spec = get_attack(name)
         metrics.update(attack=name, label_only=spec.label_only, description=spec.description,
                        settings=settings[name], target_model_ids=targets, requested_fpr=options.fpr,
-                       n_pseudo_targets=options.n_pseudo, n_shadows=len(shadows),
+                       n_pseudo_targets=options.n_pseudo, n_shadows=len(shadows), seed=options.seed,
                        tuned=tuned.get(name), queries=(tuned.get(name) or {}).get("queries"))
         if options.bootstrap:
             metrics["auc_ci"] = bootstrap_ci(scores, member, metric_fn=auc, n=options.bootstrap, seed=options.seed)

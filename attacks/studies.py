@@ -1,4 +1,4 @@
-"""The report sections of the studies a run holds (calibration; more as studies are added)."""
+"""The report sections of the studies a run holds: calibration, worst case (outliers), OOD non-members."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from farm.storage import RunDir
 def study_sections(run: RunDir) -> list[tuple[str, str]]:
     """(title, html) for every study found under <run>/studies/."""
     from attacks.study_calibration import calibration_section
+    from attacks.study_report import study_sections as beyond_average_sections
 
-    sections = []
-    for make in (calibration_section,):
-        section = make(run)
-        if section is not None:
-            sections.append(section)
-    return sections
+    section = calibration_section(run)
+    return ([section] if section is not None else []) + beyond_average_sections(run)

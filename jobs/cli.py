@@ -7,6 +7,7 @@ import sys
 
 from jobs import attack as attack_job
 from jobs import study as study_job
+from jobs import study_ood, study_worst_case
 from jobs import train as train_job
 from jobs import tune as tune_job
 from jobs.common import run_cli
@@ -20,6 +21,8 @@ EPILOG = """examples:
   shadowfarm tune runs/quickstart --attack noise --num-samples 16 --metric auc
   shadowfarm attack runs/quickstart --tuned    # with the tuned settings and thresholds
   shadowfarm study calibration runs/quickstart --shadows 1,2,4,8,16,32,64
+  shadowfarm study worst-case runs/quickstart  # outliers beside the whole population
+  shadowfarm study ood runs/quickstart         # false positives on out-of-distribution inputs
   shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
 """
 
@@ -69,12 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description=tune_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tune_job.add_arguments(p, positional=True)
     p.set_defaults(func=tune_job.tune)
-    p = sub.add_parser("study", help="studies on a run: calibration (attack quality vs number of shadows)")
+    p = sub.add_parser("study", help="studies on a run: calibration (vs number of shadows), worst-case, ood")
     studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
     q = studies.add_parser("calibration", help="re-run the shadow-calibrated attacks with the first k shadows",
                            description=study_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     study_job.add_calibration_arguments(q, positional=True)
     q.set_defaults(func=study_job.calibration)
+    for name, job in (("worst-case", study_worst_case), ("ood", study_ood)):
+        q = studies.add_parser(name, help=job.HELP, description=job.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        job.add_arguments(q, positional=True)
+        q.set_defaults(func=job.run)
     p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
     p.add_argument("run", help="run directory")
     p.set_defaults(func=report)

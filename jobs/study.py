@@ -50,7 +50,8 @@ def calibration(args: argparse.Namespace) -> int:
         cells = []
         for k in ks:
             sel = [r for r in rows if r["attack"] == name and r["n_shadows"] == k]
-            cells.append(f"{100 * np.mean([r['tpr@1%fpr'] for r in sel]):6.1f}% / {np.mean([r['auc'] for r in sel]):.3f}")
+            tpr, auc = np.mean([r["tpr@1%fpr"] for r in sel]), np.mean([r["auc"] for r in sel])
+            cells.append(f"{100 * tpr:6.1f}% / {auc:.3f}")
         print(f"{name:20s}" + "".join(f"{c:>15s}" for c in cells))
     run = RunDir(args.run)
     print(f"wrote {run.path('studies/calibration.parquet')}")

@@ -1,0 +1,131 @@
+"""What the studies share: each attack's game replayed exactly as `shadowfarm attack` played it.
+
+A study (worst case, out-of-distribution) starts from an attack's result, `attacks/<name>/metrics.json`,
+and rebuilds its game from it: the same settings, the same targets (`target_model_ids`), the same shadows
+(every other model of the run), the same pseudo-targets (`n_pseudo_targets`, seed 0 as in
+`attacks.runner.AttackOptions`). Thresholds are therefore chosen on the same shadow game as in the
+attack stage; a study can re-choose them on a subset of that game's rows (e.g. outliers) without ever
+reading a target's membership.
+
+The shadow game does not depend on which target is attacked (the pseudo-targets are drawn from the
+shadows, and every target has the same shadows), so it is played once per attack; the runner pools one
+identical copy per target, which changes no rate and no threshold.
+
+`prepare_statistics` recomputes what needs model access (transfer losses, HopSkipJump distances) through
+the attack stage's public functions: `boundary_distances` reads its on-disk cache, so a run whose boundary
+attack already ran costs nothing here; transfer models are retrained (seconds on the quickstart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from attacks.boundary import STATISTIC as BOUNDARY
+from attacks.boundary import HsjaSettings
+from attacks.calibration import pseudo_targets, shadow_scores
+from attacks.registry import get_attack, resolve_settings, run_attack
+from attacks.report import ATTACKS_DIR, attack_names
+from attacks.responses import Responses
+from attacks.transfer import STATISTIC as TRANSFER
+from farm.driver import Plan
+from farm.errors import ConfigError, RunError
+from farm.storage import RunDir
+
+GAME_SEED = 0  # AttackOptions.seed for results written before metrics.json recorded it
+
+
+@dataclass(frozen=True)
+class AttackGame:
+    """One attack's game as the attack stage played it (from its metrics.json)."""
+
+    name: str
+    label_only: bool
+    settings: dict
+    targets: tuple[int, ...]
+    shadows: np.ndarray  # int[S]: every model that is not a target
+    n_pseudo: int
+    requested_fpr: float
+    seed: int = GAME_SEED
+
+    @property
+    def pseudo_targets(self) -> np.ndarray:
+        return pseudo_targets(self.shadows, n_pseudo=self.n_pseudo, seed=self.seed)
+
+
+def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = None) -> list[AttackGame]:
+    """The games of the attacks with results in `run` (or of `names`, which must all have results).
+
+    RunError naming the command to run when an attack has no result or its metrics.json is incomplete.
+    """
+    available = attack_names(run)
+    if names is None:
+        names = available
+        if not names:
+            raise RunError(f"{run.path(ATTACKS_DIR)}: no attack results; run `shadowfarm attack RUN` first")
+    games = []
+    for name in names:
+        get_attack(name)
+        if name not in available:
+            raise RunError(f"{run.path(f'{ATTACKS_DIR}/{name}')}: no result; run `shadowfarm attack RUN "
+                           f"--attacks {name}` first")
+        m = run.read_json(f"{ATTACKS_DIR}/{name}/metrics.json")
+        missing = [k for k in ("settings", "target_model_ids", "n_pseudo_targets") if k not in m]
+        if missing:
+            raise RunError(f"{run.path(f'{ATTACKS_DIR}/{name}/metrics.json')}: missing {', '.join(missing)}; "
+                           "rerun the attack")
+        targets = tuple(int(t) for t in m["target_model_ids"])
+        shadows = np.array([i for i in range(n_models) if i not in set(targets)], dtype=np.intp)
+        games.append(AttackGame(name=name, label_only=get_attack(name).label_only,
+                                settings=resolve_settings(name, m["settings"]), targets=targets, shadows=shadows,
+                                n_pseudo=int(m["n_pseudo_targets"]), requested_fpr=float(m.get("requested_fpr", 0.01)),
+                                seed=int(m.get("seed", GAME_SEED))))
+    return games
+
+
+def prepare_statistics(plan: Plan, responses: Responses, games: Sequence[AttackGame], *,
+                       progress: bool = False) -> Responses:
+    """`responses` with the "transfer" / "boundary" statistics every game needs, computed exactly as the
+    attack stage computes them (`attacks.runner.prepare_statistics`)."""
+    from attacks.runner import prepare_statistics as prepare
+
+    for game in games:
+        if game.name in (TRANSFER, BOUNDARY):
+            responses = prepare(plan, responses, {game.name: game.settings},
+                                scored=sorted(set(game.targets) | set(game.pseudo_targets.tolist())),
+                                everyone=game.shadows.tolist(), seed=game.seed, progress=progress)
+    return responses
+
+
+def hsja_settings(game: AttackGame) -> HsjaSettings:
+    """The HopSkipJump settings of a boundary game (the key of its distance cache)."""
+    s = game.settings
+    return HsjaSettings(max_iter=s["max_iter"], init_evals=s["init_evals"], max_evals=s["max_evals"],
+                        budget=s["budget"], seed=game.seed)
+
+
+def shadow_game(game: AttackGame, responses: Responses, *, settings: dict | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The attack's scores with shadows playing the target, pooled over its pseudo-targets.
+
+    settings: overrides of the game's settings (e.g. {"variant": "offline"}).
+    Returns (scores float64[P*N], member bool[P*N], example_id int[P*N]); never reads a target's membership.
+    """
+    chosen = {**game.settings, **(settings or {})}
+
+    def attack(resp, *, target, shadows):
+        return run_attack(game.name, resp, target=target, shadows=shadows, settings=chosen)
+
+    scores, member = shadow_scores(attack, responses, target=game.targets[0], shadows=game.shadows,
+                                   n_pseudo=game.n_pseudo, seed=game.seed)
+    return scores, member, np.tile(np.arange(responses.n_examples), len(scores) // responses.n_examples)
+
+
+def target_scores(game: AttackGame, responses: Responses, target: int, *, settings: dict | None = None) -> np.ndarray:
+    """float64[N]: the attack's scores for `target` with the game's shadows (settings overridable)."""
+    if target not in game.targets:
+        raise ConfigError(f"model {target} is not a target of attack {game.name!r} (targets: {list(game.targets)})")
+    return run_attack(game.name, responses, target=target, shadows=game.shadows,
+                      settings={**game.settings, **(settings or {})})

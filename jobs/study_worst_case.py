@@ -1,0 +1,91 @@
+"""Worst case: every attack on the population's outliers beside the whole population.
+
+    python -m jobs.study_worst_case --run runs/quickstart [--rule knn --k 10 --fraction 0.1] [--smoke-test]
+    shadowfarm study worst-case runs/quickstart
+
+Needs the attack stage's results (`shadowfarm attack RUN`). Marks outliers by a stated rule on the inputs
+(default: the 10% of examples with the fewest same-class examples among their 10 nearest neighbours),
+reports AUC and TPR at 0.1%/1% FPR on the outliers and on the population with the counts behind each, and
+the realized FPR/TPR on the outliers at thresholds chosen on shadows (on the shadows' population, and on
+the shadows' outliers). Writes studies/worst_case.parquet and studies/outliers.parquet, then the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from farm.errors import ConfigError
+from jobs.common import run_cli
+
+HELP = "attack results on the population's outliers beside the whole population"
+
+
+# The cheap attacks: a smoke test checks the plumbing end to end in seconds (transfer trains models).
+SMOKE_ATTACKS = "gap,augmentation,noise,calibrated,loss,lira_confidence"
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    if positional:
+        parser.add_argument("run", help="run directory with attack results (a path or s3://, gs:// URI)")
+    else:
+        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    parser.add_argument("--attacks", type=_csv, default=None, help="comma-separated attacks (default: every attack "
+                                                                   "with a result)")
+    parser.add_argument("--rule", default="knn", help="outlier rule: knn (fewest same-class neighbours among the k "
+                                                      "nearest) or centroid (farthest from the class centroid)")
+    parser.add_argument("--k", type=int, default=10, help="neighbours of the knn rule (default 10)")
+    parser.add_argument("--fraction", type=float, default=0.1, help="share of the population marked outlier "
+                                                                    "(default 0.1)")
+    parser.add_argument("--no-report", action="store_true", help="do not rewrite the HTML report")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from attacks.report import write_report
+    from attacks.study_report import format_worst_case, study_sections
+    from attacks.worst_case import WORST_CASE, OutlierRule, describe, worst_case_study
+    from farm.storage import RunDir
+
+    rule = OutlierRule(rule=args.rule, k=args.k, fraction=args.fraction)
+    rows = worst_case_study(args.run, rule=rule, attacks=args.attacks, progress=not args.quiet)
+    store = RunDir(args.run)
+    print(describe(rule))
+    print(format_worst_case(rows))
+    print(f"study: {store.path(WORST_CASE)}")
+    if not args.no_report:
+        print(f"report: {write_report(store, extra_sections=study_sections(store))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.study_worst_case", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, positional=False)
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="train the smoke farm and run its cheap attacks (python -m jobs.attack --smoke-test) "
+                             "then run the study on it")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        if args.smoke_test:
+            from jobs import attack
+
+            args.run = args.run or "runs/worst-case-smoke"
+            code = attack.main(["--smoke-test", "--run", args.run, "--quiet", "--no-report", "--bootstrap", "0",
+                                "--attacks", SMOKE_ATTACKS])
+            if code:
+                return code
+        if not args.run:
+            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
+        return run(args)
+
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
