@@ -3,6 +3,14 @@
 Writes are atomic: on a local file system, a temp name beginning with `.` then rename;
 on object stores (no rename), the final key is written in one put, and callers write
 `_SUCCESS` last.
+
+Credentials never travel in a run URI (it is printed, logged and shown in the report): they come
+from the environment, as for any AWS or Google client: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+(or an instance profile, `AWS_PROFILE`), `GOOGLE_APPLICATION_CREDENTIALS` (or the node's service
+account). A URI with a user/password part or a key/secret/token query parameter is refused.
+An S3-compatible endpoint (MinIO, Ceph, moto) is named by the standard `AWS_ENDPOINT_URL` (or
+`AWS_ENDPOINT_URL_S3`) environment variable, which pyarrow reads; pyarrow's URI parameters
+(`s3://bucket/run?endpoint_override=host:port&scheme=http`) also work.
 """
 
 from __future__ import annotations
@@ -10,11 +18,28 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import urllib.parse
 import uuid
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from farm.errors import RunError
+
+_SECRET_PARAMETER = re.compile(r"key|secret|token|password|credential|signature", re.IGNORECASE)
+
+
+def refuse_credentials(uri: str) -> None:
+    """RunError (not echoing them) when `uri` carries credentials: user info or a secret-looking query key."""
+    parts = urllib.parse.urlsplit(uri)
+    keys = [key for key, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+    if "@" in parts.netloc or any(_SECRET_PARAMETER.search(key) for key in keys):
+        where = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+        raise RunError(f"{where}: credentials in a run URI would be written into logs and the report; "
+                       "give them through the environment (e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                       "GOOGLE_APPLICATION_CREDENTIALS) or the node's instance profile / service account")
 
 
 class RunDir:
@@ -23,11 +48,14 @@ class RunDir:
     def __init__(self, uri: str):
         self.uri = str(uri)
         if "://" in self.uri:
+            refuse_credentials(self.uri)
             self.fs, root = pafs.FileSystem.from_uri(self.uri)
         else:
             self.fs, root = pafs.LocalFileSystem(), os.path.abspath(self.uri)
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        if self.local and "://" not in self.uri:
+            self.uri = self.root  # absolute: Ray workers and Tune trials may run in another directory
 
     def path(self, rel: str = "") -> str:
         return f"{self.root}/{rel}" if rel else self.root

@@ -16,7 +16,7 @@ from farm.driver import plan_run, train_farm
 from jobs.common import default_out, resolve_config, run_cli
 
 SMOKE = [
-    "membership.n_models=4", "train.epochs=2", "data.subsample=200", "farm.group_size=2",
+    "membership.n_models=8", "train.epochs=2", "data.subsample=200", "farm.group_size=4",
 ]
 
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
                         help="override a config field, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--out", help="run directory: a path or s3://, gs:// URI (default: runs/<config name>)")
     parser.add_argument("--smoke-test", action="store_true",
-                        help="a tiny farm (4 models, 200 examples, 2 epochs) that runs in seconds")
+                        help="a tiny farm (8 models, 200 examples, 2 epochs) that runs in seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
