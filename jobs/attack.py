@@ -12,7 +12,7 @@ import sys
 
 from farm.config import parse_override
 from farm.errors import ConfigError
-from jobs.common import run_cli
+from jobs.common import run_cli, smoke_farm
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -93,14 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         if args.smoke_test:
-            from jobs import train
-
-            args.run = args.run or "runs/quickstart-smoke"
+            args.run = smoke_farm(args.run)
             args.bootstrap = min(args.bootstrap, 20)
-            code = train.main(["--smoke-test", "--out", args.run, "--quiet",
-                               "--set", "membership.n_models=8", "--set", "farm.group_size=4"])
-            if code:
-                return code
             args.pseudo_targets = min(args.pseudo_targets, 2)
         if not args.run:
             raise ConfigError("--run: a run directory is required (or use --smoke-test)")

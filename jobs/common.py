@@ -34,3 +34,17 @@ def run_cli(fn: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("shadowfarm: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+
+
+SMOKE_RUN = "runs/quickstart-smoke"
+
+
+def smoke_farm(run: str | None) -> str:
+    """Train (or resume) the smoke farm of `python -m jobs.train --smoke-test` into `run`; returns its path."""
+    from farm.errors import ShadowfarmError
+    from jobs import train
+
+    run = run or SMOKE_RUN
+    if train.main(["--smoke-test", "--out", run, "--quiet"]):
+        raise ShadowfarmError(f"the smoke farm in {run} could not be trained")
+    return run

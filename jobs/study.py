@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from farm.errors import ConfigError
-from jobs.common import run_cli
+from jobs.common import run_cli, smoke_farm
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -72,14 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         if getattr(args, "smoke_test", False):
-            from jobs import train
-
-            args.run = args.run or "runs/quickstart-smoke"
+            args.run = smoke_farm(args.run)
             args.shadows = (1, 2, 4)
-            code = train.main(["--smoke-test", "--out", args.run, "--quiet",
-                               "--set", "membership.n_models=8", "--set", "farm.group_size=4"])
-            if code:
-                return code
         if not args.run:
             raise ConfigError("--run: a run directory is required (or use --smoke-test)")
         return args.func(args)

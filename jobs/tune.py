@@ -16,7 +16,7 @@ import json
 import sys
 
 from farm.errors import ConfigError
-from jobs.common import run_cli
+from jobs.common import run_cli, smoke_farm
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -66,15 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         if args.smoke_test:
-            from jobs import train
-
-            args.run = args.run or "runs/quickstart-smoke"
+            args.run = smoke_farm(args.run)
             args.num_samples = min(args.num_samples, 4)
             args.pseudo_targets = min(args.pseudo_targets, 2)
-            code = train.main(["--smoke-test", "--out", args.run, "--quiet",
-                               "--set", "membership.n_models=8", "--set", "farm.group_size=4"])
-            if code:
-                return code
         if not args.run:
             raise ConfigError("--run: a run directory is required (or use --smoke-test)")
         return tune(args)
