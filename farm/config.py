@@ -53,8 +53,42 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class AugmentationConfig:
+    """Training-time data augmentation (images only), drawn per example from each model's own seed."""
+
+    flip: bool = False  # horizontal flip with probability 1/2
+    translate: int = 0  # shift by up to this many pixels along each axis (0: off); shifted-in pixels are 0
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Early stopping on a validation split carved out of each model's OWN training members.
+
+    The held-out members stay members of the membership game (the training procedure received them);
+    they are never used for a gradient step, only to pick the epoch whose weights are kept.
+    """
+
+    patience: int = 0  # epochs without a lower validation loss before stopping; 0: off
+    validation_fraction: float = 0.1  # share of the model's members held out for validation
+
+
+@dataclass(frozen=True)
+class DpSgdConfig:
+    """DP-SGD through Opacus: Poisson sampling, per-example clipping, Gaussian noise for a target (ε, δ)."""
+
+    epsilon: float = 8.0  # target ε after `train.epochs` epochs
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0  # per-example clipping norm
+    accountant: str = "prv"  # prv | rdp | gdp (Opacus accountants)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Per-model training; every model of a group gets the same settings and its own seed."""
+    """Per-model training; every model of a group gets the same settings and its own seed.
+
+    Training-time defenses (DESIGN §7): `weight_decay`, `label_smoothing`, `mixup_alpha`, `augmentation`,
+    `early_stopping`, `dp_sgd` here, and `model.dropout`.
+    """
 
     optimizer: str = "adam"  # adam | sgd
     lr: float = 1e-3
@@ -63,6 +97,10 @@ class TrainConfig:
     batch_size: int = 128
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # MixUp with lambda ~ Beta(alpha, alpha); 0: off
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    dp_sgd: DpSgdConfig | None = None  # None: ordinary training; a mapping (may be {}): DP-SGD
 
 
 @dataclass(frozen=True)
@@ -118,6 +156,9 @@ class RunConfig:
 
 # Sections that do not change what a run computes: excluded from the hash.
 _UNHASHED = ("farm",)
+# Fields added after runs existed: left out of the hash while at their defaults, so that a run made
+# before they existed keeps its hash (and resumes) as long as it does not use them.
+_HASHED_UNLESS_DEFAULT = {"train": ("mixup_alpha", "augmentation", "early_stopping", "dp_sgd")}
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -134,6 +175,9 @@ def _convert(value, tp, where: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and dataclasses.is_dataclass(others[0]):
+            return _convert(value, others[0], where)  # keep the section's own, more specific error
         for arg in args:
             if arg is type(None):
                 continue
@@ -217,6 +261,28 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(t.batch_size >= 1, f"train.batch_size: expected at least 1, got {t.batch_size}")
     _check(t.weight_decay >= 0, f"train.weight_decay: expected >= 0, got {t.weight_decay}")
     _check(0 <= t.label_smoothing < 1, f"train.label_smoothing: expected a value in [0, 1), got {t.label_smoothing}")
+    _check(t.mixup_alpha >= 0, f"train.mixup_alpha: expected >= 0, got {t.mixup_alpha}")
+    shift = t.augmentation.translate
+    _check(shift >= 0, f"train.augmentation.translate: expected >= 0, got {shift}")
+    es = t.early_stopping
+    _check(es.patience >= 0, f"train.early_stopping.patience: expected >= 0, got {es.patience}")
+    _check(0 < es.validation_fraction < 1,
+           f"train.early_stopping.validation_fraction: expected a value in (0, 1), got {es.validation_fraction}")
+    if t.dp_sgd is not None:
+        dp = t.dp_sgd
+        _check(dp.epsilon > 0, f"train.dp_sgd.epsilon: expected a positive number, got {dp.epsilon}")
+        _check(0 < dp.delta < 1, f"train.dp_sgd.delta: expected a value in (0, 1), got {dp.delta}")
+        _check(dp.max_grad_norm > 0, f"train.dp_sgd.max_grad_norm: expected a positive number, got {dp.max_grad_norm}")
+        _check(dp.accountant in ("prv", "rdp", "gdp"),
+               f"train.dp_sgd.accountant: expected prv, rdp or gdp, got {dp.accountant!r}")
+        # MixUp mixes two examples into one gradient and early stopping selects weights on data outside
+        # the DP mechanism: either would void the per-example (ε, δ) guarantee.
+        _check(t.mixup_alpha == 0, "train.dp_sgd: cannot be combined with train.mixup_alpha (breaks per-example "
+                                   "clipping); set train.mixup_alpha=0")
+        _check(es.patience == 0, "train.dp_sgd: cannot be combined with train.early_stopping (model selection is "
+                                 "not private); set train.early_stopping.patience=0")
+        _check(not (t.augmentation.flip or t.augmentation.translate),
+               "train.dp_sgd: train.augmentation is not supported with DP-SGD (Poisson batches); turn it off")
     _check(0 <= cfg.model.dropout < 1, f"model.dropout: expected a value in [0, 1), got {cfg.model.dropout}")
     _check(all(h >= 1 for h in cfg.model.hidden), "model.hidden: expected positive widths")
     _check(cfg.model.width >= 1, f"model.width: expected at least 1, got {cfg.model.width}")
@@ -303,6 +369,11 @@ def to_dict(cfg) -> dict:
 def config_hash(cfg: RunConfig) -> str:
     """Hash of everything that changes what a run computes (not how it is scheduled)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED}
+    for section, names in _HASHED_UNLESS_DEFAULT.items():
+        default = to_dict(type(getattr(cfg, section))())
+        for name in names:
+            if data[section][name] == default[name]:
+                del data[section][name]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from farm.config import RunConfig, config_hash, from_dict, to_dict
 from farm.data import Dataset, load_dataset
+from farm.defenses import check_defenses
 from farm.errors import ConfigError, RunError
 from farm.membership import disjoint_membership, make_membership
 from farm.models import build_model
@@ -73,6 +74,7 @@ def plan_run(cfg: RunConfig, out: str) -> Plan:
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     queries = expand_queries(cfg.queries, info=dataset.info, seed=cfg.seed)
     build_model(cfg.model, info=dataset.info)
+    check_defenses(cfg, info=dataset.info)
     n = len(dataset)
     if cfg.membership.mode == "disjoint":
         m = cfg.membership

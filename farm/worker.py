@@ -46,14 +46,25 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, member: np.ndarray) -> dict:
 
 
 def defenses_of(cfg: RunConfig) -> dict:
-    """Training-time defenses active in this config, for metrics.json."""
+    """Training-time defenses active in this config, for metrics.json (DESIGN §7 names)."""
+    t = cfg.train
     found = {}
-    if cfg.train.weight_decay > 0:
-        found["weight_decay"] = cfg.train.weight_decay
-    if cfg.train.label_smoothing > 0:
-        found["label_smoothing"] = cfg.train.label_smoothing
+    if t.weight_decay > 0:
+        found["weight_decay"] = t.weight_decay
+    if t.label_smoothing > 0:
+        found["label_smoothing"] = t.label_smoothing
     if cfg.model.dropout > 0:
         found["dropout"] = cfg.model.dropout
+    if t.mixup_alpha > 0:
+        found["mixup"] = {"alpha": t.mixup_alpha}
+    if t.early_stopping.patience > 0:
+        found["early_stopping"] = {"patience": t.early_stopping.patience,
+                                   "validation_fraction": t.early_stopping.validation_fraction}
+    if t.augmentation.flip or t.augmentation.translate:
+        found["train_augmentation"] = {"flip": t.augmentation.flip, "translate": t.augmentation.translate}
+    if t.dp_sgd is not None:
+        found["dp_sgd"] = {"target_epsilon": t.dp_sgd.epsilon, "delta": t.dp_sgd.delta,
+                           "max_grad_norm": t.dp_sgd.max_grad_norm, "accountant": t.dp_sgd.accountant}
     return found
 
 
@@ -72,6 +83,8 @@ def run_group(
     """Train, query and write the shards of `model_ids`. x, y: the whole population on the device.
 
     member: bool[M, N] of the whole run (the step count per epoch is fixed by all of it).
+    With `train.dp_sgd` the models of the group train one at a time (Opacus), whatever `vectorize`;
+    metrics.json then records the spent ε (`epsilon`, and the accountant's details under `dp_sgd`).
     """
     run = RunDir(run_uri)
     ids = list(model_ids)
@@ -98,11 +111,14 @@ def run_group(
             "seconds": group.seconds / len(ids),
             "query_seconds": query_seconds / len(ids),
             "group_size": len(ids),
-            "vectorized": bool(vectorize and len(ids) > 1),
+            "vectorized": group.vectorized,
             "device": str(x.device),
             "defense": defenses_of(cfg),
             "seed": model_seed(cfg.seed, model_id),
+            **(group.details[g] if group.details else {}),
         }
+        if "dp_sgd" in metrics:  # the ε the accountant spent, at the top level for readers of metrics.json
+            metrics["epsilon"] = metrics["dp_sgd"]["epsilon"]
         table = responses_table(labels=labels, pred=pred[g].cpu().numpy(),
                                 logits=clean_logits[g].float().cpu().numpy() if cfg.record_logits else None)
         write_model_shard(run, model_id=model_id, state_dict=group.state_dicts[g], metrics=metrics,

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from jobs import attack as attack_job
+from jobs import defenses as defenses_job
 from jobs import study as study_job
 from jobs import study_ood, study_worst_case
 from jobs import train as train_job
@@ -23,6 +24,7 @@ EPILOG = """examples:
   shadowfarm study calibration runs/quickstart --shadows 1,2,4,8,16,32,64
   shadowfarm study worst-case runs/quickstart  # outliers beside the whole population
   shadowfarm study ood runs/quickstart         # false positives on out-of-distribution inputs
+  shadowfarm study defenses quickstart         # one farm per defense x every attack -> runs/quickstart-defenses
   shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
 """
 
@@ -72,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description=tune_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tune_job.add_arguments(p, positional=True)
     p.set_defaults(func=tune_job.tune)
-    p = sub.add_parser("study", help="studies on a run: calibration (vs number of shadows), worst-case, ood")
+    p = sub.add_parser("study", help="studies: calibration (vs number of shadows), worst-case, ood, defenses (matrix)")
     studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
     q = studies.add_parser("calibration", help="re-run the shadow-calibrated attacks with the first k shadows",
                            description=study_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     study_job.add_calibration_arguments(q, positional=True)
     q.set_defaults(func=study_job.calibration)
-    for name, job in (("worst-case", study_worst_case), ("ood", study_ood)):
+    for name, job in (("worst-case", study_worst_case), ("ood", study_ood), ("defenses", defenses_job)):
         q = studies.add_parser(name, help=job.HELP, description=job.__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         job.add_arguments(q, positional=True)
