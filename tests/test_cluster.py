@@ -1,5 +1,5 @@
 """Running on a cluster (issue 7): cluster.yaml passes the autoscaler's own validation, and the smoke train
-and attack jobs run through `ray job submit` against a real `ray start --head` on this machine.
+attack, tune and study jobs run through `ray job submit` against a real `ray start --head` on this machine.
 
 The head is kept apart from the session's in-process Ray (tests/conftest.py) and from any other Ray on the
 machine: its own temp dir (so `ray.init()` elsewhere never finds it through /tmp/ray/ray_current_cluster),
@@ -280,24 +280,28 @@ def test_smoke_jobs_through_ray_job_submit(tmp_path):
              "--set", "membership.n_models=8"]
     attack = ["python", "-m", "jobs.attack", "--smoke-test", "--run", str(run), "--quiet",
               "--attacks", "gap,augmentation,calibrated"]
+    tune = ["python", "-m", "jobs.tune", "--smoke-test", "--run", str(run), "--attack", "noise", "--num-samples", "2"]
+    study = ["python", "-m", "jobs.study", "calibration", "--smoke-test", "--run", str(run)]
     suffix = secrets.token_hex(4)
+    logs = {}
     with ray_head() as head:
-        head.submit(f"sf-train-{suffix}", train)
-        status = head.wait(f"sf-train-{suffix}")
-        train_logs = head.logs(f"sf-train-{suffix}")
-        assert status == "SUCCEEDED", train_logs[-5000:]
-        head.submit(f"sf-attack-{suffix}", attack)
-        status = head.wait(f"sf-attack-{suffix}")
-        attack_logs = head.logs(f"sf-attack-{suffix}")
-        assert status == "SUCCEEDED", attack_logs[-5000:]
+        for name, entrypoint in (("train", train), ("attack", attack), ("tune", tune), ("study", study)):
+            head.submit(f"sf-{name}-{suffix}", entrypoint)
+            status = head.wait(f"sf-{name}-{suffix}")
+            logs[name] = head.logs(f"sf-{name}-{suffix}")
+            assert status == "SUCCEEDED", f"{name}:\n{logs[name][-5000:]}"
+    train_logs, attack_logs = logs["train"], logs["attack"]
 
     summary = json.loads(next(line for line in train_logs.splitlines() if line.startswith("{")))
     assert summary["run"] == str(run) and summary["models"] == 8 and summary["trained_now"] == 8
     resumed = json.loads(next(line for line in attack_logs.splitlines() if line.startswith("{")))
     assert resumed["trained_now"] == 0 and resumed["already_done"] == 8  # the attack job used the train job's run
     assert f"report: {run}/report/index.html" in attack_logs
+    assert "noise: 2 trials (0 failed)" in logs["tune"]
+    assert json.loads((run / "tune" / "noise" / "best.json").read_text())["chosen"]["score"] >= 0
+    assert f"wrote {run}/studies/calibration.parquet" in logs["study"]
     assert {p.name for p in run.iterdir()} >= {"run.json", "membership.parquet", "queries.parquet", "models",
-                                                "attacks", "report"}
+                                                "attacks", "report", "tune", "studies"}
     for m in range(8):
         assert (run / model_dir(m) / "_SUCCESS").read_text().strip() == summary["config_hash"]
     for name in ("gap", "augmentation", "calibrated"):
