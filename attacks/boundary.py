@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.calibrated import lira_scores
-from attacks.hsja import hopskipjump
+from attacks.hsja import RANDOM_STREAMS, hopskipjump
 from attacks.responses import Responses
 from farm.errors import ConfigError
 from farm.storage import RunDir
@@ -46,7 +46,10 @@ class HsjaSettings:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """Names the cached part files: the settings and hopskipjump's random streams (whose change changes
+        every distance), so parts computed by an older version are never mixed with new ones."""
+        fields = {**asdict(self), "random_streams": RANDOM_STREAMS}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _part(settings: HsjaSettings, model_id: int, start: int, stop: int) -> str:

@@ -12,8 +12,10 @@ Each phase's queries are planned before anything is sent; an example that cannot
 `budget` stops there and keeps the best adversarial point found so far, so no example ever exceeds `budget`.
 
 Determinism: every random number of example i comes from its own Philox generator keyed by
-(seed, example_ids[i]) and is drawn in the same order whatever the batch, so a result depends only on
-(seed, example id, model): not on the other examples of the batch, nor on `chunk_size`. This assumes the model
+(seed, example_ids[i]) and is drawn in the same order whatever the batch (its gradient directions from torch's
+generator reseeded, per example and iteration, with a number drawn from that stream: torch draws normals about
+3x faster), so a result depends only on (seed, example id, model) and the numpy and torch versions (RANDOM_STREAMS
+names the streams' scheme): not on the other examples of the batch, nor on `chunk_size`. This assumes the model
 labels a row the same whatever else is in its call; a model's float outputs can change in the last bits with
 the batch (BLAS blocking), which argmax labels make practically, not provably, irrelevant.
 
@@ -33,7 +35,7 @@ Choices (the paper, its reference code github.com/Jianbo-Lab/HSJA, and ART's Hop
   farther), so such examples rank as "far from the boundary".
 - misclassified clean input (label != labels[i]): distance 0, success=True, 1 query.
 - the distance reported is the smallest over the example's boundary points (in practice the last one).
-Memory: the gradient phase holds about 3 float32 arrays of chunk_size x d (lower chunk_size for big inputs).
+Memory: the gradient phase holds about 1 float32 array of chunk_size x d (lower chunk_size for big inputs).
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from farm.errors import ConfigError, DataError
 
 _START_ROUNDS = (1, 2, 4, 8, 16, 32, 37)  # doubling: few wasted queries when starts are easy, 100 at most
 _MAX_HALVINGS = 25
 _UNLIMITED = np.iinfo(np.int64).max // 4
+RANDOM_STREAMS = 2  # bump when a seed's random numbers change (cached distances are keyed by it)
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,8 @@ class HsjaResult:
 class _Oracle:
     """Answers "is this probe adversarial for its example?" in calls of at most `chunk_size` rows.
 
-    Probes float[K, d] are clipped to the bounds and sent as float32[K, *shape]; `owner` int[K] names the
-    example each row is for, and counts it as that example's query."""
+    Probes float[K, d], already clipped to the bounds by the caller, are sent as float32[K, *shape] (no copy
+    when float32 already); `owner` int[K] names the example each row is for, and counts as its query."""
 
     def __init__(self, predict_labels, labels, shape, bounds, chunk_size, budget):
         self.predict_labels, self.labels, self.shape = predict_labels, labels, shape
@@ -81,7 +85,7 @@ class _Oracle:
         self.queries += np.bincount(owner, minlength=len(self.queries))
         if self.queries.max(initial=0) > self.budget:  # the phases plan their queries: this is a bug, not input
             raise RuntimeError("hopskipjump: an example's query plan went over the budget")
-        rows = np.clip(points, self.lo, self.hi).astype(np.float32, copy=False).reshape(len(points), *self.shape)
+        rows = points.astype(np.float32, copy=False).reshape(len(points), *self.shape)
         predicted = np.empty(len(rows), dtype=np.int64)
         for start in range(0, len(rows), self.chunk_size):
             chunk = rows[start:start + self.chunk_size]
@@ -112,21 +116,24 @@ def _boundary(oracle: _Oracle, x0: np.ndarray, idx: np.ndarray, adv: np.ndarray,
     return blend(high)
 
 
-def _direction(oracle: _Oracle, rngs: list, point: np.ndarray, delta: np.ndarray, members: np.ndarray,
-               n_t: int) -> np.ndarray:
+def _direction(oracle: _Oracle, normal: torch.Generator, seeds: np.ndarray, point: np.ndarray, delta: np.ndarray,
+               members: np.ndarray, n_t: int) -> np.ndarray:
     """Monte-Carlo estimate of the boundary's normal (pointing to the adversarial side) at point float64[g, d]
-    for examples `members` int[g], with probe radius delta float64[g]: unit vectors float64[g, d] (0 if none)."""
+    for examples `members` int[g], with probe radius delta float64[g]: unit vectors float64[g, d] (0 if none).
+    Example j's n_t random directions come from the torch generator `normal` seeded with seeds[j]."""
     g, d = point.shape
-    base, radius = point.astype(np.float32), delta.astype(np.float32)[:, None, None]
-    u = np.stack([rngs[i].standard_normal((n_t, d), dtype=np.float32) for i in members])
-    u /= np.linalg.norm(u, axis=2, keepdims=True)
-    probes = np.clip(base[:, None] + radius * u, oracle.lo, oracle.hi)
-    u = (probes - base[:, None]) / radius  # the directions actually probed, after clipping
-    phi = np.where(oracle.adversarial(probes.reshape(-1, d), np.repeat(members, n_t)), 1.0, -1.0)
-    phi = phi.reshape(g, n_t).astype(np.float32)
-    mean = phi.mean(axis=1, keepdims=True)
-    phi = np.where(np.abs(mean) == 1.0, phi, phi - mean)  # baseline only when the signs disagree (paper §4.2)
-    grad = (phi[:, None, :] @ u)[:, 0].astype(np.float64) / n_t
+    probes = torch.empty(g, n_t, d)
+    for row, seed in zip(probes, seeds.tolist(), strict=True):
+        row.normal_(generator=normal.manual_seed(seed))
+    base = torch.from_numpy(point.astype(np.float32))[:, None]
+    radius = torch.from_numpy(delta.astype(np.float32))[:, None, None]
+    probes.mul_(radius / torch.linalg.vector_norm(probes, dim=2, keepdim=True)).add_(base).clamp_(oracle.lo, oracle.hi)
+    hit = oracle.adversarial(probes.numpy().reshape(-1, d), np.repeat(members, n_t))
+    phi = torch.from_numpy(hit.reshape(g, n_t)).to(torch.float32).mul_(2.0).sub_(1.0)
+    mean = phi.mean(dim=1, keepdim=True)
+    phi = torch.where(mean.abs() == 1.0, phi, phi - mean)  # baseline only when the signs disagree (paper §4.2)
+    # phi @ (probes - base): the directions actually probed (after clipping), times delta, which norm drops
+    grad = torch.bmm(phi[:, None], probes.sub_(base))[:, 0].numpy().astype(np.float64)
     norm = np.linalg.norm(grad, axis=1, keepdims=True)
     return np.divide(grad, norm, out=np.zeros_like(grad), where=norm > 0)
 
@@ -178,6 +185,9 @@ def hopskipjump(predict_labels: Callable[[np.ndarray], np.ndarray], x: np.ndarra
     theta = gamma / (d * math.sqrt(d))
     steps = max(0, math.ceil(math.log2(1.0 / theta)))  # queries per binary search
     rngs = [np.random.Generator(np.random.Philox(key=[seed, int(i)])) for i in ids]
+    # one torch seed per example and iteration for its gradient directions (see Determinism above)
+    normal_seeds = np.array([rng.integers(2**63, size=max_iter) for rng in rngs]).reshape(n, max_iter)
+    normal = torch.Generator()
     x0 = x.reshape(n, d).astype(np.float64)
     oracle = _Oracle(predict_labels, labels.astype(np.int64), shape, (lo, hi), chunk_size, budget)
     distance, success = np.full(n, math.sqrt(d) * (hi - lo)), np.zeros(n, dtype=bool)
@@ -216,7 +226,8 @@ def hopskipjump(predict_labels: Callable[[np.ndarray], np.ndarray], x: np.ndarra
         for group in _groups(np.arange(len(active)), n_t, chunk_size):
             members = active[group]
             delta = math.sqrt(d) * theta * dist[members]
-            direction[group] = _direction(oracle, rngs, point[members], delta, members, n_t)
+            direction[group] = _direction(oracle, normal, normal_seeds[members, t - 1], point[members], delta,
+                                          members, n_t)
         # (3) geometric step-size search: one query per example per round
         xi, moved = dist[active] / math.sqrt(t), np.zeros(len(active), dtype=bool)
         keep = np.ones(len(active), dtype=bool)
