@@ -5,10 +5,18 @@ For each attack and each target model t, the shadows are the run's models that a
 drawn from the shadows are attacked with the other shadows (`attacks.calibration.shadow_scores`),
 and the thresholds for the requested FPRs and for best balanced accuracy are picked on their
 pooled scores, then applied to the targets. Figures are pooled over the targets.
+
+Resume: an attack whose scores.parquet and metrics.json exist and whose metrics.json holds the
+`settings_hash` of this call (`settings_hash`: its settings, targets, FPRs, shadow game, seed, tuned
+choice, the run's config hash and its membership.parquet) is not run again; its metrics are read back.
+Both files are written atomically, metrics.json last, so a killed attack stage leaves either an
+attack's two files or none that counts. To redo an attack, delete attacks/<name>/.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +39,9 @@ from attacks.transfer import transfer_statistic
 from farm.config import from_dict
 from farm.driver import ensure_ray, load_plan
 from farm.errors import ConfigError
+from farm.shards import MEMBERSHIP
 from farm.storage import RunDir
+from farm.worker import hold_point
 
 SCORES_SCHEMA = pa.schema(
     [("target_model_id", pa.int32()), ("example_id", pa.int32()), ("member", pa.bool_()), ("score", pa.float64())],
@@ -141,11 +151,18 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     tuned = load_tuned(run, names) if options.tuned else {}
     settings = {name: resolve_settings(name, options.settings.get(name, tuned.get(name, {}).get("settings")))
                 for name in names}
+    fprs = sorted({0.001, 0.01, options.fpr})
+    membership_digest = hashlib.sha256(run.read_bytes(MEMBERSHIP)).hexdigest()
+    hashes = {name: settings_hash(name, settings=settings[name], targets=targets, fprs=fprs, options=options,
+                                  tuned=tuned.get(name), config_hash=plan.config_hash,
+                                  membership_digest=membership_digest) for name in names}
+    finished = {name: metrics for name in names if (metrics := finished_metrics(run, name, hashes[name]))}
+    order, names = names, [name for name in names if name not in finished]
+    settings = {name: settings[name] for name in names}
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
     responses = prepare_statistics(plan, responses, settings, scored=sorted(set(targets) | set(pseudo)),
                                    everyone=shadows.tolist(), seed=options.seed, progress=progress)
-    fprs = sorted({0.001, 0.01, options.fpr})
-    results = []
+    results = dict(finished)
     bar = tqdm(total=len(names) * len(targets), desc="attacks", unit="target", disable=not progress)
     for name in names:
         start = time.perf_counter()
@@ -177,12 +194,34 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
                                          metric_fn=lambda s, m, f=f: tpr_at_fpr(s, m, fpr=f).tpr)
                 for f in fprs}
         metrics["seconds"] = time.perf_counter() - start
+        metrics["settings_hash"] = hashes[name]
         _write(run, name, targets, target_pairs, metrics)
-        results.append(metrics)
+        results[name] = metrics
+        hold_point(f"attack-{name}")  # test hook: lets a test kill the stage between two attacks
     bar.close()
-    for name, reason in skipped.items():
-        results.append({"attack": name, "skipped": reason})
-    return results
+    return [results[name] for name in order] + [{"attack": name, "skipped": reason} for name, reason in skipped.items()]
+
+
+def settings_hash(name: str, *, settings: dict, targets: Sequence[int], fprs: Sequence[float],
+                  options: AttackOptions, tuned: dict | None, config_hash: str, membership_digest: str) -> str:
+    """What an attack's outputs are a function of, hashed: equal hashes mean equal scores and metrics."""
+    inputs = {"attack": name, "settings": settings, "targets": list(targets), "fprs": list(fprs),
+              "n_pseudo": options.n_pseudo, "bootstrap": options.bootstrap, "seed": options.seed, "tuned": tuned,
+              "config_hash": config_hash, "membership_sha256": membership_digest,
+              "schema": SCORES_SCHEMA.metadata[b"shadowfarm.schema_version"].decode()}
+    return hashlib.sha256(json.dumps(jsonable(inputs), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def finished_metrics(run: RunDir, name: str, digest: str) -> dict | None:
+    """metrics.json of attack `name` when its outputs exist and were made with settings hash `digest`."""
+    base = f"attacks/{name}"
+    if not (run.is_file(f"{base}/scores.parquet") and run.is_file(f"{base}/metrics.json")):
+        return None
+    try:
+        metrics = run.read_json(f"{base}/metrics.json")
+    except (ValueError, UnicodeDecodeError):
+        return None  # damaged: the attack runs again and rewrites it
+    return metrics if isinstance(metrics, dict) and metrics.get("settings_hash") == digest else None
 
 
 def load_tuned(run: RunDir, names: Sequence[str]) -> dict:

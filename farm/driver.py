@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
@@ -43,13 +44,12 @@ from farm.shards import (
     QUERIES,
     RUN_JSON,
     check_model_shard,
-    is_done,
-    membership_matrix,
     membership_table,
+    model_dir,
     queries_table,
 )
 from farm.storage import RunDir
-from farm.worker import TrainerActor
+from farm.worker import HOLD_ENV, TrainerActor
 
 IN_FLIGHT_PER_ACTOR = 2
 
@@ -105,20 +105,29 @@ def _git_sha() -> str | None:
 
 
 def open_run(plan: Plan) -> None:
-    """Create the run directory, or check that an existing one belongs to this config."""
+    """Create the run directory, or check that an existing one belongs to this config.
+
+    A run directory made with another config is refused, never cleared: to start over, choose a new
+    --out or move the old run aside yourself (`mv runs/x runs/x.old`). In a run of this config, a missing
+    or damaged membership.parquet or queries.parquet (pure functions of the config) is written again.
+    """
     run = plan.run
     if run.is_file(RUN_JSON):
-        saved = run.read_json(RUN_JSON)
+        saved = _read_run_json(run)
         if saved.get("config_hash") != plan.config_hash:
             raise RunError(
                 f"{run.path(RUN_JSON)}: the run was created with another config "
-                f"(hash {saved.get('config_hash')}, now {plan.config_hash}); choose a new --out")
+                f"(hash {saved.get('config_hash')}, now {plan.config_hash}); choose a new --out, or move the "
+                f"old run aside to start over (mv {run.path()} {run.path()}.old): shadowfarm never deletes a run")
+        for rel, table in _run_tables(plan).items():
+            if _table_problem(run, rel, table):
+                run.write_table(rel, table)
         return
     if run.exists() and run.listdir():
         raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
     info = plan.dataset.info
-    run.write_table(MEMBERSHIP, membership_table(plan.member, plan.target_pool))
-    run.write_table(QUERIES, queries_table(plan.queries))
+    for rel, table in _run_tables(plan).items():
+        run.write_table(rel, table)
     run.write_json(RUN_JSON, {
         "config": to_dict(plan.cfg),
         "config_hash": plan.config_hash,
@@ -132,7 +141,12 @@ def open_run(plan: Plan) -> None:
 
 
 def missing_models(plan: Plan) -> list[int]:
-    return [m for m in range(plan.cfg.membership.n_models) if not is_done(plan.run, m, plan.config_hash)]
+    """Models to (re)train: all but those whose shard is complete and valid (`model_problems`).
+
+    A `_SUCCESS` holding the config hash is necessary but not enough: a shard truncated or replaced after
+    it was written (a copy from another run, a disk error) fails its checks and is trained again.
+    """
+    return [m for m in range(plan.cfg.membership.n_models) if model_problems(plan, m)]
 
 
 def ensure_ray() -> None:
@@ -205,8 +219,11 @@ def actor_config(cfg: RunConfig) -> RunConfig:
 
 def actor_options(cfg: RunConfig) -> dict:
     """Ray options of one trainer actor: its CPU and (fractional) GPU share from `farm`, restarts."""
-    return dict(num_cpus=cfg.farm.num_cpus, num_gpus=cfg.farm.num_gpus,
-                max_restarts=cfg.farm.max_retries, max_task_retries=cfg.farm.max_retries)
+    options = dict(num_cpus=cfg.farm.num_cpus, num_gpus=cfg.farm.num_gpus,
+                   max_restarts=cfg.farm.max_retries, max_task_retries=cfg.farm.max_retries)
+    if os.environ.get(HOLD_ENV):  # test hook (farm.worker.hold_point): trainer actors must see it too
+        options["runtime_env"] = {"env_vars": {HOLD_ENV: os.environ[HOLD_ENV]}}
+    return options
 
 
 def train_farm(plan: Plan, *, progress: bool = True) -> list[int]:
@@ -253,12 +270,14 @@ def _dispatch(plan: Plan, todo: list[int], *, progress: bool) -> None:
             actor, group = pending.pop(ref)
             try:
                 ray.get(ref)
-            except ray.exceptions.RayActorError:
+            except ray.exceptions.RayActorError as exc:
                 # Ray's own restarts and retries are spent: replace the actor, retry its group.
                 key = tuple(group)
                 attempts[key] = attempts.get(key, 0) + 1
                 if attempts[key] > cfg.farm.max_retries:
-                    raise
+                    raise RunError(f"models {group}: their trainer actor died {attempts[key]} times "
+                                   f"(farm.max_retries={cfg.farm.max_retries}): {str(exc).splitlines()[0]}; "
+                                   "re-run the same command to resume") from exc
                 ray.kill(actor, no_restart=True)
                 replacement = TrainerActor.options(**options).remote(**shared)
                 actors[actors.index(actor)] = replacement
@@ -281,12 +300,19 @@ def _dispatch(plan: Plan, todo: list[int], *, progress: bool) -> None:
 # ---------------------------------------------------------------- verification
 
 
+def _read_run_json(run: RunDir) -> dict:
+    try:
+        return run.read_json(RUN_JSON)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{run.path(RUN_JSON)}: unreadable ({exc}); the run's config is lost") from exc
+
+
 def load_plan(run_uri: str) -> Plan:
     """Rebuild the plan of an existing run from its run.json."""
     run = RunDir(run_uri)
     if not run.is_file(RUN_JSON):
         raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
-    saved = run.read_json(RUN_JSON)
+    saved = _read_run_json(run)
     cfg = from_dict(saved["config"])
     plan = plan_run(cfg, run_uri)
     if plan.config_hash != saved["config_hash"]:
@@ -294,22 +320,46 @@ def load_plan(run_uri: str) -> Plan:
     return plan
 
 
+def _run_tables(plan: Plan) -> dict[str, pa.Table]:
+    """The run-level tables, pure functions of the config: membership.parquet and queries.parquet."""
+    return {MEMBERSHIP: membership_table(plan.member, plan.target_pool), QUERIES: queries_table(plan.queries)}
+
+
+def _table_problem(run: RunDir, rel: str, expected: pa.Table) -> str | None:
+    if not run.is_file(rel):
+        return f"{run.path(rel)}: missing"
+    try:
+        table = run.read_table(rel)
+    except (OSError, pa.ArrowException) as exc:
+        return f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]})"
+    if not table.schema.remove_metadata().equals(expected.schema.remove_metadata()):
+        return f"{run.path(rel)}: schema differs from the expected {expected.schema.remove_metadata()}"
+    if not table.equals(expected):
+        return f"{run.path(rel)}: differs from what the run's config gives (another seed or config?)"
+    return None
+
+
+def model_problems(plan: Plan, model_id: int) -> list[str]:
+    """Problems of one model's shard (`farm.shards.check_model_shard` against the plan); empty when valid."""
+    return check_model_shard(
+        plan.run, model_id, config_hash=plan.config_hash, n_examples=len(plan.dataset),
+        n_queries=len(plan.queries), n_classes=plan.dataset.info.num_classes if plan.cfg.record_logits else None,
+        labels=plan.dataset.y, n_members=int(plan.member[model_id].sum()))
+
+
 def verify_plan(plan: Plan) -> list[str]:
-    """Every problem of the run's files, each naming the file; empty when the run is complete and valid."""
-    run, cfg = plan.run, plan.cfg
-    problems = []
-    if not run.is_file(MEMBERSHIP):
-        problems.append(f"{run.path(MEMBERSHIP)}: missing")
-    else:
-        member, _ = membership_matrix(run.read_table(MEMBERSHIP))
-        if member.shape != plan.member.shape or not np.array_equal(member, plan.member):
-            problems.append(f"{run.path(MEMBERSHIP)}: does not match the membership of the run's seed")
-    if not run.is_file(QUERIES):
-        problems.append(f"{run.path(QUERIES)}: missing")
-    elif run.read_table(QUERIES).num_rows != len(plan.queries):
-        problems.append(f"{run.path(QUERIES)}: expected {len(plan.queries)} queries")
-    for m in range(cfg.membership.n_models):
-        problems += check_model_shard(run, m, config_hash=plan.config_hash, n_examples=len(plan.dataset),
-                                      n_queries=len(plan.queries),
-                                      n_classes=plan.dataset.info.num_classes if cfg.record_logits else None)
+    """Every problem of the run's files, one line each naming the file; empty when the run is complete and valid.
+
+    Checks membership.parquet and queries.parquet against the config, every model's shard
+    (`model_problems`), and that models/ holds no directory of a model the run does not have.
+    """
+    run = plan.run
+    problems = [p for rel, table in _run_tables(plan).items() if (p := _table_problem(run, rel, table))]
+    n_models = plan.cfg.membership.n_models
+    expected = {model_dir(m).split("/", 1)[1] for m in range(n_models)}
+    for name in run.listdir("models"):
+        if name not in expected and not name.startswith("."):
+            problems.append(f"{run.path('models/' + name)}: not a model of this run ({n_models} models)")
+    for m in range(n_models):
+        problems += model_problems(plan, m)
     return problems

@@ -128,8 +128,13 @@ def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def write_model_shard(
     run: RunDir, *, model_id: int, state_dict: dict, metrics: dict, responses: pa.Table, config_hash: str
 ) -> None:
-    """Write weights, metrics and responses, then `_SUCCESS` (holding the config hash) last."""
+    """Write weights, metrics and responses, then `_SUCCESS` (holding the config hash) last.
+
+    The model's directory is cleared first: no stale `_SUCCESS`, foreign file or temp file of an
+    interrupted attempt survives a rewrite, so a model's directory holds exactly its four files.
+    """
     base = model_dir(model_id)
+    run.delete(base)
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, buffer)
     run.write_bytes(f"{base}/weights.pt", buffer.getvalue())
@@ -150,28 +155,58 @@ def is_done(run: RunDir, model_id: int, config_hash: str) -> bool:
 
 
 def check_model_shard(
-    run: RunDir, model_id: int, *, config_hash: str, n_examples: int, n_queries: int, n_classes: int | None
+    run: RunDir, model_id: int, *, config_hash: str, n_examples: int, n_queries: int, n_classes: int | None,
+    labels: np.ndarray | None = None, n_members: int | None = None,
 ) -> list[str]:
-    """Problems with one model's shard, each naming the file; empty when it is valid."""
+    """Problems with one model's shard, one line each, naming the file; empty when it is valid.
+
+    Checks `_SUCCESS` (present, the current config hash), the other files (present, readable),
+    the responses' schema, row count and example ids, and when given, its labels (int[N], the
+    population's) and the number of members in metrics.json (`n_train`, the model's row of the
+    membership matrix): a shard copied from another run or config fails one of these.
+    """
     base = model_dir(model_id)
-    problems = []
     success = f"{base}/_SUCCESS"
     if not run.is_file(success):
         return [f"{run.path(success)}: missing (model not finished)"]
+    problems = []
     if run.read_text(success).strip() != config_hash:
         problems.append(f"{run.path(success)}: written by another config (hash differs)")
     for name in ("weights.pt", "metrics.json", "responses.parquet"):
         if not run.is_file(f"{base}/{name}"):
             problems.append(f"{run.path(base + '/' + name)}: missing")
+    rel = f"{base}/metrics.json"
+    if run.is_file(rel):
+        try:
+            metrics = run.read_json(rel)
+        except (ValueError, UnicodeDecodeError) as exc:
+            problems.append(f"{run.path(rel)}: unreadable ({exc})")
+        else:
+            if metrics.get("model_id", model_id) != model_id:
+                problems.append(f"{run.path(rel)}: model_id {metrics['model_id']}, expected {model_id}")
+            elif n_members is not None and metrics.get("n_train", 0) != n_members:
+                problems.append(f"{run.path(rel)}: n_train {metrics.get('n_train', 0)}, but the membership "
+                                f"matrix gives the model {n_members} members")
     rel = f"{base}/responses.parquet"
     if run.is_file(rel):
-        expected = responses_schema(n_queries, n_classes)
-        try:
-            table = run.read_table(rel)
-        except (OSError, pa.ArrowException) as exc:
-            return problems + [f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]})"]
-        if not table.schema.remove_metadata().equals(expected.remove_metadata()):
-            problems.append(f"{run.path(rel)}: schema differs from the expected {expected.remove_metadata()}")
-        elif table.num_rows != n_examples:
-            problems.append(f"{run.path(rel)}: {table.num_rows} rows, expected {n_examples}")
+        problems += _check_responses(run, rel, n_examples=n_examples, n_queries=n_queries, n_classes=n_classes,
+                                     labels=labels)
     return problems
+
+
+def _check_responses(run: RunDir, rel: str, *, n_examples: int, n_queries: int, n_classes: int | None,
+                     labels: np.ndarray | None) -> list[str]:
+    expected = responses_schema(n_queries, n_classes)
+    try:
+        table = run.read_table(rel)
+    except (OSError, pa.ArrowException) as exc:
+        return [f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]})"]
+    if not table.schema.remove_metadata().equals(expected.remove_metadata()):
+        return [f"{run.path(rel)}: schema differs from the expected {expected.remove_metadata()}"]
+    if table.num_rows != n_examples:
+        return [f"{run.path(rel)}: {table.num_rows} rows, expected {n_examples}"]
+    if not np.array_equal(table["example_id"].to_numpy(), np.arange(n_examples)):
+        return [f"{run.path(rel)}: example_id is not 0..{n_examples - 1} in order"]
+    if labels is not None and not np.array_equal(table["label"].to_numpy(), labels):
+        return [f"{run.path(rel)}: labels differ from the population's (a shard of another data set or seed?)"]
+    return []

@@ -8,8 +8,11 @@ the same shards.
 from __future__ import annotations
 
 import os
+import resource
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -22,6 +25,35 @@ from farm.queries import Query, apply_query
 from farm.shards import responses_table, write_model_shard
 from farm.storage import RunDir
 from farm.train import predict_in_chunks, steps_per_epoch, train_group
+
+# Test hook: a directory where processes announce named points and wait to be released (see `hold_point`).
+HOLD_ENV = "SHADOWFARM_TEST_HOLD_DIR"
+HOLD_LIMIT_SECONDS = 600.0
+
+
+def hold_point(tag: str) -> None:
+    """Test hook, a no-op unless the environment variable SHADOWFARM_TEST_HOLD_DIR names a directory.
+
+    Then this process announces that it reached point `tag` by creating `<dir>/<tag>.<pid>` (holding
+    its Ray actor id, if any) and waits until `<dir>/go` or `<dir>/go.<tag>` exists, for at most
+    HOLD_LIMIT_SECONDS. Tests use it to kill a trainer actor or a driver at a known point, without sleeps.
+    """
+    hold = os.environ.get(HOLD_ENV)
+    if not hold:
+        return
+    actor_id = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+    marker = Path(hold, f"{tag}.{os.getpid()}")
+    marker.with_name("." + marker.name).write_text(actor_id or "")
+    os.replace(marker.with_name("." + marker.name), marker)  # whole or absent: the test reads it
+    deadline = time.monotonic() + HOLD_LIMIT_SECONDS
+    while not (Path(hold, "go").exists() or Path(hold, f"go.{tag}").exists()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # waits on an event (a file the test creates), never for a fixed time
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def pick_device(preference: str) -> torch.device:
@@ -115,6 +147,7 @@ def run_group(
             "device": str(x.device),
             "defense": defenses_of(cfg),
             "seed": model_seed(cfg.seed, model_id),
+            "worker_peak_rss_mb": round(peak_rss_mb(), 1),
             **(group.details[g] if group.details else {}),
         }
         if "dp_sgd" in metrics:  # the ε the accountant spent, at the top level for readers of metrics.json
@@ -147,6 +180,7 @@ class TrainerActor:
         return os.getpid()
 
     def train(self, model_ids: Sequence[int]) -> list[int]:
+        hold_point(f"train-{model_ids[0]:05d}")
         return run_group(
             run_uri=self.run_uri, cfg=self.cfg, info=self.info, x=self.x, y=self.y, member=self.member,
             queries=self.queries, model_ids=model_ids, vectorize=self.cfg.farm.group_size > 1,

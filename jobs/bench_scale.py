@@ -1,0 +1,95 @@
+"""Load test: a farm of 256 quickstart models on the local Ray, memory bounded, every shard valid.
+
+    python -m jobs.bench_scale [--models 256] [--group-size 32] [--subsample 500] [--set KEY=VALUE] [--out RUN]
+
+Trains the farm into a fresh temporary directory (deleted afterwards; --out keeps it), then verifies
+every file as `shadowfarm verify` does. Prints the setup, the machine, the wall time and models/min of
+the farm (training, queries, shards and the driver's final check), the driver's peak RSS (before the
+farm and at the end: the driver holds the data, the membership matrix and a bounded number of groups
+in flight, not the models), and the trainer actors' peak RSS (each records its own in its models'
+metrics.json, `worker_peak_rss_mb`). Exit code 1 when verification finds a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from farm.config import load_config
+from farm.driver import _n_actors, ensure_ray, load_plan, plan_run, train_farm, verify_plan
+from farm.shards import model_dir
+from farm.worker import peak_rss_mb
+from jobs.bench_farm import machine
+from jobs.common import resolve_config, run_cli
+
+SMOKE = dict(models=16, group_size=4, subsample=200, overrides=["train.epochs=2"])
+
+
+def bench(args: argparse.Namespace) -> int:
+    if args.smoke_test:
+        args.models, args.group_size, args.subsample = SMOKE["models"], SMOKE["group_size"], SMOKE["subsample"]
+        args.overrides = SMOKE["overrides"] + args.overrides
+    overrides = [f"membership.n_models={args.models}", f"farm.group_size={args.group_size}",
+                 f"data.subsample={args.subsample}", *args.overrides]
+    cfg = load_config(resolve_config(args.config), overrides)
+    scratch = None if args.out else tempfile.mkdtemp(prefix="shadowfarm-bench-scale-")
+    out = args.out or str(Path(scratch) / "run")
+    try:
+        plan = plan_run(cfg, out)
+        ensure_ray()
+        n_groups = -(-cfg.membership.n_models // cfg.farm.group_size)
+        print(f"setup: {args.config} | {plan.dataset.info.name} N={len(plan.dataset)} | model {cfg.model.name} "
+              f"{cfg.model.hidden} | {cfg.train.epochs} epochs, batch {cfg.train.batch_size} | "
+              f"{cfg.membership.n_models} models in {n_groups} groups of {cfg.farm.group_size} | "
+              f"{len(plan.queries)} queries | {_n_actors(cfg, n_groups)} trainer actors x {cfg.farm.num_cpus:g} CPU "
+              f"(torch threads {max(1, int(cfg.farm.num_cpus))} each) | run {out}")
+        print(f"machine: {machine()}")
+        rss_before = peak_rss_mb()
+        start = time.perf_counter()
+        trained = train_farm(plan, progress=not args.quiet)
+        seconds = time.perf_counter() - start
+        rss_after = peak_rss_mb()
+        problems = verify_plan(load_plan(out))
+        actors = [plan.run.read_json(f"{model_dir(m)}/metrics.json").get("worker_peak_rss_mb")
+                  for m in range(cfg.membership.n_models)]
+        actors = [a for a in actors if a is not None]
+        print(f"farm: {len(trained)} models trained in {seconds:.1f} s wall: "
+              f"{len(trained) / seconds * 60:.1f} models/min")
+        print(f"driver peak RSS: {rss_after:.0f} MiB (before the farm: {rss_before:.0f} MiB)")
+        if actors:
+            print(f"trainer actor peak RSS: max {max(actors):.0f} MiB, median {statistics.median(actors):.0f} MiB "
+                  f"(over the {len(actors)} models' metrics.json)")
+        for problem in problems:
+            print(problem)
+        print(f"verify: {'ok' if not problems else f'{len(problems)} problem(s)'} "
+              f"({cfg.membership.n_models} models)")
+        return 1 if problems else 0
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.bench_scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="quickstart")
+    parser.add_argument("--models", type=int, default=256, help="models in the farm (default 256)")
+    parser.add_argument("--group-size", type=int, default=32, help="models per vmapped group (default 32)")
+    parser.add_argument("--subsample", type=int, default=500, help="population size (default 500 examples)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="another config override, e.g. --set train.epochs=10 (repeatable)")
+    parser.add_argument("--out", help="run directory to keep (default: a temporary one, deleted)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="16 models in groups of 4, 200 examples, 2 epochs: runs in seconds")
+    args = parser.parse_args(argv)
+    return run_cli(lambda: bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

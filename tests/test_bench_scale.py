@@ -1,0 +1,14 @@
+"""`python -m jobs.bench_scale --smoke-test`: a 16-model farm, verified, with its report lines."""
+
+from farm.driver import load_plan, verify_plan
+from jobs import bench_scale
+
+
+def test_bench_scale_smoke(ray_local, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert bench_scale.main(["--smoke-test", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for part in ("setup:", "16 models in 4 groups of 4", "machine:", "models/min", "driver peak RSS:",
+                 "trainer actor peak RSS:", "verify: ok (16 models)"):
+        assert part in printed, part
+    assert verify_plan(load_plan(str(out))) == []

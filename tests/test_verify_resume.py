@@ -1,0 +1,101 @@
+"""Issue 9: corrupt or foreign files are named by `shadowfarm verify` (one line per problem, exit 1) and
+redone by re-running `train`, which leaves valid models alone; a run of another config is refused."""
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from farm.config import load_config
+from farm.driver import plan_run, train_farm
+from farm.shards import MEMBERSHIP, model_dir
+from jobs import cli
+
+TINY = ["data.subsample=120", "membership.n_models=4", "train.epochs=2", "farm.group_size=2", "model.hidden=[16]",
+        "queries=[clean, {kind: translate, d: 1}]"]
+
+
+def _train(out, extra=()):
+    plan = plan_run(load_config(None, TINY + list(extra)), str(out))
+    return train_farm(plan, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(ray_local, tmp_path_factory):
+    """A finished run, and one of another seed (its shards are foreign to the first)."""
+    base = tmp_path_factory.mktemp("verify")
+    _train(base / "run")
+    _train(base / "other", ["seed=1"])
+    return base / "run", base / "other"
+
+
+def _verify(run, capsys) -> tuple[int, list[str]]:
+    code = cli.main(["verify", str(run)])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def _mtimes(directory):
+    return {p.relative_to(directory): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+
+
+def test_verify_names_bad_files_and_train_redoes_only_them(runs, tmp_path, capsys):
+    good, other = runs
+    run = tmp_path / "run"
+    shutil.copytree(good, run)
+    responses = run / model_dir(1) / "responses.parquet"
+    responses.write_bytes(responses.read_bytes()[: responses.stat().st_size // 2])  # truncated
+    shutil.rmtree(run / model_dir(2))
+    shutil.copytree(other / model_dir(2), run / model_dir(2))  # a shard of another config
+    (run / model_dir(3) / "_SUCCESS").unlink()  # died before _SUCCESS
+    (run / MEMBERSHIP).write_bytes(b"not parquet")
+    untouched = _mtimes(run / model_dir(0))
+
+    code, lines = _verify(run, capsys)
+    assert code == 1
+    named = lambda part: [line for line in lines if part in line]  # noqa: E731
+    assert len(named("model_id=00001/responses.parquet")) == 1 and "unreadable" in named("00001")[0]
+    assert "another config" in named("model_id=00002/_SUCCESS")[0]
+    assert "labels differ" in named("model_id=00002/responses.parquet")[0]  # another seed: other examples
+    assert named("model_id=00003/_SUCCESS") == [f"{run / model_dir(3)}/_SUCCESS: missing (model not finished)"]
+    assert "membership.parquet: unreadable" in named(MEMBERSHIP)[0]
+    assert not named("model_id=00000")
+    assert all(line.startswith(str(run)) for line in lines)  # every line names a file
+
+    assert _train(run) == [1, 2, 3]
+    assert _mtimes(run / model_dir(0)) == untouched
+    assert (run / MEMBERSHIP).read_bytes() == (good / MEMBERSHIP).read_bytes()
+    for m in (1, 2, 3):
+        assert sorted(os.listdir(run / model_dir(m))) == ["_SUCCESS", "metrics.json", "responses.parquet",
+                                                          "weights.pt"]
+        # the same labels as before the damage (other groups: logits may differ in the last bits)
+        ours, theirs = (pd.read_parquet(r / model_dir(m) / "responses.parquet") for r in (run, good))
+        assert np.array_equal(np.stack(ours["pred"]), np.stack(theirs["pred"]))
+    assert _verify(run, capsys) == (0, [f"{run}: ok"])
+
+
+def test_verify_names_a_model_the_run_does_not_have(runs, tmp_path, capsys):
+    good, _ = runs
+    run = tmp_path / "run"
+    shutil.copytree(good, run)
+    shutil.copytree(run / model_dir(0), run / model_dir(7))
+    code, lines = _verify(run, capsys)
+    assert code == 1 and lines == [f"{run / model_dir(7)}: not a model of this run (4 models)"]
+
+
+def test_run_of_another_config_is_refused_until_moved_aside(runs, tmp_path, capsys):
+    good, _ = runs
+    run = tmp_path / "run"
+    shutil.copytree(good, run)
+    before = _mtimes(run)
+    args = ["train", "quickstart", *[a for item in TINY for a in ("--set", item)], "--set", "train.epochs=3",
+            "--out", str(run), "--quiet"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "created with another config" in err and f"mv {run} {run}.old" in err
+    assert _mtimes(run) == before  # refused without touching anything
+    run.rename(f"{run}.old")
+    assert cli.main(args) == 0
+    assert '"trained_now": 4' in capsys.readouterr().out
+    assert _mtimes(tmp_path / "run.old") == before
