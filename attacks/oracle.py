@@ -49,13 +49,49 @@ class LabelOracle(Protocol):
     def predict_labels(self, x: np.ndarray | torch.Tensor) -> np.ndarray: ...
 
 
-class CountingOracle:
-    """Query counting and the budget, once, thread-safe. Subclasses implement `_answer`."""
+MAX_LABEL = 2**15 - 1  # responses store labels as int16 (DESIGN §2)
 
-    def __init__(self, *, budget: int | None = None, input_shape: tuple[int, ...] | None = None):
+
+def check_labels(answer, *, n: int, num_classes: int | None = None, source: str = "oracle") -> np.ndarray:
+    """An oracle's answer to a batch of `n` inputs as int64[n], or a one-line DataError naming `source`.
+
+    Accepted: n integer labels (any integer dtype, or floats holding whole numbers) in [0, num_classes)
+    (in [0, 32767] when num_classes is None). Refused: another count or shape, NaN/inf, fractions,
+    non-numeric values, labels out of range. Nothing is cast silently (NaN -> int64 would be garbage).
+    """
+    where = f"{source}: malformed answer"
+    try:
+        labels = np.asarray(answer)
+    except (ValueError, TypeError):  # ragged nesting and the like
+        raise DataError(f"{where}: not an array of {n} labels ({type(answer).__name__})") from None
+    if labels.shape != (n,):
+        raise DataError(f"{where}: got labels of shape {labels.shape} for a batch of {n}; expected one label per input")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise DataError(f"{where}: NaN or inf among the labels; expected integer class labels")
+        if (labels != np.round(labels)).any():
+            raise DataError(f"{where}: non-integer labels (e.g. {labels[labels != np.round(labels)][0]:g}); "
+                            "expected integer class labels")
+    elif labels.dtype.kind not in "iu":
+        raise DataError(f"{where}: labels of dtype {labels.dtype}; expected integer class labels")
+    hi = MAX_LABEL if num_classes is None else num_classes - 1
+    if n and (labels.min() < 0 or labels.max() > hi):
+        raise DataError(f"{where}: labels in [{labels.min():g}, {labels.max():g}]; expected labels in [0, {hi}]")
+    return labels.astype(np.int64)
+
+
+class CountingOracle:
+    """Query counting and the budget, once, thread-safe. Subclasses implement `_answer`.
+
+    Every answer goes through `check_labels` (num_classes: labels must be in [0, num_classes)).
+    """
+
+    def __init__(self, *, budget: int | None = None, input_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None):
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise ValueError(f"budget: expected None or an integer >= 0, got {budget!r}")
         self.budget = budget
+        self.num_classes = num_classes
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self._used, self._lock = 0, threading.Lock()
 
@@ -85,10 +121,8 @@ class CountingOracle:
             self._used += n
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        labels = np.asarray(self._answer(x), dtype=np.int64)
-        if labels.shape != (n,):
-            raise DataError(f"oracle answered {labels.shape} labels for a batch of {n}")
-        return labels
+        return check_labels(self._answer(x), n=n, num_classes=self.num_classes,
+                            source=getattr(self, "_source", None) or f"oracle {type(self).__name__}")
 
     def _answer(self, x: torch.Tensor) -> np.ndarray:
         """x float32[B, *shape], B >= 1 -> int64[B]; called after the queries are counted."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -213,7 +214,13 @@ def _convert(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):  # YAML's .nan/.inf: every float field is a rate, a size or a bound
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -300,16 +307,22 @@ def validate(cfg: RunConfig) -> RunConfig:
 # ---------------------------------------------------------------- public API
 
 
-def parse_override(text: str) -> tuple[list[str], object]:
-    """``"train.epochs=5"`` -> (["train", "epochs"], 5); the value is parsed as YAML."""
+def parse_override(text: str, *, flag: str = "--set", example: str = "train.epochs=5") -> tuple[list[str], object]:
+    """``"train.epochs=5"`` -> (["train", "epochs"], 5); the value is parsed as YAML.
+
+    `flag` and `example` name the command-line option in the error (e.g. ``--setting``, ``calibrated.variant=offline``).
+    """
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        raise ConfigError(f"{flag} {text!r}: expected KEY=VALUE, e.g. {example}")
     key, raw = text.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(k.strip() for k in keys):
+        raise ConfigError(f"{flag} {text!r}: expected KEY=VALUE with a dotted KEY, e.g. {example}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return [k.strip() for k in keys], value
 
 
 def apply_overrides(data: dict, overrides: typing.Iterable[str]) -> dict:

@@ -113,6 +113,8 @@ def _file(cfg: DataConfig, what: str) -> Path:
     if cfg.path is None:
         raise DataError(f"data.path: the {cfg.name} data set needs {what}")
     path = Path(cfg.path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; data.path of the {cfg.name} data set must be a file")
     if not path.is_file():
         raise DataError(f"{path}: file not found (data.path)")
     return path
@@ -210,7 +212,7 @@ def _load_npz(cfg: DataConfig, seed: int) -> Dataset:
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {missing} (found: {archive.files})")
-            x, y = archive["x"], archive["y"]
+            x, y = _array(archive, "x", path), _array(archive, "y", path)
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -224,6 +226,18 @@ def _load_npz(cfg: DataConfig, seed: int) -> Dataset:
         lo, hi = data.info.bounds
         return replace(data, info=replace(data.info, bounds=(0.0, 1.0))) if lo >= 0 and hi <= 1 else data
     return _with_binary_columns(_dataset("npz", "tabular", x, y, str(path)))
+
+
+def _array(archive, name: str, path: Path) -> np.ndarray:
+    try:
+        return archive[name]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        # Object arrays are pickles: loading one could run code from the file, so it is never done.
+        raise DataError(f"{path}: array {name!r} holds Python objects (a pickle), which shadowfarm never loads; "
+                        "save numeric arrays, e.g. numpy.savez(path, x=x.astype('float32'), y=y.astype('int64'))"
+                        ) from None
 
 
 def _with_binary_columns(data: Dataset) -> Dataset:

@@ -24,12 +24,20 @@ def default_out(config: Path) -> str:
     return str(Path("runs") / config.stem)
 
 
+def error_line(exc: ShadowfarmError) -> str:
+    """The one line a user error prints. A user error raised inside a Ray task arrives as Ray's
+    RayTaskError(<the error>), whose text carries the remote traceback: print its cause's message only."""
+    cause = getattr(exc, "cause", None)
+    message = cause if isinstance(cause, ShadowfarmError) else exc
+    return "shadowfarm: error: " + " ".join(str(message).split())
+
+
 def run_cli(fn: Callable[[], int | None]) -> int:
     """Run an entry point: user errors become one line on stderr and exit code 2."""
     try:
         return fn() or 0
     except ShadowfarmError as exc:
-        print(f"shadowfarm: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shadowfarm: interrupted; re-run the same command to resume", file=sys.stderr)
