@@ -48,7 +48,7 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
     Returns float64[N].
     """
     if variant not in ("online", "offline"):
-        raise ConfigError(f"unknown variant {variant!r} (valid: offline, online)")
+        raise ConfigError(f"attack 'calibrated': unknown variant {variant!r} (valid: offline, online)")
     if global_variance not in (True, False, "auto"):
         raise ConfigError(f"global_variance must be true, false or 'auto', got {global_variance!r}")
     if not min_std > 0:

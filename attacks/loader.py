@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 
 from attacks.responses import Responses
 from farm.errors import RunError
 from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, fixed_list_to_numpy, is_done, membership_matrix, model_dir
 from farm.storage import RunDir
+
+
+def _read(run: RunDir, rel: str, *, schema: bool = False, columns: list[str] | None = None):
+    """A Parquet file of the run (or its schema); RunError naming it when it cannot be read."""
+    try:
+        return run.read_schema(rel) if schema else run.read_table(rel, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise RunError(f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]}); `shadowfarm verify "
+                       f"{run.path()}` lists the damage, re-running `shadowfarm train` redoes it") from None
 
 
 def load_responses(run: RunDir | str, *, logits: bool = True) -> Responses:
@@ -23,8 +33,8 @@ def load_responses(run: RunDir | str, *, logits: bool = True) -> Responses:
         raise RunError(f"{run.path(RUN_JSON)}: not found; train the run first (shadowfarm train)")
     saved = run.read_json(RUN_JSON)
     digest = saved["config_hash"]
-    member, _ = membership_matrix(run.read_table(MEMBERSHIP))
-    queries = run.read_table(QUERIES).to_pylist()
+    member, _ = membership_matrix(_read(run, MEMBERSHIP))
+    queries = _read(run, QUERIES).to_pylist()
     n_models, n_examples = member.shape
     unfinished = [m for m in range(n_models) if not is_done(run, m, digest)]
     if unfinished:
@@ -35,9 +45,9 @@ def load_responses(run: RunDir | str, *, logits: bool = True) -> Responses:
     labels = None
     for m in range(n_models):
         rel = f"{model_dir(m)}/responses.parquet"
-        names = run.read_schema(rel).names
+        names = _read(run, rel, schema=True).names
         columns = ["example_id", "label", "pred"] + (["logits"] if logits and "logits" in names else [])
-        table = run.read_table(rel, columns=columns)
+        table = _read(run, rel, columns=columns)
         if table.num_rows != n_examples or not np.array_equal(table["example_id"].to_numpy(), np.arange(n_examples)):
             raise RunError(f"{run.path(rel)}: expected example_id 0..{n_examples - 1} in order")
         block = fixed_list_to_numpy(table["pred"])

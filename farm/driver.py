@@ -313,9 +313,14 @@ def load_plan(run_uri: str) -> Plan:
     if not run.is_file(RUN_JSON):
         raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
     saved = _read_run_json(run)
-    cfg = from_dict(saved["config"])
+    try:
+        cfg, saved_hash = from_dict(saved["config"]), saved["config_hash"]
+    except KeyError as exc:
+        raise RunError(f"{run.path(RUN_JSON)}: missing {exc}; not written by shadowfarm?") from None
+    except ConfigError as exc:
+        raise RunError(f"{run.path(RUN_JSON)}: {exc}") from None
     plan = plan_run(cfg, run_uri)
-    if plan.config_hash != saved["config_hash"]:
+    if plan.config_hash != saved_hash:
         raise RunError(f"{run.path(RUN_JSON)}: config hash does not match its config")
     return plan
 

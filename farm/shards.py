@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import re
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from farm.errors import RunError
 from farm.storage import RunDir
 
 SCHEMA_VERSION = "1"
@@ -143,9 +146,28 @@ def write_model_shard(
     run.write_text(f"{base}/_SUCCESS", config_hash + "\n")
 
 
+_GLOBAL = re.compile(r"unsupported global:? GLOBAL (\S+)", re.IGNORECASE)
+
+
 def load_weights(run: RunDir, model_id: int) -> dict:
-    data = run.read_bytes(f"{model_dir(model_id)}/weights.pt")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    """Model `model_id`'s state_dict, loaded with weights_only=True: tensors and plain containers only.
+
+    A weights.pt holding anything else (a pickled object could run code when loaded) or a corrupt one
+    raises RunError naming the file; it is never retried without that guard.
+    """
+    rel = f"{model_dir(model_id)}/weights.pt"
+    data = run.read_bytes(rel)
+    redo = "retrain the model: delete its folder and re-run shadowfarm train"
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL.search(str(exc))
+        what = f"a pickled {found.group(1)}" if found else "something other than tensors"
+        raise RunError(f"{run.path(rel)}: refused: it holds {what} (weights load with weights_only=True; "
+                       f"shadowfarm never unpickles objects); {redo}") from None
+    except (RuntimeError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(f"{run.path(rel)}: unreadable ({reason}); {redo}") from None
 
 
 def is_done(run: RunDir, model_id: int, config_hash: str) -> bool:
