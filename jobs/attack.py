@@ -51,15 +51,21 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def options_from(args: argparse.Namespace):
-    from attacks.runner import AttackOptions
-
+def parse_settings(texts: list[str]) -> dict:
+    """--setting ATTACK.KEY=VALUE texts -> {attack: {key: value}}."""
     settings: dict = {}
-    for text in args.settings:
+    for text in texts:
         keys, value = parse_override(text)
         if len(keys) != 2:
             raise ConfigError(f"--setting {text!r}: expected ATTACK.KEY=VALUE, e.g. calibrated.variant=offline")
         settings.setdefault(keys[0], {})[keys[1]] = value
+    return settings
+
+
+def options_from(args: argparse.Namespace):
+    from attacks.runner import AttackOptions
+
+    settings = parse_settings(args.settings)
     if not 0 < args.fpr < 1:
         raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
     return AttackOptions(attacks=args.attacks, targets=args.targets, settings=settings, fpr=args.fpr,

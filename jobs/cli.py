@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from jobs import attack as attack_job
+from jobs import audit as audit_job
 from jobs import defenses as defenses_job
+from jobs import serve as serve_job
 from jobs import study as study_job
 from jobs import study_ood, study_worst_case
 from jobs import train as train_job
@@ -26,17 +28,22 @@ EPILOG = """examples:
   shadowfarm study ood runs/quickstart         # false positives on out-of-distribution inputs
   shadowfarm study defenses quickstart         # one farm per defense x every attack -> runs/quickstart-defenses
   shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
+  shadowfarm serve runs/quickstart --model-id 0 --port 8000   # label-only HTTP API of model 0
+  shadowfarm audit runs/quickstart --target http://127.0.0.1:8000/predict --members members.txt
 """
 
 
 def verify(args: argparse.Namespace) -> int:
+    """One line per problem on stdout, each naming its file; exit 1 when there is any."""
     from farm.driver import load_plan, verify_plan
 
     problems = verify_plan(load_plan(args.run))
     for problem in problems:
         print(problem)
     if problems:
-        print(f"{len(problems)} problem(s) in {args.run}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {args.run}; re-running the `shadowfarm train` command that made it "
+              "(same config and --out) trains the bad or missing models again and keeps the valid ones",
+              file=sys.stderr)
         return 1
     print(f"{args.run}: ok")
     return 0
@@ -85,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         job.add_arguments(q, positional=True)
         q.set_defaults(func=job.run)
+    for name, job in (("serve", serve_job), ("audit", audit_job)):
+        p = sub.add_parser(name, help=job.HELP, description=job.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        job.add_arguments(p)
+        p.set_defaults(func=getattr(job, name))
     p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
     p.add_argument("run", help="run directory")
     p.set_defaults(func=report)

@@ -1,0 +1,311 @@
+"""Audit a model the attacker does not hold: its label-only answers, scored with the run's shadows.
+
+The run is an ordinary farm: the attacker's own shadow models trained on the population of the run's
+dataset. The target is any `LabelOracle`: a deployed HTTP API (`HttpOracle`, journaled), a TorchScript
+file, or a model of the run (`model:K`; demos and tests). The flow:
+
+1. challenge examples: the run's population, or a seeded sample of `examples` of it;
+2. the target's answers to the run's query set: each query perturbs the whole population (the same
+   perturbed inputs every shadow saw, DESIGN §4) and the challenge rows go through the oracle;
+3. `Responses` with the run's models plus one row for the target, whose membership is the ground truth
+   when given and all False otherwise (attacks never read a target's membership: registry contract);
+4. statistics needing model access: `transfer` (models trained on the target's clean labels) and
+   `boundary` (HopSkipJump through the oracle for the target; Ray tasks for the shadows, cached as in
+   `shadowfarm attack`: the same seed and example ids give the target and shadows the same random probes);
+5. per attack: the target's scores, thresholds chosen on the shadow game only (pseudo-targets drawn from the
+   shadows), the decision `score >= threshold` at the requested FPR, and with ground truth the metrics of
+   `shadowfarm attack` (attacks.metrics.evaluate).
+
+The shadows are the run's models minus its `membership.target_ids` (as in `shadowfarm attack`, so serving
+the run's target model gives the scores `shadowfarm attack` gives it), or an explicit list. Label-only
+attacks only: the target answers labels. Writes `<run>/audit/<target key>/` (key: a hash of the target's
+URL or path): target.json, <attack>/scores.parquet (example_id, score, flagged, member), <attack>/metrics.json,
+and the HTTP journal/ (attacks.journal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from attacks.boundary import STATISTIC as BOUNDARY
+from attacks.boundary import HsjaSettings, boundary_distances
+from attacks.calibration import pseudo_targets, shadow_scores
+from attacks.hsja import hopskipjump
+from attacks.http_oracle import HttpOracle, HttpSettings
+from attacks.journal import Journal
+from attacks.loader import load_responses
+from attacks.metrics import auc, bootstrap_ci, evaluate, fpr_key, shadow_thresholds
+from attacks.oracle import ModelOracle, TorchScriptOracle
+from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
+from attacks.responses import Responses
+from attacks.runner import applicable, jsonable
+from attacks.transfer import STATISTIC as TRANSFER
+from attacks.transfer import transfer_statistic
+from farm.driver import ensure_ray, load_plan
+from farm.errors import ConfigError, DataError, RunError
+from farm.queries import apply_query
+from farm.shards import RUN_JSON
+from farm.storage import RunDir
+
+SCORES_SCHEMA = pa.schema(
+    [("example_id", pa.int32()), ("score", pa.float64()), ("flagged", pa.bool_()), ("member", pa.bool_())],
+    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"audit_scores"},
+)
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """attacks: None = every label-only attack the run supports except boundary (costly: ask by name);
+    shadows: None = the run's non-target models, "all" = every model of the run; examples: None = the whole
+    population, else a seeded sample of that many; members: example ids of the target's training set (ground
+    truth), None = unknown."""
+
+    attacks: tuple[str, ...] | None = None
+    shadows: tuple[int, ...] | str | None = None
+    settings: dict = field(default_factory=dict)
+    fpr: float = 0.01
+    n_pseudo: int = 4
+    bootstrap: int = 200
+    seed: int = 0
+    examples: int | None = None
+    members: tuple[int, ...] | None = None
+
+
+def target_key(target: str) -> str:
+    """The folder name of a target under <run>/audit/: a hash of its URL, path or model:K."""
+    return hashlib.sha256(target.encode()).hexdigest()[:12]
+
+
+def journal_dir(target: str) -> str:
+    return f"audit/{target_key(target)}/journal"
+
+
+def open_target(run_uri: str, target: str, *, budget: int | None = None, http: HttpSettings | None = None,
+                token: str | None = None):
+    """(oracle, name) for `target`: an http(s):// URL (journaled under the run), `model:K` (model K of the run)
+    or a TorchScript file (its absolute path is the name). The run's dataset gives the input shape."""
+    run = RunDir(run_uri)
+    if not run.is_file(RUN_JSON):
+        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
+    dataset = run.read_json(RUN_JSON)["dataset"]
+    shape, num_classes = tuple(int(d) for d in dataset["shape"]), int(dataset["num_classes"])
+    if target.startswith(("http://", "https://")):
+        return HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,
+                          settings=http or HttpSettings(), token=token,
+                          journal=Journal(run, journal_dir(target))), target
+    if target.startswith("model:"):
+        if not target[6:].isdigit():
+            raise ConfigError(f"--target {target!r}: expected model:K with K a model id of the run")
+        return ModelOracle.from_run(run, int(target[6:]), budget=budget), target
+    name = target if "://" in target else os.path.abspath(target)
+    return TorchScriptOracle(name, budget=budget, input_shape=shape), name
+
+
+def choose_attacks(names: tuple[str, ...] | None, responses: Responses) -> tuple[list[str], dict[str, str]]:
+    """(label-only attacks to run, {skipped: reason}); explicitly requested attacks must apply."""
+    if names is not None:
+        for name in names:
+            reason = "needs the target's logits; an audited target answers labels only" \
+                if not get_attack(name).label_only else applicable(name, responses)
+            if reason:
+                raise ConfigError(f"attack {name!r} cannot audit this target: {reason}")
+        return list(names), {}
+    chosen, skipped = [], {}
+    for name, spec in ATTACKS.items():
+        reason = applicable(name, responses) if spec.label_only else "needs logits (the target answers labels only)"
+        if not reason and name == BOUNDARY:
+            reason = f"runs HopSkipJump on every example (many queries); ask for it with --attacks {name}"
+        if reason:
+            skipped[name] = reason
+        else:
+            chosen.append(name)
+    return chosen, skipped
+
+
+def challenge_examples(n: int, *, examples: int | None, seed: int) -> np.ndarray:
+    """Sorted example ids int64[K]: all n, or a seeded sample of `examples` of them."""
+    if examples is None or examples >= n:
+        return np.arange(n)
+    if examples < 2:
+        raise ConfigError(f"--examples: expected at least 2, got {examples}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=examples, replace=False))
+
+
+def target_pred(oracle, *, queries, info, x: np.ndarray, examples: np.ndarray, progress: bool = True) -> np.ndarray:
+    """int16[K, Q]: the oracle's label for each challenge example under each query of the run."""
+    population = torch.as_tensor(x)
+    pred = np.empty((len(examples), len(queries)), dtype=np.int16)
+    for q, query in enumerate(tqdm(queries, desc="target queries", unit="query", disable=not progress)):
+        pred[:, q] = oracle.predict_labels(apply_query(query, population, info=info)[examples].numpy())
+    return pred
+
+
+def with_target(responses: Responses, pred: np.ndarray, examples: np.ndarray, member: np.ndarray) -> Responses:
+    """The run's models on the challenge examples, plus the target as the last row (pred int16[K, Q])."""
+    return Responses(member=np.vstack([responses.member[:, examples], member[None]]),
+                     pred=np.concatenate([responses.pred[:, examples], pred[None]]),
+                     labels=responses.labels[examples], query_kinds=responses.query_kinds,
+                     query_params=responses.query_params, logits=None,
+                     model_ids=np.append(np.arange(responses.n_models), -1).astype(np.int32))
+
+
+def _statistics(plan, responses: Responses, oracle, settings: dict, *, examples: np.ndarray, pseudo: list[int],
+                shadows: list[int], seed: int, progress: bool) -> Responses:
+    target = responses.n_models - 1
+    if TRANSFER in settings:
+        ensure_ray()
+        stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x[examples],
+                                  models=sorted(pseudo) + [target], n_models=settings[TRANSFER]["n_models"],
+                                  seed=seed)
+        responses = responses.with_statistic(TRANSFER, stat)
+    if BOUNDARY in settings:
+        ensure_ray()
+        chosen, data = settings[BOUNDARY], plan.dataset
+        hsja = HsjaSettings(max_iter=chosen["max_iter"], init_evals=chosen["init_evals"],
+                            max_evals=chosen["max_evals"], budget=chosen["budget"], seed=seed)
+        models = pseudo if chosen["variant"] == "threshold" else shadows
+        stat = np.full(responses.member.shape, np.nan)
+        # Whole population for the shadows: their distances are cached per example chunk, as by `attack`.
+        stat[:target] = boundary_distances(plan.run, x=data.x, labels=data.y, bounds=data.info.bounds,
+                                           models=sorted(models), n_models=target, settings=hsja,
+                                           progress=progress)[:, examples]
+        bar = tqdm(desc="target boundary", unit="query", disable=not progress)
+
+        def ask(x: np.ndarray) -> np.ndarray:
+            labels = oracle.predict_labels(x)
+            bar.update(len(x))
+            return labels
+
+        result = hopskipjump(ask, data.x[examples], data.y[examples], bounds=data.info.bounds,
+                             max_iter=hsja.max_iter, init_evals=hsja.init_evals, max_evals=hsja.max_evals,
+                             budget=hsja.budget, seed=hsja.seed, example_ids=examples)
+        bar.close()
+        stat[target] = result.distance
+        responses = responses.with_statistic(BOUNDARY, stat)
+    return responses
+
+
+def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = AuditOptions(),
+              provenance: dict | None = None, progress: bool = True) -> list[dict]:
+    """Audit `oracle` (a LabelOracle named `target`) with the run's shadows; returns one dict per attack.
+
+    Writes <run>/audit/<target_key(target)>/...; provenance (e.g. the HTTP settings) goes into target.json.
+    """
+    start = time.perf_counter()
+    plan = load_plan(run_uri)
+    if plan.cfg.membership.mode != "lira":
+        raise ConfigError("membership.mode: audits use lira-mode runs (disjoint: not yet)")
+    responses = load_responses(plan.run, logits=False)
+    n_models, n = responses.member.shape
+    shadows = _shadows(options.shadows, plan.cfg.membership.target_ids, n_models)
+    names, skipped = choose_attacks(options.attacks, responses)
+    settings = {name: resolve_settings(name, options.settings.get(name)) for name in names}
+    for name in set(options.settings) - set(names):
+        get_attack(name)
+    examples = challenge_examples(n, examples=options.examples, seed=options.seed)
+    member = _ground_truth(options.members, n)
+    if member is not None:
+        _check_classes(member[examples])
+    pred = target_pred(oracle, queries=plan.queries, info=plan.dataset.info, x=plan.dataset.x, examples=examples,
+                       progress=progress)
+    responses = with_target(responses, pred, examples, np.zeros(len(examples), bool) if member is None
+                            else member[examples])
+    t = responses.n_models - 1
+    pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
+    responses = _statistics(plan, responses, oracle, settings, examples=examples, pseudo=pseudo,
+                            shadows=shadows.tolist(), seed=options.seed, progress=progress)
+    base = f"audit/{target_key(target)}"
+    fprs = sorted({0.001, 0.01, options.fpr})
+    results = []
+    for name in names:
+        def attack(resp, *, target, shadows, _name=name):
+            return run_attack(_name, resp, target=target, shadows=shadows, settings=settings[_name])
+
+        scores = attack(responses, target=t, shadows=shadows)
+        thresholds = shadow_thresholds(*shadow_scores(attack, responses, target=t, shadows=shadows,
+                                                      n_pseudo=options.n_pseudo, seed=options.seed), fprs=fprs)
+        flagged = scores >= thresholds[fpr_key(options.fpr)]
+        result = {"attack": name, "description": get_attack(name).description, "settings": settings[name],
+                  "target": target, "requested_fpr": options.fpr, "shadow_thresholds": thresholds,
+                  "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
+                  "n_pseudo_targets": len(pseudo), "seed": options.seed, "ground_truth": member is not None}
+        if member is not None:
+            truth = responses.member[t]
+            result.update(evaluate(scores, truth, thresholds=thresholds, fprs=fprs))
+            if options.bootstrap:
+                result["auc_ci"] = bootstrap_ci(scores, truth, metric_fn=auc, n=options.bootstrap, seed=options.seed)
+        plan.run.write_table(f"{base}/{name}/scores.parquet", pa.table({
+            "example_id": examples.astype(np.int32), "score": scores, "flagged": flagged,
+            "member": pa.array(responses.member[t] if member is not None else [None] * len(examples), pa.bool_()),
+        }, schema=SCORES_SCHEMA))
+        plan.run.write_json(f"{base}/{name}/metrics.json", jsonable(result))
+        results.append(result)
+    plan.run.write_json(f"{base}/target.json", jsonable({
+        "target": target, "target_key": target_key(target), **(provenance or {}),
+        "budget": getattr(oracle, "budget", None), "queries_used": getattr(oracle, "queries_used", None),
+        "journal_hits": getattr(oracle, "journal_hits", None), "n_examples": len(examples),
+        "shadows": shadows.tolist(), "attacks": names, "skipped": skipped, "ground_truth": member is not None,
+        "seconds": time.perf_counter() - start}))
+    return results + [{"attack": name, "skipped": reason} for name, reason in skipped.items()]
+
+
+def _shadows(chosen: tuple[int, ...] | str | None, target_ids, n_models: int) -> np.ndarray:
+    if chosen == "all":
+        shadows = list(range(n_models))
+    elif chosen is None:
+        shadows = [m for m in range(n_models) if m not in set(target_ids)]
+    else:
+        shadows = sorted(set(chosen))
+    bad = [m for m in shadows if not 0 <= m < n_models]
+    if bad:
+        raise ConfigError(f"--shadows: {bad[0]} is not a model id in [0, {n_models})")
+    if len(shadows) < 3:
+        raise ConfigError(f"--shadows: {len(shadows)} shadows is too few (need at least 3)")
+    return np.asarray(shadows, dtype=np.intp)
+
+
+def _ground_truth(members: tuple[int, ...] | None, n: int) -> np.ndarray | None:
+    if members is None:
+        return None
+    ids = np.asarray(members, dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= n)]
+    if len(bad):
+        raise ConfigError(f"--members: example id {int(bad[0])} is not in the population [0, {n})")
+    member = np.zeros(n, dtype=bool)
+    member[ids] = True
+    return member
+
+
+def _check_classes(member: np.ndarray) -> None:
+    if member.all() or not member.any():
+        raise ConfigError(f"--members: the challenge examples hold {int(member.sum())} members of {len(member)}; "
+                          "metrics need both members and non-members")
+
+
+def read_member_ids(path: str) -> tuple[int, ...]:
+    """Example ids from a file: a Parquet file with an `example_id` column, or text with integers separated
+    by whitespace or commas (`#` starts a comment). DataError naming the file and line otherwise."""
+    run, name = RunDir(path.rsplit("/", 1)[0] if "/" in path else "."), path.rsplit("/", 1)[-1]
+    if not run.is_file(name):
+        raise DataError(f"{path}: file not found (--members: example ids of the target's training set)")
+    if name.endswith(".parquet"):
+        table = run.read_table(name)
+        if "example_id" not in table.column_names:
+            raise DataError(f"{path}: no example_id column (columns: {', '.join(table.column_names)})")
+        return tuple(int(v) for v in table["example_id"].to_pylist())
+    ids = []
+    for number, line in enumerate(run.read_text(name).splitlines(), 1):
+        for word in line.split("#")[0].replace(",", " ").split():
+            try:
+                ids.append(int(word))
+            except ValueError:
+                raise DataError(f"{path}, line {number}: {word!r} is not an example id") from None
+    return tuple(ids)

@@ -1,0 +1,236 @@
+"""A deployed model behind a label-only HTTP API (attacks.label_api) as a `LabelOracle` (DESIGN §5).
+
+`HttpOracle.predict_labels(x)` hashes every row, takes the rows the journal (attacks.journal) already holds
+from there, and asks the target only for the others (each distinct row once), in requests of
+`batch_size` rows, at most `concurrency` in flight, at most `rate` requests per second. Each answered
+request is journaled before its labels are used, so a crash or a re-run never pays twice for a row.
+
+Budget (hard): `queries_used` counts the rows of every request *sent* (each retry again, since a server may
+have answered a request whose answer was lost), plus the journal's rows at start (answered in earlier
+runs). A call whose new rows would take it past `budget` raises `QueryBudgetExceeded` before sending
+anything; each request (and retry) reserves its rows under a lock before it is sent, so concurrency
+never overshoots.
+
+Failures: a 5xx, a refused/reset connection or a timeout is retried `retries` times after
+backoff * 2**k seconds (k = 0, 1, ...; at most 60 s); then, or at once for a 4xx or a malformed answer
+(wrong count, not integers, labels outside [0, num_classes)), `TargetError` with one line naming the
+target and the cause. Requests already answered stay journaled.
+
+Token: given as a string (the CLI reads it from an environment variable); sent as `Authorization: Bearer`;
+never stored in files, messages or the repr. A target URL with credentials in it is refused.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+
+from attacks import label_api
+from attacks.journal import Journal, row_keys
+from attacks.oracle import QueryBudgetExceeded
+from farm.errors import ConfigError, DataError, ShadowfarmError
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_MAX_BACKOFF = 60.0
+
+
+class TargetError(ShadowfarmError):
+    """The audited target refused a request, answered malformed labels, or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How an `HttpOracle` talks to its target (seconds for times; rate in requests per second, None: no limit)."""
+
+    batch_size: int = 1024
+    concurrency: int = 4
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    rate: float | None = None
+    encoding: str = "binary"  # or "json"
+
+    def __post_init__(self):
+        for name, low in (("batch_size", 1), ("concurrency", 1), ("retries", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+        if not self.timeout > 0 or not self.backoff >= 0 or (self.rate is not None and not self.rate > 0):
+            raise ConfigError(f"timeout > 0, backoff >= 0 and rate > 0 expected, got {self.timeout!r}, "
+                              f"{self.backoff!r}, {self.rate!r}")
+        if self.encoding not in ("binary", "json"):
+            raise ConfigError(f"encoding: expected binary or json, got {self.encoding!r}")
+
+
+def check_target_url(url: str) -> str:
+    """`url` if it is an http(s) URL without credentials; ConfigError otherwise (not echoing secrets)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--target: expected http://HOST:PORT/PATH, got {url!r}")
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if "@" in parts.netloc or any(k.lower() in ("token", "key", "api_key", "password", "secret") for k, _ in query):
+        raise ConfigError(f"--target {parts.scheme}://{parts.hostname}{parts.path}: credentials in the URL would be "
+                          "written into the run; give a bearer token with --token-env VARIABLE")
+    return url
+
+
+class _Retryable(Exception):
+    """A failure worth retrying: 5xx, connection refused/reset, timeout."""
+
+
+class HttpOracle:
+    """A label-only HTTP target (see the module docstring). input_shape: the example shape sent (checked
+    before sending); num_classes: labels outside [0, num_classes) are malformed answers."""
+
+    def __init__(self, url: str, *, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+                 budget: int | None = None, settings: HttpSettings = HttpSettings(), token: str | None = None,
+                 journal: Journal | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+            raise ConfigError(f"budget: expected None or an integer >= 0, got {budget!r}")
+        self.url, self.settings, self.budget, self.journal = check_target_url(url), settings, budget, journal
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.num_classes = num_classes
+        self.queries_used = len(journal) if journal is not None else 0
+        self.journal_hits = 0
+        self._token, self._sleep, self._clock = token, sleep, clock
+        self._lock, self._next_start = threading.Lock(), 0.0
+        loopback = urllib.parse.urlsplit(url).hostname in _LOOPBACK
+        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if loopback else []))
+
+    def __repr__(self) -> str:
+        return f"HttpOracle({self.url!r}, queries_used={self.queries_used}, budget={self.budget})"
+
+    def predict_labels(self, x) -> np.ndarray:
+        """x float32[B, *shape] -> int64[B]; journaled rows cost nothing, each new distinct row one query."""
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        if x.ndim < 1 or (self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape):
+            raise DataError(f"oracle input: expected [B, *shape] with shape {self.input_shape}, got {tuple(x.shape)}")
+        keys = row_keys(x)
+        labels = self.journal.get(keys) if self.journal is not None else np.full(len(keys), -1, dtype=np.int64)
+        first: dict[bytes, int] = {}
+        for i in np.flatnonzero(labels < 0):
+            first.setdefault(keys[i], int(i))
+        with self._lock:
+            self.journal_hits += int((labels >= 0).sum())
+            if self.budget is not None and self.queries_used + len(first) > self.budget:
+                raise QueryBudgetExceeded(
+                    f"query budget exceeded: this call needs {len(first)} new queries but {self.queries_used} of "
+                    f"the budget of {self.budget} are used; answers so far are journaled, raise --budget to go on")
+        if not first:
+            return labels
+        rows = np.fromiter(first.values(), dtype=np.intp, count=len(first))
+        answers = self._ask(x[rows], [keys[i] for i in rows])
+        fresh = dict(zip((keys[i] for i in rows), answers.tolist(), strict=True))
+        missing = labels < 0
+        labels[missing] = [fresh[keys[i]] for i in np.flatnonzero(missing)]
+        return labels
+
+    # ------------------------------------------------------------ requests
+    def _ask(self, x: np.ndarray, keys: list[bytes]) -> np.ndarray:
+        """Labels int64[len(x)] of distinct rows, in concurrent requests; the first failure is raised once
+        every request in flight has ended (those answered are journaled), and the rest are not sent."""
+        out = np.empty(len(x), dtype=np.int64)
+        size = self.settings.batch_size
+        starts = range(0, len(x), size)
+        if len(starts) == 1:
+            out[:] = self._request(x, keys)
+            return out
+        error = None
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            futures = {pool.submit(self._request, x[s:s + size], keys[s:s + size]): s for s in starts}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:
+                    if error is None:
+                        error = future.exception()
+                        for other in futures:
+                            other.cancel()
+                    continue
+                s = futures[future]
+                out[s:s + size] = future.result()
+        if error is not None:
+            raise error
+        return out
+
+    def _request(self, x: np.ndarray, keys: list[bytes]) -> np.ndarray:
+        binary = self.settings.encoding == "binary"
+        body = label_api.encode_batch(x) if binary else label_api.encode_json_batch(x)
+        for attempt in range(self.settings.retries + 1):
+            self._reserve(len(x), retry=attempt > 0)
+            self._wait_for_rate()
+            try:
+                payload = self._post(body, label_api.BATCH if binary else label_api.JSON)
+                break
+            except _Retryable as exc:
+                if attempt == self.settings.retries:
+                    raise TargetError(f"{self.url}: {exc} (gave up after {attempt + 1} attempts)") from None
+                self._sleep(min(self.settings.backoff * 2 ** attempt, _MAX_BACKOFF))
+        try:
+            labels = (label_api.decode_labels if binary else label_api.decode_json_labels)(payload, len(x))
+        except DataError as exc:
+            raise TargetError(f"{self.url}: malformed response: {exc}") from None
+        if self.num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise TargetError(f"{self.url}: malformed response: labels outside [0, {self.num_classes}) "
+                              f"(got {labels.min()}..{labels.max()})")
+        if self.journal is not None:
+            self.journal.append(keys, labels)
+        return labels
+
+    def _reserve(self, n: int, *, retry: bool) -> None:
+        with self._lock:
+            if self.budget is not None and self.queries_used + n > self.budget:
+                raise QueryBudgetExceeded(
+                    f"query budget exceeded: {'retrying' if retry else 'sending'} a request of {n} queries would "
+                    f"pass the budget of {self.budget} ({self.queries_used} used); answers so far are journaled")
+            self.queries_used += n
+
+    def _wait_for_rate(self) -> None:
+        if self.settings.rate is None:
+            return
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / self.settings.rate
+        if start > now:
+            self._sleep(start - now)
+
+    def _post(self, body: bytes, content_type: str) -> bytes:
+        headers = {"Content-Type": content_type}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.settings.timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            message = f"HTTP {exc.code} {exc.reason}{_server_message(exc)}"
+            if exc.code >= 500:
+                raise _Retryable(message) from None
+            raise TargetError(f"{self.url}: {message}") from None
+        except TimeoutError:
+            raise _Retryable(f"no answer within {self.settings.timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:  # URLError (refused, DNS), resets, cut answers
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                raise _Retryable(f"no answer within {self.settings.timeout:g} s") from None
+            raise _Retryable(f"connection failed ({type(reason).__name__}: {reason})") from None
+
+
+def _server_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        message = json.loads(exc.read())["error"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return ""
+    return f": {' '.join(str(message).split())[:200]}"

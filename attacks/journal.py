@@ -1,0 +1,86 @@
+"""The answer journal of an audited target: every label it gave, keyed by a hash of the input row.
+
+Layout: `<run>/audit/<target key>/journal/part-<time>-<random>.parquet`, one part per answered request,
+written atomically (RunDir) before the answer is used; columns `input_sha256` binary(16) (the first 16 bytes
+of SHA-256 over the row's shape and float32 little-endian bytes) and `label` int64. Parts are only ever
+added, so a crash loses at most the requests in flight, and a re-run asks the target only for rows the
+journal has not seen: no query is paid for twice. Opening a journal with more than `COMPACT_AFTER` parts
+first writes them as one part, then deletes the old ones (a crash in between leaves duplicates, which
+agree). If the target answered one row twice differently, the first answer wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+
+from farm.errors import RunError
+from farm.storage import RunDir
+
+JOURNAL_SCHEMA = pa.schema(
+    [("input_sha256", pa.binary(16)), ("label", pa.int64())],
+    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"journal"},
+)
+COMPACT_AFTER = 256
+
+
+def row_keys(x: np.ndarray) -> list[bytes]:
+    """x float32[B, *shape] -> B keys of 16 bytes; equal rows (same shape, same float32 bits) share a key."""
+    x = np.ascontiguousarray(x, dtype="<f4")
+    prefix = np.asarray(x.shape[1:], dtype="<i8").tobytes()
+    return [hashlib.sha256(prefix + row.tobytes()).digest()[:16] for row in x.reshape(len(x), -1)]
+
+
+class Journal:
+    """Answers of one target, loaded from `run`/`rel` and appended to it; thread-safe."""
+
+    def __init__(self, run: RunDir, rel: str):
+        self.run, self.rel = run, rel.rstrip("/")
+        self._answers: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+        parts = self._parts()
+        for name in parts:
+            self._load(f"{self.rel}/{name}")
+        if len(parts) > COMPACT_AFTER:
+            self._write(list(self._answers), np.fromiter(self._answers.values(), dtype=np.int64))
+            for name in parts:
+                self.run.delete(f"{self.rel}/{name}")
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, keys: list[bytes]) -> np.ndarray:
+        """int64[len(keys)]: the journaled label of each key, -1 where none."""
+        with self._lock:
+            return np.fromiter((self._answers.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def append(self, keys: list[bytes], labels: np.ndarray) -> None:
+        """Journal one answered request (written before this returns)."""
+        self._write(keys, labels)
+        with self._lock:
+            for key, label in zip(keys, np.asarray(labels).tolist(), strict=True):
+                self._answers.setdefault(key, label)
+
+    def _parts(self) -> list[str]:
+        return [n for n in self.run.listdir(self.rel) if n.startswith("part-") and n.endswith(".parquet")]
+
+    def _load(self, rel: str) -> None:
+        try:
+            table = self.run.read_table(rel)
+            keys, labels = table["input_sha256"].to_pylist(), table["label"].to_pylist()
+        except (OSError, KeyError, pa.ArrowException) as exc:
+            raise RunError(f"{self.run.path(rel)}: unreadable journal part ({' '.join(str(exc).split())[:120]}); "
+                           "move it away to ask the target again for its rows") from None
+        for key, label in zip(keys, labels, strict=True):
+            self._answers.setdefault(key, label)
+
+    def _write(self, keys: list[bytes], labels: np.ndarray) -> None:
+        table = pa.table({"input_sha256": pa.array(keys, type=pa.binary(16)),
+                          "label": pa.array(np.asarray(labels, dtype=np.int64))}, schema=JOURNAL_SCHEMA)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        self.run.write_table(f"{self.rel}/{name}", table)

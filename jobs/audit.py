@@ -1,0 +1,170 @@
+"""Audit a model you do not hold: `shadowfarm audit RUN --target http://HOST:PORT/predict [--members FILE]`.
+
+RUN is an ordinary farm (`shadowfarm train`): your shadow models on your data, the population the target is
+challenged with. The target answers the run's query set (and HopSkipJump probes for `boundary`) with labels
+only; thresholds come from the shadows only. With --members (a file of the example ids the target trained
+on) the audit reports AUC, TPR at low FPR and balanced accuracy; without, each example's score and whether it
+is flagged as a member at the threshold chosen on shadows for --fpr.
+
+--target: an http(s) URL of a label-only API (`shadowfarm serve`'s format), `model:K` (a model of the run), or
+a TorchScript file. HTTP answers are journaled under RUN/audit/<target hash>/journal/, so a re-run after a
+crash or an error asks only for what is missing; --budget caps the queries sent, journal included. The bearer
+token comes from the environment variable named by --token-env, never from the command line.
+Writes RUN/audit/<target hash>/{target.json, <attack>/scores.parquet, <attack>/metrics.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from farm.errors import ConfigError
+from jobs.attack import _csv, _ints, parse_settings
+from jobs.common import run_cli, smoke_farm
+
+HELP = "audit a deployed model (HTTP, TorchScript) with a run's shadows: label-only, journaled, budgeted"
+
+
+def _shadows(text: str):
+    return "all" if text.strip() == "all" else _ints(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
+    if positional:
+        parser.add_argument("run", help="run directory: the farm of shadow models (a path or s3://, gs:// URI)")
+    else:
+        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    parser.add_argument("--target", required=positional,
+                        help="http(s)://HOST:PORT/PATH, model:K, or a TorchScript file")
+    parser.add_argument("--members", metavar="FILE",
+                        help="ground truth: example ids of the target's training set (text or Parquet example_id)")
+    parser.add_argument("--attacks", type=_csv, default=None,
+                        help="comma-separated label-only attacks (default: all the run supports but boundary)")
+    parser.add_argument("--setting", dest="settings", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                        help="an attack setting, e.g. --setting boundary.max_iter=5 (repeatable)")
+    parser.add_argument("--fpr", type=float, default=0.01, help="FPR whose shadow threshold flags members (0.01)")
+    parser.add_argument("--shadows", type=_shadows, default=None,
+                        help="comma-separated model ids, or all (default: the run's models but its target_ids)")
+    parser.add_argument("--examples", type=int, default=None,
+                        help="challenge a seeded sample of this many examples (default: the whole population)")
+    parser.add_argument("--pseudo-targets", type=int, default=4, help="shadows that play the target (default 4)")
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals (0: none)")
+    http = parser.add_argument_group("HTTP target")
+    http.add_argument("--budget", type=int, default=None, help="at most this many queries in all (journal included)")
+    http.add_argument("--batch-size", type=int, default=1024, help="inputs per request (default 1024)")
+    http.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    http.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    http.add_argument("--retries", type=int, default=3, help="retries after a 5xx, connection error or timeout (3)")
+    http.add_argument("--backoff", type=float, default=0.5, help="first retry delay, doubled each time (0.5 s)")
+    http.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
+    http.add_argument("--encoding", choices=("binary", "json"), default="binary", help="request format (binary)")
+    http.add_argument("--token-env", metavar="VARIABLE", help="environment variable holding the bearer token")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def options_from(args: argparse.Namespace):
+    from attacks.audit import AuditOptions, read_member_ids
+
+    settings = parse_settings(args.settings)
+    members = read_member_ids(args.members) if args.members else None
+    return AuditOptions(attacks=args.attacks, shadows=args.shadows, settings=settings, fpr=args.fpr,
+                        n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, examples=args.examples,
+                        members=members)
+
+
+def format_results(results: list[dict], fpr: float) -> str:
+    """The audit's table: metrics when the ground truth is known, flagged counts always."""
+    truth = any(r.get("ground_truth") for r in results)
+    head = ("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "bal. acc") if truth else ("attack",)
+    head += (f"threshold@{fpr:g}", "flagged")
+    rows = []
+    for r in results:
+        if "skipped" in r:
+            continue
+        threshold = r["shadow_thresholds"][f"{fpr:g}"]
+        cells = (r["attack"],)
+        if truth:
+            cells += (f"{r['auc']:.3f}", f"{100 * r['tpr_at_fpr']['0.01']:.1f}%",
+                      f"{100 * r['tpr_at_fpr']['0.001']:.1f}%", f"{100 * r['balanced_accuracy']:.1f}%")
+        cells += (f"{threshold:.4g}", f"{r['n_flagged']}/{r['n_examples']}")
+        rows.append(cells)
+    widths = [max(len(line[i]) for line in (head, *rows)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+             for cells in (head, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("thresholds chosen on shadow models only; bal. acc at the best-balanced-accuracy shadow threshold")
+    lines += [f"skipped {r['attack']}: {r['skipped']}" for r in results if "skipped" in r]
+    return "\n".join(lines)
+
+
+def audit(args: argparse.Namespace) -> int:
+    from attacks.audit import audit_run, open_target, target_key
+    from attacks.http_oracle import HttpSettings
+    from farm.storage import RunDir
+    from jobs.serve import read_token
+
+    if not 0 < args.fpr < 1:
+        raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
+    http = HttpSettings(batch_size=args.batch_size, concurrency=args.concurrency, timeout=args.timeout,
+                        retries=args.retries, backoff=args.backoff, rate=args.rate, encoding=args.encoding)
+    oracle, name = open_target(args.run, args.target, budget=args.budget, http=http,
+                               token=read_token(args.token_env))
+    provenance = {"token_env": args.token_env, "http": vars(http) if name.startswith("http") else None,
+                  "members_file": args.members}
+    results = audit_run(args.run, oracle, target=name, options=options_from(args), provenance=provenance,
+                        progress=not args.quiet)
+    print(format_results(results, args.fpr))
+    print(f"target {name}: {oracle.queries_used} queries used (budget: "
+          f"{'none' if oracle.budget is None else oracle.budget}"
+          + (f", {oracle.journal_hits} answers reused from the journal" if hasattr(oracle, "journal_hits") else "")
+          + f"); results in {RunDir(args.run).path('audit/' + target_key(name))}")
+    return 0
+
+
+def smoke(args: argparse.Namespace) -> int:
+    """Train the smoke farm, serve its target model 0 on loopback, audit it over HTTP with ground truth."""
+    import numpy as np
+
+    from attacks.label_server import LabelServer
+    from attacks.oracle import ModelOracle
+    from farm.shards import MEMBERSHIP, membership_matrix
+    from farm.storage import RunDir
+
+    args.run = smoke_farm(args.run)
+    member, _ = membership_matrix(RunDir(args.run).read_table(MEMBERSHIP))
+    members_file = RunDir(args.run).path("audit/members-of-model-0.txt")
+    RunDir(args.run).write_text("audit/members-of-model-0.txt", "\n".join(map(str, np.flatnonzero(member[0]))))
+    server = LabelServer(ModelOracle.from_run(args.run, 0)).start()
+    print(f"serving model 0 of {args.run} at {server.url}")
+    try:
+        args.target, args.members = server.url, members_file
+        args.attacks = args.attacks or ("gap", "augmentation", "noise", "calibrated", "boundary")
+        args.settings = args.settings or ["boundary.max_iter=2", "boundary.init_evals=20", "boundary.max_evals=40"]
+        args.bootstrap, args.pseudo_targets = min(args.bootstrap, 20), min(args.pseudo_targets, 2)
+        code = audit(args)
+    finally:
+        server.stop()
+    print(f"the server answered {server.stats()['inputs_answered']} inputs")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.audit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, positional=False)
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="train the smoke farm if needed, serve its model 0 on loopback, audit it over HTTP")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        if args.smoke_test:
+            return smoke(args)
+        if not args.run or not args.target:
+            raise ConfigError("--run and --target are required (or use --smoke-test)")
+        return audit(args)
+
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
