@@ -55,7 +55,7 @@ def parse_settings(texts: list[str]) -> dict:
     """--setting ATTACK.KEY=VALUE texts -> {attack: {key: value}}."""
     settings: dict = {}
     for text in texts:
-        keys, value = parse_override(text)
+        keys, value = parse_override(text, flag="--setting", example="calibrated.variant=offline")
         if len(keys) != 2:
             raise ConfigError(f"--setting {text!r}: expected ATTACK.KEY=VALUE, e.g. calibrated.variant=offline")
         settings.setdefault(keys[0], {})[keys[1]] = value
@@ -68,6 +68,12 @@ def options_from(args: argparse.Namespace):
     settings = parse_settings(args.settings)
     if not 0 < args.fpr < 1:
         raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
+    if args.targets is not None and not args.targets:
+        raise ConfigError("--targets: expected at least one model id")
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap: expected >= 0 (0: no intervals), got {args.bootstrap}")
+    if args.pseudo_targets < 1:
+        raise ConfigError(f"--pseudo-targets: expected at least 1, got {args.pseudo_targets}")
     return AttackOptions(attacks=args.attacks, targets=args.targets, settings=settings, fpr=args.fpr,
                          n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, tuned=args.tuned)
 

@@ -13,7 +13,7 @@ from jobs import study as study_job
 from jobs import study_ood, study_worst_case
 from jobs import train as train_job
 from jobs import tune as tune_job
-from jobs.common import run_cli
+from jobs.common import ArgumentParser, run_cli
 
 EPILOG = """examples:
   shadowfarm train quickstart                  # 64 MLPs on digits into runs/quickstart
@@ -62,7 +62,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="shadowfarm", description="Label-only membership inference audits with a Ray farm of shadow models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,10 @@ def smoke_farm(run: str | None) -> str:
     if train.main(["--smoke-test", "--out", run, "--quiet"]):
         raise ShadowfarmError(f"the smoke farm in {run} could not be trained")
     return run
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one line, `shadowfarm: error: ...`, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"shadowfarm: error: {self.prog}: {message} (see {self.prog} --help)\n")
