@@ -108,8 +108,9 @@ def open_run(plan: Plan) -> None:
     """Create the run directory, or check that an existing one belongs to this config.
 
     A run directory made with another config is refused, never cleared: to start over, choose a new
-    --out or move the old run aside yourself (`mv runs/x runs/x.old`). In a run of this config, a missing
-    or damaged membership.parquet or queries.parquet (pure functions of the config) is written again.
+    --out, or move the old run aside (`shadowfarm train --new-run` does, or `mv runs/x runs/x.old`).
+    In a run of this config, a missing or damaged membership.parquet or queries.parquet (pure functions
+    of the config) is written again.
     """
     run = plan.run
     if run.is_file(RUN_JSON):
@@ -117,8 +118,9 @@ def open_run(plan: Plan) -> None:
         if saved.get("config_hash") != plan.config_hash:
             raise RunError(
                 f"{run.path(RUN_JSON)}: the run was created with another config "
-                f"(hash {saved.get('config_hash')}, now {plan.config_hash}); choose a new --out, or move the "
-                f"old run aside to start over (mv {run.path()} {run.path()}.old): shadowfarm never deletes a run")
+                f"(hash {saved.get('config_hash')}, now {plan.config_hash}); choose a new --out, or start over "
+                f"with --new-run (moves the old run aside) or mv {run.path()} {run.path()}.old: shadowfarm "
+                "never deletes a run")
         for rel, table in _run_tables(plan).items():
             if _table_problem(run, rel, table):
                 run.write_table(rel, table)

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
-from farm.config import load_config
+from farm.config import config_hash, load_config
 from farm.driver import plan_run, train_farm
+from farm.errors import ConfigError
+from farm.shards import RUN_JSON
+from farm.storage import RunDir
 from jobs.common import default_out, resolve_config, run_cli
 
 SMOKE = [
@@ -31,7 +36,27 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--out", help="run directory: a path or s3://, gs:// URI (default: runs/<config name>)")
     parser.add_argument("--smoke-test", action="store_true",
                         help="a tiny farm (8 models, 200 examples, 2 epochs) that runs in seconds")
+    parser.add_argument("--new-run", action="store_true",
+                        help="when --out holds a run of another config, move it aside to OUT.old-<time> "
+                             "(local paths) and start a new run there; nothing is ever deleted")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def move_aside(out: str, digest: str) -> str | None:
+    """Rename the run directory `out` to `out.old-<time>` unless it is empty or a run of config `digest`."""
+    run = RunDir(out)
+    if not run.exists() or not run.listdir():
+        return None
+    try:
+        if run.is_file(RUN_JSON) and run.read_json(RUN_JSON).get("config_hash") == digest:
+            return None  # this config's run: resume it
+    except ValueError:
+        pass  # an unreadable run.json: not a run to resume
+    if not run.local:
+        raise ConfigError(f"--new-run: {run.path()} is not a local path; choose a new --out instead")
+    moved = f"{run.path()}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.rename(run.path(), moved)
+    return moved
 
 
 def train(args: argparse.Namespace) -> int:
@@ -39,6 +64,8 @@ def train(args: argparse.Namespace) -> int:
     overrides = (SMOKE if args.smoke_test else []) + args.overrides
     cfg = load_config(config, overrides)
     out = args.out or (default_out(config) + ("-smoke" if args.smoke_test else ""))
+    if args.new_run and (moved := move_aside(out, config_hash(cfg))):
+        print(f"moved the run of another config aside: {moved}")
     plan = plan_run(cfg, out)
     trained = train_farm(plan, progress=not args.quiet)
     n = cfg.membership.n_models

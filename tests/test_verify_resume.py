@@ -99,3 +99,18 @@ def test_run_of_another_config_is_refused_until_moved_aside(runs, tmp_path, caps
     assert cli.main(args) == 0
     assert '"trained_now": 4' in capsys.readouterr().out
     assert _mtimes(tmp_path / "run.old") == before
+
+
+def test_new_run_moves_a_run_of_another_config_aside(ray_local, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "quickstart", *[a for item in TINY for a in ("--set", item)], "--out", str(run), "--quiet"]
+    assert cli.main(args) == 0
+    before = _mtimes(run)
+    assert cli.main([*args, "--new-run"]) == 0  # the same config: --new-run resumes, moves nothing
+    assert '"trained_now": 0' in capsys.readouterr().out and _mtimes(run) == before
+    assert cli.main([*args, "--set", "train.epochs=3", "--new-run"]) == 0
+    out = capsys.readouterr().out
+    (moved,) = tmp_path.glob("run.old-*")
+    assert f"moved the run of another config aside: {moved}" in out and '"trained_now": 4' in out
+    assert _mtimes(moved) == before  # the old run, whole and untouched
+    assert cli.main(["verify", str(run)]) == 0
