@@ -15,10 +15,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config
@@ -32,15 +32,6 @@ TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=2", "farm.g
         "model.hidden=[16]", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.1, n: 3}]"]
 TRAIN = ["train", "quickstart", *[arg for item in TINY for arg in ("--set", item)], "--quiet"]
 ATTACK = ["--quiet", "--no-report", "--bootstrap", "0", "--pseudo-targets", "2"]
-
-
-def wait_for(find, what: str, limit: float = 600.0):
-    """Poll for an event (a file appearing), not for a time: returns find()'s first truthy value."""
-    deadline = time.monotonic() + limit
-    while not (found := find()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ the actor and retries its groups.
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from farm.config import load_config
 from farm.driver import load_plan, plan_run, train_farm, verify_plan
@@ -24,15 +24,6 @@ from farm.worker import HOLD_ENV
 TINY = ["data.subsample=120", "membership.n_models=6", "train.epochs=2", "farm.group_size=2", "farm.num_actors=2",
         "farm.max_retries=1", "model.hidden=[16]", "queries=[clean, {kind: translate, d: 1}]"]
 FILES = {"weights.pt", "metrics.json", "responses.parquet", "_SUCCESS"}
-
-
-def wait_for(find, what: str, limit: float = 300.0):
-    """Poll for an event (a file appearing), not for a time: returns find()'s first truthy value."""
-    deadline = time.monotonic() + limit
-    while not (found := find()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return found
 
 
 def _pid(marker: Path) -> int:
