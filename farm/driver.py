@@ -28,7 +28,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
@@ -39,16 +38,9 @@ from farm.errors import ConfigError, RunError
 from farm.membership import disjoint_membership, make_membership
 from farm.models import build_model
 from farm.queries import Query, expand_queries
-from farm.shards import (
-    MEMBERSHIP,
-    QUERIES,
-    RUN_JSON,
-    check_model_shard,
-    membership_table,
-    model_dir,
-    queries_table,
-)
+from farm.shards import RUN_JSON
 from farm.storage import RunDir
+from farm.verify import model_problems, run_tables, table_problem, verify_plan
 from farm.worker import HOLD_ENV, TrainerActor
 
 IN_FLIGHT_PER_ACTOR = 2
@@ -121,14 +113,14 @@ def open_run(plan: Plan) -> None:
                 f"(hash {saved.get('config_hash')}, now {plan.config_hash}); choose a new --out, or start over "
                 f"with --new-run (moves the old run aside) or mv {run.path()} {run.path()}.old: shadowfarm "
                 "never deletes a run")
-        for rel, table in _run_tables(plan).items():
-            if _table_problem(run, rel, table):
+        for rel, table in run_tables(plan).items():
+            if table_problem(run, rel, table):
                 run.write_table(rel, table)
         return
     if run.exists() and run.listdir():
         raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
     info = plan.dataset.info
-    for rel, table in _run_tables(plan).items():
+    for rel, table in run_tables(plan).items():
         run.write_table(rel, table)
     run.write_json(RUN_JSON, {
         "config": to_dict(plan.cfg),
@@ -325,48 +317,3 @@ def load_plan(run_uri: str) -> Plan:
     if plan.config_hash != saved_hash:
         raise RunError(f"{run.path(RUN_JSON)}: config hash does not match its config")
     return plan
-
-
-def _run_tables(plan: Plan) -> dict[str, pa.Table]:
-    """The run-level tables, pure functions of the config: membership.parquet and queries.parquet."""
-    return {MEMBERSHIP: membership_table(plan.member, plan.target_pool), QUERIES: queries_table(plan.queries)}
-
-
-def _table_problem(run: RunDir, rel: str, expected: pa.Table) -> str | None:
-    if not run.is_file(rel):
-        return f"{run.path(rel)}: missing"
-    try:
-        table = run.read_table(rel)
-    except (OSError, pa.ArrowException) as exc:
-        return f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]})"
-    if not table.schema.remove_metadata().equals(expected.schema.remove_metadata()):
-        return f"{run.path(rel)}: schema differs from the expected {expected.schema.remove_metadata()}"
-    if not table.equals(expected):
-        return f"{run.path(rel)}: differs from what the run's config gives (another seed or config?)"
-    return None
-
-
-def model_problems(plan: Plan, model_id: int) -> list[str]:
-    """Problems of one model's shard (`farm.shards.check_model_shard` against the plan); empty when valid."""
-    return check_model_shard(
-        plan.run, model_id, config_hash=plan.config_hash, n_examples=len(plan.dataset),
-        n_queries=len(plan.queries), n_classes=plan.dataset.info.num_classes if plan.cfg.record_logits else None,
-        labels=plan.dataset.y, n_members=int(plan.member[model_id].sum()))
-
-
-def verify_plan(plan: Plan) -> list[str]:
-    """Every problem of the run's files, one line each naming the file; empty when the run is complete and valid.
-
-    Checks membership.parquet and queries.parquet against the config, every model's shard
-    (`model_problems`), and that models/ holds no directory of a model the run does not have.
-    """
-    run = plan.run
-    problems = [p for rel, table in _run_tables(plan).items() if (p := _table_problem(run, rel, table))]
-    n_models = plan.cfg.membership.n_models
-    expected = {model_dir(m).split("/", 1)[1] for m in range(n_models)}
-    for name in run.listdir("models"):
-        if name not in expected and not name.startswith("."):
-            problems.append(f"{run.path('models/' + name)}: not a model of this run ({n_models} models)")
-    for m in range(n_models):
-        problems += model_problems(plan, m)
-    return problems
