@@ -2,7 +2,6 @@ import pytest
 
 from farm.config import (
     RunConfig,
-    apply_overrides,
     config_hash,
     from_dict,
     load_config,
@@ -10,6 +9,7 @@ from farm.config import (
     to_dict,
 )
 from farm.errors import ConfigError
+from farm.overrides import apply_overrides
 from jobs.common import resolve_config
 
 
