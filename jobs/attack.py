@@ -10,18 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from farm.config import parse_override
 from farm.errors import ConfigError
-from jobs.common import run_cli, smoke_farm
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+from farm.overrides import parse_override
+from jobs.common import csv_list, run_cli, smoke_farm
 
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in _csv(text))
+        return tuple(int(part) for part in csv_list(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated model ids, got {text!r}") from None
 
@@ -31,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
         parser.add_argument("run", help="run directory (a path or s3://, gs:// URI)")
     else:
         parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
-    parser.add_argument("--attacks", type=_csv, default=None,
+    parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack the run supports); "
                              "gap, augmentation, noise, calibrated, transfer, loss, confidence_classifier, "
                              "lira_confidence")

@@ -19,8 +19,8 @@ import argparse
 import sys
 
 from farm.errors import ConfigError
-from jobs.attack import _csv, _ints, parse_settings
-from jobs.common import run_cli, smoke_farm
+from jobs.attack import _ints, parse_settings
+from jobs.common import csv_list, run_cli, smoke_farm
 
 HELP = "audit a deployed model (HTTP, TorchScript) with a run's shadows: label-only, journaled, budgeted"
 
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
                         help="http(s)://HOST:PORT/PATH, model:K, or a TorchScript file")
     parser.add_argument("--members", metavar="FILE",
                         help="ground truth: example ids of the target's training set (text or Parquet example_id)")
-    parser.add_argument("--attacks", type=_csv, default=None,
+    parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated label-only attacks (default: all the run supports but boundary)")
     parser.add_argument("--setting", dest="settings", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                         help="an attack setting, e.g. --setting boundary.max_iter=5 (repeatable)")

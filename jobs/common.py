@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.errors import ShadowfarmError
+from farm.errors import ConfigError, ShadowfarmError
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -19,6 +19,43 @@ def resolve_config(name: str) -> Path:
         return path
     bundled = CONFIGS / f"{name}.yaml"
     return bundled if bundled.is_file() else path
+
+
+def csv_list(text: str) -> tuple[str, ...]:
+    """`a, b,,c` -> ("a", "b", "c"): a comma-separated command-line value."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+# The cheap attacks: a study's smoke test checks the plumbing end to end in seconds (transfer trains models).
+SMOKE_ATTACKS = "gap,augmentation,noise,calibrated,loss,lira_confidence"
+
+
+def study_main(argv: list[str] | None, *, prog: str, doc: str, add_arguments: Callable, run: Callable,
+               smoke_out: str, smoke_help: str, smoke_limits: Callable | None = None) -> int:
+    """`python -m jobs.<study>`: the study's options plus --smoke-test, which trains the smoke farm and runs
+    its cheap attacks (`python -m jobs.attack --smoke-test`), then the study on it (`smoke_limits(args)`
+    shrinks the study's own sizes)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, positional=False)
+    parser.add_argument("--smoke-test", action="store_true", help=smoke_help)
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        if args.smoke_test:
+            from jobs import attack
+
+            args.run = args.run or smoke_out
+            if smoke_limits is not None:
+                smoke_limits(args)
+            code = attack.main(["--smoke-test", "--run", args.run, "--quiet", "--no-report", "--bootstrap", "0",
+                                "--attacks", SMOKE_ATTACKS])
+            if code:
+                return code
+        if not args.run:
+            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
+        return run(args)
+
+    return run_cli(go)
 
 
 def default_out(config: Path) -> str:

@@ -20,8 +20,8 @@ import json
 import sys
 
 from farm.errors import ConfigError
-from jobs.attack import _csv, _ints
-from jobs.common import resolve_config, run_cli
+from jobs.attack import _ints
+from jobs.common import csv_list, resolve_config, run_cli
 
 HELP = "the defense x attack matrix: one farm per training-time defense, every attack on each"
 
@@ -38,12 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     else:
         parser.add_argument("--config", default="quickstart",
                             help="YAML config file, or a bundled name (default: quickstart)")
-    parser.add_argument("--defenses", type=_csv, default=None,
+    parser.add_argument("--defenses", type=csv_list, default=None,
                         help="comma-separated training-time defenses, each NAME or NAME=V1:V2 (default: all)")
-    parser.add_argument("--output-defenses", type=_csv, default=None,
+    parser.add_argument("--output-defenses", type=csv_list, default=None,
                         help="comma-separated output-side defenses: memguard, top1, round (default: all; "
                              "'none' for none)")
-    parser.add_argument("--attacks", type=_csv, default=None,
+    parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack the runs support)")
     parser.add_argument("--targets", type=_ints, default=None,
                         help="comma-separated target model ids (default: the config's membership.target_ids)")

@@ -18,17 +18,11 @@ import argparse
 import sys
 
 from farm.errors import ConfigError
-from jobs.common import run_cli
+from jobs.common import csv_list, study_main
 
 HELP = "false positives of every attack on out-of-distribution inputs (noise, permuted, scaled, other data)"
 
 
-# The cheap attacks: a smoke test checks the plumbing end to end in seconds (transfer trains models).
-SMOKE_ATTACKS = "gap,augmentation,noise,calibrated,loss,lira_confidence"
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -36,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
         parser.add_argument("run", help="run directory with attack results (a path or s3://, gs:// URI)")
     else:
         parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
-    parser.add_argument("--attacks", type=_csv, default=None,
+    parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack with a result)")
-    parser.add_argument("--families", type=_csv, default=None,
+    parser.add_argument("--families", type=csv_list, default=None,
                         help="comma-separated OOD families (default: all that apply): uniform, gaussian, permuted, "
                              "scaled_up, scaled_down, other")
     parser.add_argument("--n-inputs", type=int, default=1000, help="inputs per family (default 1000)")
@@ -73,31 +67,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _smoke_limits(args: argparse.Namespace) -> None:
+    args.n_inputs = min(args.n_inputs, 50)
+    args.boundary_inputs = min(args.boundary_inputs, 10)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.study_ood", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    parser.add_argument("--smoke-test", action="store_true",
-                        help="train the smoke farm and run its cheap attacks (python -m jobs.attack --smoke-test) "
-                             "then run the study on it with 50 inputs per family")
-    args = parser.parse_args(argv)
-
-    def go() -> int:
-        if args.smoke_test:
-            from jobs import attack
-
-            args.run = args.run or "runs/ood-smoke"
-            args.n_inputs = min(args.n_inputs, 50)
-            args.boundary_inputs = min(args.boundary_inputs, 10)
-            code = attack.main(["--smoke-test", "--run", args.run, "--quiet", "--no-report", "--bootstrap", "0",
-                                "--attacks", SMOKE_ATTACKS])
-            if code:
-                return code
-        if not args.run:
-            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
-        return run(args)
-
-    return run_cli(go)
+    return study_main(argv, prog="python -m jobs.study_ood", doc=__doc__, add_arguments=add_arguments, run=run,
+                      smoke_out="runs/ood-smoke", smoke_limits=_smoke_limits,
+                      smoke_help="train the smoke farm and run its cheap attacks (python -m jobs.attack "
+                                 "--smoke-test) then run the study on it with 50 inputs per family")
 
 
 if __name__ == "__main__":

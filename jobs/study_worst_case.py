@@ -15,18 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from farm.errors import ConfigError
-from jobs.common import run_cli
+from jobs.common import csv_list, study_main
 
 HELP = "attack results on the population's outliers beside the whole population"
 
 
-# The cheap attacks: a smoke test checks the plumbing end to end in seconds (transfer trains models).
-SMOKE_ATTACKS = "gap,augmentation,noise,calibrated,loss,lira_confidence"
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -34,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
         parser.add_argument("run", help="run directory with attack results (a path or s3://, gs:// URI)")
     else:
         parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
-    parser.add_argument("--attacks", type=_csv, default=None, help="comma-separated attacks (default: every attack "
+    parser.add_argument("--attacks", type=csv_list, default=None, help="comma-separated attacks (default: every attack "
                                                                    "with a result)")
     parser.add_argument("--rule", default="knn", help="outlier rule: knn (fewest same-class neighbours among the k "
                                                       "nearest) or centroid (farthest from the class centroid)")
@@ -63,28 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.study_worst_case", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    parser.add_argument("--smoke-test", action="store_true",
-                        help="train the smoke farm and run its cheap attacks (python -m jobs.attack --smoke-test) "
-                             "then run the study on it")
-    args = parser.parse_args(argv)
-
-    def go() -> int:
-        if args.smoke_test:
-            from jobs import attack
-
-            args.run = args.run or "runs/worst-case-smoke"
-            code = attack.main(["--smoke-test", "--run", args.run, "--quiet", "--no-report", "--bootstrap", "0",
-                                "--attacks", SMOKE_ATTACKS])
-            if code:
-                return code
-        if not args.run:
-            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
-        return run(args)
-
-    return run_cli(go)
+    return study_main(argv, prog="python -m jobs.study_worst_case", doc=__doc__, add_arguments=add_arguments, run=run,
+                      smoke_out="runs/worst-case-smoke",
+                      smoke_help="train the smoke farm and run its cheap attacks (python -m jobs.attack "
+                                 "--smoke-test) then run the study on it")
 
 
 if __name__ == "__main__":
