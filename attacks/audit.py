@@ -44,9 +44,9 @@ from attacks.journal import Journal
 from attacks.loader import load_responses
 from attacks.metrics import auc, bootstrap_ci, evaluate, fpr_key, shadow_thresholds
 from attacks.oracle import ModelOracle, TorchScriptOracle
-from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
+from attacks.registry import get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
-from attacks.runner import applicable, jsonable
+from attacks.runner import choose_attacks, jsonable
 from attacks.transfer import STATISTIC as TRANSFER
 from attacks.transfer import transfer_statistic
 from farm.driver import ensure_ray, load_plan
@@ -107,27 +107,6 @@ def open_target(run_uri: str, target: str, *, budget: int | None = None, http: H
         return ModelOracle.from_run(run, int(target[6:]), budget=budget), target
     name = target if "://" in target else os.path.abspath(target)
     return TorchScriptOracle(name, budget=budget, input_shape=shape), name
-
-
-def choose_attacks(names: tuple[str, ...] | None, responses: Responses) -> tuple[list[str], dict[str, str]]:
-    """(label-only attacks to run, {skipped: reason}); explicitly requested attacks must apply."""
-    if names is not None:
-        for name in names:
-            reason = "needs the target's logits; an audited target answers labels only" \
-                if not get_attack(name).label_only else applicable(name, responses)
-            if reason:
-                raise ConfigError(f"attack {name!r} cannot audit this target: {reason}")
-        return list(names), {}
-    chosen, skipped = [], {}
-    for name, spec in ATTACKS.items():
-        reason = applicable(name, responses) if spec.label_only else "needs logits (the target answers labels only)"
-        if not reason and name == BOUNDARY:
-            reason = f"runs HopSkipJump on every example (many queries); ask for it with --attacks {name}"
-        if reason:
-            skipped[name] = reason
-        else:
-            chosen.append(name)
-    return chosen, skipped
 
 
 def challenge_examples(n: int, *, examples: int | None, seed: int) -> np.ndarray:
@@ -206,7 +185,7 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
     responses = load_responses(plan.run, logits=False)
     n_models, n = responses.member.shape
     shadows = _shadows(options.shadows, plan.cfg.membership.target_ids, n_models)
-    names, skipped = choose_attacks(options.attacks, responses)
+    names, skipped = choose_attacks(options.attacks, responses, subject="this target (it answers labels only)")
     settings = {name: resolve_settings(name, options.settings.get(name)) for name in names}
     for name in set(options.settings) - set(names):
         get_attack(name)

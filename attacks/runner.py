@@ -77,24 +77,25 @@ def applicable(name: str, responses: Responses) -> str | None:
     return None
 
 
-def choose_attacks(options: AttackOptions, responses: Responses) -> tuple[list[str], dict[str, str]]:
-    """(attacks to run, {skipped attack: reason}); explicitly requested attacks must apply."""
-    if options.attacks is not None:
-        for name in options.attacks:
+def choose_attacks(names: Sequence[str] | None, responses: Responses, *,
+                   subject: str = "this run") -> tuple[list[str], dict[str, str]]:
+    """(attacks to run, {skipped attack: reason}); explicitly requested attacks must apply to `subject`."""
+    if names is not None:
+        for name in names:
             reason = applicable(name, responses)
             if reason:
-                raise ConfigError(f"attack {name!r} cannot run on this run: {reason}")
-        return list(options.attacks), {}
-    names, skipped = [], {}
+                raise ConfigError(f"attack {name!r} cannot run on {subject}: {reason}")
+        return list(names), {}
+    chosen, skipped = [], {}
     for name in ATTACKS:
         reason = applicable(name, responses)
         if name in EXPLICIT_ONLY and not reason:
-            reason = f"runs HopSkipJump on every example (slow); ask for it with --attacks {name}"
+            reason = f"runs HopSkipJump on every example (many queries); ask for it with --attacks {name}"
         if reason:
             skipped[name] = reason
         else:
-            names.append(name)
-    return names, skipped
+            chosen.append(name)
+    return chosen, skipped
 
 
 def game(plan, options: AttackOptions) -> tuple[list[int], np.ndarray]:
@@ -145,7 +146,7 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     run = plan.run
     responses = load_responses(run)
     targets, shadows = game(plan, options)
-    names, skipped = choose_attacks(options, responses)
+    names, skipped = choose_attacks(options.attacks, responses)
     for name in options.settings:
         get_attack(name)
     tuned = load_tuned(run, names) if options.tuned else {}
