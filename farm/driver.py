@@ -226,7 +226,7 @@ def train_farm(plan: Plan, *, progress: bool = True) -> list[int]:
     todo = missing_models(plan)
     if todo:
         _dispatch(plan, todo, progress=progress)
-    problems = verify_plan(plan)
+    problems = verify_plan(plan, models=todo)  # the others passed the same checks in missing_models just now
     if problems:
         raise RunError(f"{len(problems)} bad shard(s) after training: " + "; ".join(problems[:5]))
     return todo

@@ -6,6 +6,7 @@ model `model_problems` finds fault with, and rewrites a run table `table_problem
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -44,11 +45,11 @@ def model_problems(plan: Plan, model_id: int) -> list[str]:
         labels=plan.dataset.y, n_members=int(plan.member[model_id].sum()))
 
 
-def verify_plan(plan: Plan) -> list[str]:
+def verify_plan(plan: Plan, *, models: Sequence[int] | None = None) -> list[str]:
     """Every problem of the run's files, one line each naming the file; empty when the run is complete and valid.
 
-    Checks membership.parquet and queries.parquet against the config, every model's shard
-    (`model_problems`), and that models/ holds no directory of a model the run does not have.
+    Checks membership.parquet and queries.parquet against the config, the shards of `models` (default:
+    every model; `model_problems`), and that models/ holds no directory of a model the run does not have.
     """
     run = plan.run
     problems = [p for rel, table in run_tables(plan).items() if (p := table_problem(run, rel, table))]
@@ -57,6 +58,6 @@ def verify_plan(plan: Plan) -> list[str]:
     for name in run.listdir("models"):
         if name not in expected and not name.startswith("."):
             problems.append(f"{run.path('models/' + name)}: not a model of this run ({n_models} models)")
-    for m in range(n_models):
+    for m in range(n_models) if models is None else models:
         problems += model_problems(plan, m)
     return problems
