@@ -14,13 +14,13 @@ file, or a model of the run (`model:K`; demos and tests). The flow:
    `shadowfarm attack`: the same seed and example ids give the target and shadows the same random probes);
 5. per attack: the target's scores, thresholds chosen on the shadow game only (pseudo-targets drawn from the
    shadows), the decision `score >= threshold` at the requested FPR, and with ground truth the metrics of
-   `shadowfarm attack` (attacks.metrics.evaluate).
+   `shadowfarm attack` (attacks.stats.metrics.evaluate).
 
 The shadows are the run's models minus its `membership.target_ids` (as in `shadowfarm attack`, so serving
 the run's target model gives the scores `shadowfarm attack` gives it), or an explicit list. Label-only
 attacks only: the target answers labels. Writes `<run>/audit/<target key>/` (key: a hash of the target's
 URL or path): target.json, <attack>/scores.parquet (example_id, score, flagged, member), <attack>/metrics.json,
-and the HTTP journal/ (attacks.journal).
+and the HTTP journal/ (attacks.oracles.journal).
 """
 
 from __future__ import annotations
@@ -35,20 +35,20 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from attacks.boundary import STATISTIC as BOUNDARY
-from attacks.boundary import HsjaSettings, boundary_distances
-from attacks.calibration import pseudo_targets, shadow_scores
-from attacks.hsja import hopskipjump
-from attacks.http_oracle import HttpOracle, HttpSettings
-from attacks.journal import Journal
+from attacks.compute.boundary import HsjaSettings, boundary_distances
+from attacks.compute.hsja import hopskipjump
+from attacks.compute.transfer import transfer_statistic
 from attacks.loader import load_responses
-from attacks.metrics import auc, bootstrap_ci, evaluate, fpr_key, shadow_thresholds
-from attacks.oracle import ModelOracle, TorchScriptOracle
+from attacks.methods.boundary import STATISTIC as BOUNDARY
+from attacks.methods.transfer import STATISTIC as TRANSFER
+from attacks.oracles.http_client import HttpOracle, HttpSettings
+from attacks.oracles.journal import Journal
+from attacks.oracles.model import ModelOracle, TorchScriptOracle
 from attacks.registry import get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
 from attacks.runner import choose_attacks, jsonable
-from attacks.transfer import STATISTIC as TRANSFER
-from attacks.transfer import transfer_statistic
+from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, shadow_thresholds
+from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.driver import ensure_ray, load_plan
 from farm.errors import ConfigError, DataError, RunError
 from farm.queries import apply_query

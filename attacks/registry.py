@@ -6,7 +6,7 @@ only, never `member[target]`; label-only attacks never read `logits` (`run_attac
 responses without logits, so this holds by construction) and work when `logits` is None.
 
 `transfer` (Label-Leaks) needs models trained on the target's labels: the runner computes that
-per-(model, example) statistic first (`attacks.transfer.transfer_statistic`) into
+per-(model, example) statistic first (`attacks.compute.transfer.transfer_statistic`) into
 `responses.statistics`; the registered function only reads it.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks import baselines, boundary, calibrated, label_only, transfer
-from attacks.features import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS
+from attacks.methods import baselines, boundary, calibrated, choquette_choo, transfer
 from attacks.responses import Responses
+from attacks.stats.correctness import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS
 from farm.errors import ConfigError, unknown_name
 
 
@@ -50,12 +50,12 @@ def _spec(name: str, fn: Callable[..., np.ndarray], *, label_only: bool, needs: 
 
 
 ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
-    _spec("gap", label_only.gap, label_only=True, needs=("clean",),
+    _spec("gap", choquette_choo.gap, label_only=True, needs=("clean",),
           description="clean label correct => member (Yeom et al.; Choquette-Choo et al.)"),
-    _spec("augmentation", label_only.augmentation, label_only=True, needs=AUGMENTATION_KINDS,
+    _spec("augmentation", choquette_choo.augmentation, label_only=True, needs=AUGMENTATION_KINDS,
           description="correctness vector over flips/translations/rotations, classifier fit on shadows "
                       "(Choquette-Choo et al.)"),
-    _spec("noise", label_only.noise, label_only=True, needs=NOISE_KINDS,
+    _spec("noise", choquette_choo.noise, label_only=True, needs=NOISE_KINDS,
           description="fraction correct under gaussian/bitflip noise (Choquette-Choo et al.)"),
     _spec("calibrated", calibrated.calibrated, label_only=True, needs=PERTURBATION_KINDS,
           description="per-example IN/OUT Gaussians of the fraction of correct perturbed queries "

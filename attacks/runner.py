@@ -2,7 +2,7 @@
 
 For each attack and each target model t, the shadows are the run's models that are not targets
 (so no target's membership is ever read). Thresholds come from the shadow game: pseudo-targets
-drawn from the shadows are attacked with the other shadows (`attacks.calibration.shadow_scores`),
+drawn from the shadows are attacked with the other shadows (`attacks.stats.shadow_game.shadow_scores`),
 and the thresholds for the requested FPRs and for best balanced accuracy are picked on their
 pooled scores, then applied to the targets. Figures are pooled over the targets.
 
@@ -25,17 +25,17 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from attacks.boundary import STATISTIC as BOUNDARY
-from attacks.boundary import HsjaSettings, boundary_distances
-from attacks.calibration import pseudo_targets, shadow_scores
-from attacks.features import query_indices
+from attacks.compute.boundary import HsjaSettings, boundary_distances
+from attacks.compute.requery import requery, with_queries
+from attacks.compute.transfer import transfer_statistic
 from attacks.loader import load_responses
-from attacks.metrics import auc, bootstrap_ci, evaluate, fpr_key, pool, shadow_thresholds, tpr_at_fpr
-from attacks.query_engine import requery, with_queries
+from attacks.methods.boundary import STATISTIC as BOUNDARY
+from attacks.methods.transfer import STATISTIC as TRANSFER
 from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
-from attacks.transfer import STATISTIC as TRANSFER
-from attacks.transfer import transfer_statistic
+from attacks.stats.correctness import query_indices
+from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, pool, shadow_thresholds, tpr_at_fpr
+from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.config import from_dict
 from farm.driver import ensure_ray, load_plan
 from farm.errors import ConfigError

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from ray import tune
 
-from attacks.calibration import pseudo_targets, shadow_scores
-from attacks.metrics import auc, threshold_at_fpr, tpr_at_fpr
-from attacks.query_engine import requery, with_queries
+from attacks.compute.requery import requery, with_queries
 from attacks.registry import get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
+from attacks.stats.metrics import auc, threshold_at_fpr, tpr_at_fpr
+from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
 from farm.errors import ConfigError

@@ -75,9 +75,9 @@ def options_from(args: argparse.Namespace):
 
 
 def attack(args: argparse.Namespace) -> int:
-    from attacks.report import format_table, summary_rows, write_report
+    from attacks.report.core import format_table, summary_rows, write_report
+    from attacks.report.sections import study_sections
     from attacks.runner import attack_run
-    from attacks.studies import study_sections
     from farm.storage import RunDir
 
     results = attack_run(args.run, options_from(args), progress=not args.quiet)

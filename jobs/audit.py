@@ -99,7 +99,7 @@ def format_results(results: list[dict], fpr: float) -> str:
 
 def audit(args: argparse.Namespace) -> int:
     from attacks.audit import audit_run, open_target, target_key
-    from attacks.http_oracle import HttpSettings
+    from attacks.oracles.http_client import HttpSettings
     from farm.storage import RunDir
     from jobs.serve import read_token
 
@@ -125,8 +125,8 @@ def smoke(args: argparse.Namespace) -> int:
     """Train the smoke farm, serve its target model 0 on loopback, audit it over HTTP with ground truth."""
     import numpy as np
 
-    from attacks.label_server import LabelServer
-    from attacks.oracle import ModelOracle
+    from attacks.oracles.model import ModelOracle
+    from attacks.oracles.server import LabelServer
     from farm.shards import MEMBERSHIP, membership_matrix
     from farm.storage import RunDir
 

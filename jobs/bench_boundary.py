@@ -1,4 +1,4 @@
-"""Benchmark: our batched HopSkipJump (attacks/hsja.py) vs IBM ART's HopSkipJump, same model, examples, budget.
+"""Benchmark: our batched HopSkipJump (attacks/compute/hsja.py) vs IBM ART's HopSkipJump, same model, examples, budget.
 
     python -m jobs.bench_boundary [--run runs/quickstart] [--model-id 0] [--examples 200] [--max-iter 10]
         [--init-evals 100] [--max-evals 1000] [--repeats 3] [--art-repeats 1] [--art-estimator both] [--smoke-test]
@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.hsja import HsjaResult, hopskipjump
-from attacks.metrics import auc
-from attacks.oracle import ModelOracle
+from attacks.compute.hsja import HsjaResult, hopskipjump
+from attacks.oracles.model import ModelOracle
+from attacks.stats.metrics import auc
 from farm.driver import Plan, load_plan
 from farm.errors import ConfigError, RunError, ShadowfarmError
 from farm.models import build_model
@@ -56,7 +56,7 @@ from jobs.common import run_cli
 
 ART_MISSING = "the benchmark needs IBM ART: pip install 'shadowfarm[bench]'"
 MAKE_QUICKSTART = "python -m jobs.train --config quickstart --out runs/quickstart"
-INIT_SIZE = 100  # random starts: ART's default init_size, and the most ours draws (attacks/hsja.py)
+INIT_SIZE = 100  # random starts: ART's default init_size, and the most ours draws (attacks/compute/hsja.py)
 ESTIMATORS = {"pytorch": ("pytorch",), "blackbox": ("blackbox",), "both": ("pytorch", "blackbox")}
 SMOKE = dict(examples=20, max_iter=2, init_evals=10, max_evals=20, repeats=1, art_repeats=1)
 

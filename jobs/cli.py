@@ -50,8 +50,8 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from attacks.report import format_table, summary_rows, write_report
-    from attacks.studies import study_sections
+    from attacks.report.core import format_table, summary_rows, write_report
+    from attacks.report.sections import study_sections
     from farm.storage import RunDir
 
     run = RunDir(args.run)

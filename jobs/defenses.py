@@ -63,9 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def options_from(args: argparse.Namespace):
-    from attacks.defenses import OUTPUT_DEFENSES
+    from attacks.oracles.output_defenses import OUTPUT_DEFENSES
     from attacks.runner import AttackOptions
-    from attacks.study_defenses import DEFAULT_DEFENSES, StudyOptions, parse_defenses
+    from attacks.studies.defenses import DEFAULT_DEFENSES, StudyOptions, parse_defenses
 
     config = resolve_config(args.config)
     outputs = tuple(OUTPUT_DEFENSES) if args.output_defenses is None else tuple(
@@ -84,8 +84,8 @@ def options_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.defense_report import format_matrix
-    from attacks.study_defenses import STUDY_JSON, run_study
+    from attacks.report.defenses import format_matrix
+    from attacks.studies.defenses import STUDY_JSON, run_study
     from farm.storage import RunDir
 
     options = options_from(args)

@@ -46,8 +46,8 @@ def read_token(variable: str | None) -> str | None:
 
 
 def make_server(args: argparse.Namespace):
-    from attacks.label_server import LabelServer
-    from attacks.oracle import ModelOracle, TorchScriptOracle
+    from attacks.oracles.model import ModelOracle, TorchScriptOracle
+    from attacks.oracles.server import LabelServer
     from farm.storage import RunDir
 
     if args.model_id is not None:

@@ -35,9 +35,9 @@ def add_calibration_arguments(parser: argparse.ArgumentParser, *, positional: bo
 def calibration(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from attacks.report import write_report
-    from attacks.studies import study_sections
-    from attacks.study_calibration import calibration_study
+    from attacks.report.core import write_report
+    from attacks.report.sections import study_sections
+    from attacks.studies.calibration import calibration_study
     from farm.storage import RunDir
 
     rows = calibration_study(args.run, shadow_counts=args.shadows, targets=args.targets,

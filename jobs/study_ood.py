@@ -47,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.ood import OOD, OodOptions, ood_study
-    from attacks.report import write_report
-    from attacks.study_report import format_ood, study_sections
+    from attacks.report.core import write_report
+    from attacks.report.studies import format_ood, study_sections
+    from attacks.studies.ood.study import OOD, OodOptions, ood_study
     from farm.storage import RunDir
 
     if args.boundary_inputs < 1:

@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.report import write_report
-    from attacks.study_report import format_worst_case, study_sections
-    from attacks.worst_case import WORST_CASE, OutlierRule, describe, worst_case_study
+    from attacks.report.core import write_report
+    from attacks.report.studies import format_worst_case, study_sections
+    from attacks.studies.worst_case import WORST_CASE, OutlierRule, describe, worst_case_study
     from farm.storage import RunDir
 
     rule = OutlierRule(rule=args.rule, k=args.k, fraction=args.fraction)

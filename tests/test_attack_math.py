@@ -11,13 +11,13 @@ from scipy.special import expit
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
-from attacks import features
-from attacks.baselines import logit_scaled_confidence, true_label_log_prob
-from attacks.calibrated import lira_scores
-from attacks.calibration import shadow_scores
-from attacks.metrics import auc
+from attacks.methods.baselines import logit_scaled_confidence, true_label_log_prob
 from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
+from attacks.stats import correctness
+from attacks.stats.lira import lira_scores
+from attacks.stats.metrics import auc
+from attacks.stats.shadow_game import shadow_scores
 from farm.errors import ConfigError
 
 N_MODELS = 16
@@ -242,13 +242,13 @@ def test_features_by_hand():
     pred = np.array([[[1, 1, 0], [2, 0, 2]]], dtype=np.int16)  # 1 model, 2 examples, 3 queries
     responses = Responses(np.array([[True, False]]), pred, np.array([1, 2]), ("clean", "flip", "flip"),
                           ({},) * 3)
-    np.testing.assert_array_equal(features.correct(pred, responses.labels, queries=0), [[True, True]])
-    np.testing.assert_allclose(features.fraction_correct(responses, kinds=("flip",)), [[0.5, 0.5]])
-    both = features.fraction_correct(responses, kinds=("clean", "flip"))
+    np.testing.assert_array_equal(correctness.correct(pred, responses.labels, queries=0), [[True, True]])
+    np.testing.assert_allclose(correctness.fraction_correct(responses, kinds=("flip",)), [[0.5, 0.5]])
+    both = correctness.fraction_correct(responses, kinds=("clean", "flip"))
     np.testing.assert_allclose(both, [[2 / 3, 2 / 3]])
-    np.testing.assert_array_equal(features.correctness_vector(responses, kinds=("flip",)), [[[1, 0], [0, 1]]])
+    np.testing.assert_array_equal(correctness.correctness_vector(responses, kinds=("flip",)), [[[1, 0], [0, 1]]])
     with pytest.raises(ConfigError, match="kind: rotate"):
-        features.fraction_correct(responses, kinds=("rotate",))
+        correctness.fraction_correct(responses, kinds=("rotate",))
 
 
 def test_shadow_scores_pool_pseudo_targets(planted):

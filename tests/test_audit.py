@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from attacks.audit import AuditOptions, audit_run, journal_dir, open_target, target_key
-from attacks.http_oracle import HttpSettings, TargetError
-from attacks.journal import Journal
-from attacks.label_server import LabelServer
-from attacks.oracle import ModelOracle, export_torchscript
+from attacks.oracles.http_client import HttpSettings, TargetError
+from attacks.oracles.journal import Journal
+from attacks.oracles.model import ModelOracle, export_torchscript
+from attacks.oracles.server import LabelServer
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config
 from farm.driver import plan_run, train_farm

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.boundary import HsjaSettings, boundary_distances
+from attacks.compute.boundary import HsjaSettings, boundary_distances
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config
 from farm.driver import plan_run, train_farm

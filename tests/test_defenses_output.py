@@ -6,13 +6,13 @@ import torch
 from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-from attacks.defenses import OUTPUT_DEFENSES, DefendedModel, defended_responses, mask_logits
+from attacks.compute.transfer import transfer_statistic
 from attacks.loader import load_responses
-from attacks.oracle import ModelOracle
+from attacks.oracles.model import ModelOracle
+from attacks.oracles.output_defenses import OUTPUT_DEFENSES, DefendedModel, defended_responses, mask_logits
 from attacks.registry import run_attack
 from attacks.runner import AttackOptions
-from attacks.study_defenses import attack_farm, parse_defenses
-from attacks.transfer import transfer_statistic
+from attacks.studies.defenses import attack_farm, parse_defenses
 from farm.config import load_config
 from farm.driver import plan_run, train_farm
 from farm.errors import ConfigError

@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from attacks.defense_report import defense_section, format_matrix, matrix_png, report_sections
-from attacks.study_defenses import MATRIX, MATRIX_SCHEMA, TRAINING_DEFENSES, parse_defenses, read_matrix
+from attacks.report.defenses import defense_section, format_matrix, matrix_png, report_sections
+from attacks.studies.defenses import MATRIX, MATRIX_SCHEMA, TRAINING_DEFENSES, parse_defenses, read_matrix
 from farm.errors import ConfigError, RunError
 from farm.storage import RunDir
 from jobs import defenses as defenses_job

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from attacks.boundary import HsjaSettings, boundary_distances
+from attacks.compute.boundary import HsjaSettings, boundary_distances
 from attacks.registry import ATTACKS
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config, model_seed

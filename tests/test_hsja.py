@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attacks.hsja import hopskipjump
+from attacks.compute.hsja import hopskipjump
 from farm.errors import ConfigError, DataError
 
 D, CLASSES = 20, 3
@@ -161,7 +161,7 @@ def test_no_adversarial_start_gives_domain_diameter():
 def test_with_a_model_oracle():
     """Image-shaped inputs through `ModelOracle.predict_labels`: its count is the sum of the per-example counts."""
     torch = pytest.importorskip("torch")
-    from attacks.oracle import ModelOracle
+    from attacks.oracles.model import ModelOracle
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))

@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from attacks import label_api
-from attacks.http_oracle import HttpOracle, HttpSettings, TargetError
-from attacks.journal import COMPACT_AFTER, Journal, row_keys
-from attacks.label_server import LabelServer
-from attacks.oracle import LabelOracle, ModelOracle, QueryBudgetExceeded
+from attacks.oracles import protocol
+from attacks.oracles.http_client import HttpOracle, HttpSettings, TargetError
+from attacks.oracles.journal import COMPACT_AFTER, Journal, row_keys
+from attacks.oracles.model import LabelOracle, ModelOracle, QueryBudgetExceeded
+from attacks.oracles.server import LabelServer
 from farm.errors import ConfigError, DataError
 from farm.storage import RunDir
 
@@ -72,9 +72,9 @@ def _stats(server):
 
 def test_both_encodings_answer_the_models_labels(server, model):
     x = _batch(20)
-    binary = label_api.decode_labels(_post(server.url, label_api.encode_batch(x), label_api.BATCH), 20)
-    answer = json.loads(_post(server.url, label_api.encode_json_batch(x), label_api.JSON))
-    flat = json.loads(_post(server.url, json.dumps({"inputs": x.reshape(20, -1).tolist()}).encode(), label_api.JSON))
+    binary = protocol.decode_labels(_post(server.url, protocol.encode_batch(x), protocol.BATCH), 20)
+    answer = json.loads(_post(server.url, protocol.encode_json_batch(x), protocol.JSON))
+    flat = json.loads(_post(server.url, json.dumps({"inputs": x.reshape(20, -1).tolist()}).encode(), protocol.JSON))
     np.testing.assert_array_equal(binary, _argmax(model, x))
     assert answer["labels"] == flat["labels"] == _argmax(model, x).tolist()
     stats = json.loads(urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
@@ -200,8 +200,8 @@ class Garbage(BaseHTTPRequestHandler):
     answers: list = []
 
     def do_POST(self):  # noqa: N802
-        x = label_api.decode_batch(self.rfile.read(int(self.headers["Content-Length"])))
-        body = label_api.encode_labels(np.zeros(len(x))) if not self.answers else self.answers.pop(0)
+        x = protocol.decode_batch(self.rfile.read(int(self.headers["Content-Length"])))
+        body = protocol.encode_labels(np.zeros(len(x))) if not self.answers else self.answers.pop(0)
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -213,7 +213,7 @@ class Garbage(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("answer, message", [
     (b"\x01\x00\x00\x00", "expected 3 int32 labels"),
-    (label_api.encode_labels(np.array([0, 9, 1])), r"labels outside \[0, 4\)"),
+    (protocol.encode_labels(np.array([0, 9, 1])), r"labels outside \[0, 4\)"),
     (b'{"labels": [0, 1, 2]}', "expected 3 int32 labels"),
 ])
 def test_malformed_answers_keep_the_journal(tmp_path, answer, message):
@@ -221,7 +221,7 @@ def test_malformed_answers_keep_the_journal(tmp_path, answer, message):
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/predict"
-        Garbage.answers = [label_api.encode_labels(np.zeros(2)), answer]
+        Garbage.answers = [protocol.encode_labels(np.zeros(2)), answer]
         oracle = _oracle(url, tmp_path, settings=HttpSettings(concurrency=1, batch_size=3))
         oracle.predict_labels(_batch(2))
         with pytest.raises(TargetError, match=f"malformed response: {message}") as info:
@@ -235,11 +235,11 @@ def test_malformed_answers_keep_the_journal(tmp_path, answer, message):
 
 def test_json_answers_are_checked(tmp_path):
     with pytest.raises(DataError, match="3 integers"):
-        label_api.decode_json_labels(b'{"labels": [0, 1.5, 2]}', 3)
+        protocol.decode_json_labels(b'{"labels": [0, 1.5, 2]}', 3)
     with pytest.raises(DataError, match='"labels"'):
-        label_api.decode_json_labels(b"[0, 1, 2]", 3)
+        protocol.decode_json_labels(b"[0, 1, 2]", 3)
     with pytest.raises(DataError, match="SFB1"):
-        label_api.decode_batch(b"nope")
+        protocol.decode_batch(b"nope")
 
 
 def test_rate_limit_spaces_requests(server, tmp_path):

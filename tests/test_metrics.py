@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from attacks import metrics
+from attacks.stats import metrics
 
 
 def _random_set(n: int, *, seed: int, ties: bool = False, shift: float = 1.0):

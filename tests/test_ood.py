@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attacks.compute.transfer import transfer_statistic
 from attacks.loader import load_responses
-from attacks.ood import OOD, OOD_SCHEMA, POPULATION, other_dataset, substituted_scores
-from attacks.ood_inputs import OOD_FAMILIES, ood_inputs
-from attacks.ood_query import transfer_ood
 from attacks.registry import get_attack, resolve_settings, run_attack
+from attacks.report.studies import OOD_TITLE, format_ood, study_sections
 from attacks.responses import Responses
 from attacks.runner import AttackOptions, attack_run
-from attacks.study_game import AttackGame
-from attacks.study_report import OOD_TITLE, format_ood, study_sections
-from attacks.transfer import transfer_statistic
+from attacks.studies.game import AttackGame
+from attacks.studies.ood.inputs import OOD_FAMILIES, ood_inputs
+from attacks.studies.ood.query import transfer_ood
+from attacks.studies.ood.study import OOD, OOD_SCHEMA, POPULATION, other_dataset, substituted_scores
 from farm.config import load_config
 from farm.data import DatasetInfo
 from farm.driver import plan_run, train_farm

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.oracle import (
+from attacks.oracles.model import (
     CountingOracle,
     LabelOracle,
     ModelOracle,

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
+from attacks.compute.requery import query_set_key, requery, with_queries
 from attacks.loader import load_responses
-from attacks.query_engine import query_set_key, requery, with_queries
 from attacks.registry import run_attack
 from farm.config import QuerySpec, load_config
 from farm.driver import plan_run, train_farm

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.oracle import ModelOracle
+from attacks.oracles.model import ModelOracle
 from farm.config import DataConfig, load_config, to_dict
 from farm.data import DatasetInfo, load_dataset
 from farm.errors import DataError, RunError

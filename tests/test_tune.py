@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from attacks.runner import AttackOptions, attack_run
-from attacks.study_calibration import calibration_study
+from attacks.studies.calibration import calibration_study
 from attacks.tune import tune_attack
 from farm.config import load_config
 from farm.driver import plan_run, train_farm

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attacks.report.studies import WORST_CASE_TITLE, format_worst_case
 from attacks.runner import AttackOptions, attack_run
-from attacks.study_report import WORST_CASE_TITLE, format_worst_case
-from attacks.worst_case import OUTLIERS, WORST_CASE, WORST_CASE_SCHEMA, OutlierRule, outlier_mask, subset_rows
+from attacks.studies.worst_case import OUTLIERS, WORST_CASE, WORST_CASE_SCHEMA, OutlierRule, outlier_mask, subset_rows
 from farm.config import load_config
 from farm.driver import plan_run, train_farm
 from farm.errors import ConfigError

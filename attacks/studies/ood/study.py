@@ -40,14 +40,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from attacks.baselines import logit_scaled_confidence
-from attacks.calibrated import lira_scores, smoothed_logit_fraction
 from attacks.loader import load_responses
-from attacks.metrics import BALANCED_ACCURACY, fpr_key, shadow_thresholds
-from attacks.ood_inputs import DESCRIPTIONS, ood_inputs
-from attacks.ood_query import boundary_ood, query_ood, transfer_ood
+from attacks.methods.baselines import logit_scaled_confidence
 from attacks.responses import Responses
-from attacks.study_game import AttackGame, attack_games, hsja_settings, prepare_statistics, shadow_game, target_scores
+from attacks.stats.lira import lira_scores, smoothed_logit_fraction
+from attacks.stats.metrics import BALANCED_ACCURACY, fpr_key, shadow_thresholds
+from attacks.studies.game import AttackGame, attack_games, hsja_settings, prepare_statistics, shadow_game, target_scores
+from attacks.studies.ood.inputs import DESCRIPTIONS, ood_inputs
+from attacks.studies.ood.query import boundary_ood, query_ood, transfer_ood
 from farm.config import DataConfig, SyntheticConfig
 from farm.data import load_dataset
 from farm.driver import ensure_ray, load_plan
@@ -88,7 +88,8 @@ def scoring(game: AttackGame) -> tuple[str | None, str]:
         return "as run", ""
     if game.name in OFFLINE:
         return "offline", ""
-    return None, "no rule declared for scoring OOD inputs with this attack (attacks.ood.SUBSTITUTED / OFFLINE)"
+    return None, ("no rule declared for scoring OOD inputs with this attack "
+                  "(SUBSTITUTED / OFFLINE in attacks.studies.ood.study)")
 
 
 def _swap(values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""A deployed model behind a label-only HTTP API (attacks.label_api) as a `LabelOracle` (DESIGN §5).
+"""A deployed model behind a label-only HTTP API (attacks.oracles.protocol) as a `LabelOracle` (DESIGN §5).
 
-`HttpOracle.predict_labels(x)` hashes every row, takes the rows the journal (attacks.journal) already holds
+`HttpOracle.predict_labels(x)` hashes every row, takes the rows the journal (attacks.oracles.journal) already holds
 from there, and asks the target only for the others (each distinct row once), in requests of
 `batch_size` rows, at most `concurrency` in flight, at most `rate` requests per second. Each answered
 request is journaled before its labels are used, so a crash or a re-run never pays twice for a row.
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks import label_api
-from attacks.journal import Journal, row_keys
-from attacks.oracle import QueryBudgetExceeded
+from attacks.oracles import protocol
+from attacks.oracles.journal import Journal, row_keys
+from attacks.oracles.model import QueryBudgetExceeded
 from farm.errors import ConfigError, DataError, ShadowfarmError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -166,19 +166,19 @@ class HttpOracle:
 
     def _request(self, x: np.ndarray, keys: list[bytes]) -> np.ndarray:
         binary = self.settings.encoding == "binary"
-        body = label_api.encode_batch(x) if binary else label_api.encode_json_batch(x)
+        body = protocol.encode_batch(x) if binary else protocol.encode_json_batch(x)
         for attempt in range(self.settings.retries + 1):
             self._reserve(len(x), retry=attempt > 0)
             self._wait_for_rate()
             try:
-                payload = self._post(body, label_api.BATCH if binary else label_api.JSON)
+                payload = self._post(body, protocol.BATCH if binary else protocol.JSON)
                 break
             except _Retryable as exc:
                 if attempt == self.settings.retries:
                     raise TargetError(f"{self.url}: {exc} (gave up after {attempt + 1} attempts)") from None
                 self._sleep(min(self.settings.backoff * 2 ** attempt, _MAX_BACKOFF))
         try:
-            labels = (label_api.decode_labels if binary else label_api.decode_json_labels)(payload, len(x))
+            labels = (protocol.decode_labels if binary else protocol.decode_json_labels)(payload, len(x))
         except DataError as exc:
             raise TargetError(f"{self.url}: malformed response: {exc}") from None
         if self.num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):

@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 
 from attacks.loader import load_responses
-from attacks.metrics import DEFAULT_FPRS, auc, fpr_key, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
-from attacks.report import ATTACKS_DIR
-from attacks.study_game import attack_games, prepare_statistics, shadow_game
+from attacks.report.core import ATTACKS_DIR
+from attacks.stats.metrics import DEFAULT_FPRS, auc, fpr_key, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
+from attacks.studies.game import attack_games, prepare_statistics, shadow_game
 from farm.driver import load_plan
 from farm.errors import ConfigError, RunError, unknown_name
 

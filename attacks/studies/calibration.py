@@ -19,11 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from attacks.calibration import shadow_scores
 from attacks.loader import load_responses
-from attacks.metrics import auc, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
 from attacks.registry import run_attack
 from attacks.runner import AttackOptions, game
+from attacks.stats.metrics import auc, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
+from attacks.stats.shadow_game import shadow_scores
 from farm.driver import load_plan
 from farm.errors import ConfigError
 from farm.storage import RunDir

@@ -3,7 +3,7 @@
 Each attack: fn(responses, *, target, shadows, **settings) -> float64[N], one score per example as
 seen by model `target` (higher = more likely member). They read `pred` and `labels`, and
 `member[shadows]` to fit attack classifiers: never `member[target]`, never `logits`.
-Thresholds are not chosen here: the caller picks them on shadow scores (`attacks.calibration`).
+Thresholds are not chosen here: the caller picks them on shadow scores (`attacks.stats.shadow_game`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from attacks.calibration import fit_on_shadows
-from attacks.features import (
+from attacks.responses import Responses
+from attacks.stats.correctness import (
     AUGMENTATION_KINDS,
     NOISE_KINDS,
     check_game,
@@ -24,7 +24,7 @@ from attacks.features import (
     query_indices,
     require_kinds,
 )
-from attacks.responses import Responses
+from attacks.stats.shadow_game import fit_on_shadows
 from farm.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ Decisions:
   setting is `name` (its default strengths) or `name=v1:v2`. `dp_sgd` also sets the batch size and
   learning rate it needs (noisy clipped gradients want large batches); `--set-for NAME:KEY=VALUE`
   changes any farm's settings.
-- Output-side defenses mask only the logits (`attacks.defenses`): the confidence baselines are re-run on
+- Output-side defenses mask only the logits (`attacks.oracles.output_defenses`): the confidence baselines are re-run on
   the masked responses; a label-only attack reads `responses.without_logits()`, which masking leaves
   bit-identical, so its row is the undefended one (checked here array by array, `same_as_undefended`).
 - Everything is validated before any file is written. Farms train one after another (each on all
@@ -37,11 +37,11 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from attacks.calibration import shadow_scores
-from attacks.defenses import OUTPUT_DEFENSES, defended_responses
-from attacks.metrics import evaluate, pool, shadow_thresholds
+from attacks.oracles.output_defenses import OUTPUT_DEFENSES, defended_responses
 from attacks.registry import get_attack, run_attack
 from attacks.runner import AttackOptions, attack_run
+from attacks.stats.metrics import evaluate, pool, shadow_thresholds
+from attacks.stats.shadow_game import shadow_scores
 from farm.config import load_config, to_dict
 from farm.defenses import check_defenses
 from farm.driver import Plan, ensure_ray, plan_run, train_farm
@@ -263,7 +263,7 @@ def _attack_farm_task(run_uri, setting, options, output_defenses):
 
 def run_study(options: StudyOptions, *, progress: bool = True, log=print) -> pa.Table:
     """Train every farm, attack each, write studies/defenses.parquet and the report; returns the matrix."""
-    from attacks.defense_report import write_study_report
+    from attacks.report.defenses import write_study_report
 
     plans = plan_study(options)
     study = RunDir(options.out)

@@ -1,4 +1,4 @@
-"""The label-only HTTP API spoken by `shadowfarm serve` (attacks.label_server) and `HttpOracle`.
+"""The label-only HTTP API spoken by `shadowfarm serve` (attacks.oracles.server) and `HttpOracle`.
 
 One endpoint answers a batch of B inputs of one example shape with B labels, nothing else:
 

@@ -5,7 +5,7 @@ Conventions: scores float[N] (higher = more likely member), member bool[N]. A th
 only (no interpolation between tied scores), so TPR-at-FPR figures are never optimistic.
 
 Thresholds that are *applied* to a target come from shadow scores (`shadow_thresholds` on the output
-of `attacks.calibration.shadow_scores`); figures read off the target's own ROC curve (AUC, TPR at
+of `attacks.stats.shadow_game.shadow_scores`); figures read off the target's own ROC curve (AUC, TPR at
 FPR, the "oracle" balanced accuracy) are labelled as such.
 """
 

@@ -1,8 +1,8 @@
 """The defense matrix for people: a terminal table, `defenses.png` and an HTML section for the report.
 
-`defense_section(matrix, png_name)` returns the (title, html) pair that `attacks.report.write_report` takes in
+`defense_section(matrix, png_name)` returns the (title, html) pair that `attacks.report.core.write_report` takes in
 `extra_sections`; the PNG is written next to the report's index.html by `write_study_report`. Plots are
-drawn on a `matplotlib.figure.Figure` with the Agg canvas, never through pyplot (as in attacks.report).
+drawn on a `matplotlib.figure.Figure` with the Agg canvas, never through pyplot (as in attacks.report.core).
 
 The figure: AUC of every attack against weight-decay strength (undefended farm at 0), test and train
 accuracy against the same axis, and a heat map of AUC for every (training + output defense, attack).
@@ -190,8 +190,8 @@ def defense_section(matrix, *, png: str = PNG) -> tuple[str, str]:
 
 def report_sections(run: RunDir) -> list[tuple[str, str]]:
     """[("Defenses", html)] when the run holds studies/defenses.parquet (writing report/defenses.png), else []:
-    for `attacks.report.write_report(run, extra_sections=...)`."""
-    from attacks.study_defenses import MATRIX, read_matrix
+    for `attacks.report.core.write_report(run, extra_sections=...)`."""
+    from attacks.studies.defenses import MATRIX, read_matrix
 
     if not run.is_file(MATRIX):
         return []
@@ -202,8 +202,8 @@ def report_sections(run: RunDir) -> list[tuple[str, str]]:
 
 def write_study_report(study: RunDir, matrix, *, baseline: RunDir | None = None) -> str:
     """Write <study>/report/{index.html, defenses.png}; with `baseline` (the undefended farm), also its
-    report with the Defenses section (attacks.report.write_report). Returns the study page's path."""
-    from attacks.report import CSS, write_report
+    report with the Defenses section (attacks.report.core.write_report). Returns the study page's path."""
+    from attacks.report.core import CSS, write_report
 
     png = matrix_png(matrix)
     title, section = defense_section(matrix)

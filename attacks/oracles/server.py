@@ -1,4 +1,4 @@
-"""Serve one model as a label-only HTTP API (attacks.label_api): `shadowfarm serve`, and the audit's demos/tests.
+"""Serve one model as a label-only HTTP API (attacks.oracles.protocol): `shadowfarm serve`, and the audit's demos/tests.
 
 Standard library only (`http.server.ThreadingHTTPServer`): one thread per connection, model calls serialized
 under a lock (a CPU model uses every core anyway; this keeps answers independent of concurrency).
@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from attacks import label_api
-from attacks.oracle import LabelOracle
+from attacks.oracles import protocol
+from attacks.oracles.model import LabelOracle
 from farm.errors import DataError
 
 
@@ -124,14 +124,14 @@ def _handler(server: LabelServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _error(self, status: int, message: str) -> None:
-            self._send(status, json.dumps({"error": message}).encode(), label_api.JSON)
+            self._send(status, json.dumps({"error": message}).encode(), protocol.JSON)
 
         def do_GET(self):  # noqa: N802 - http.server's naming
             if not server.authorized(self.headers.get("Authorization")):
                 return self._error(401, "missing or wrong bearer token")
             if self.path.split("?")[0] != "/stats":
                 return self._error(404, f"unknown path {self.path!r}; GET /stats or POST {server.path}")
-            self._send(200, json.dumps(server.stats()).encode(), label_api.JSON)
+            self._send(200, json.dumps(server.stats()).encode(), protocol.JSON)
 
         def do_POST(self):  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
@@ -143,9 +143,9 @@ def _handler(server: LabelServer) -> type[BaseHTTPRequestHandler]:
                 return self._error(401, "missing or wrong bearer token")
             if self.path.split("?")[0] != server.path:
                 return self._error(404, f"unknown path {self.path!r}; POST {server.path}")
-            binary = (self.headers.get("Content-Type") or "").split(";")[0].strip() == label_api.BATCH
+            binary = (self.headers.get("Content-Type") or "").split(";")[0].strip() == protocol.BATCH
             try:
-                x = label_api.decode_batch(body) if binary else label_api.decode_json_batch(body)
+                x = protocol.decode_batch(body) if binary else protocol.decode_json_batch(body)
                 labels = server.answer(x)
             except DataError as exc:
                 return self._error(400, str(exc))
@@ -154,9 +154,9 @@ def _handler(server: LabelServer) -> type[BaseHTTPRequestHandler]:
             except RuntimeError as exc:  # the model failed: the client may retry a 5xx
                 return self._error(500, f"model error: {' '.join(str(exc).split())[:200]}")
             if binary:
-                self._send(200, label_api.encode_labels(labels), label_api.LABELS)
+                self._send(200, protocol.encode_labels(labels), protocol.LABELS)
             else:
-                self._send(200, label_api.encode_json_labels(labels), label_api.JSON)
+                self._send(200, protocol.encode_json_labels(labels), protocol.JSON)
             if server.on_answer is not None:
                 server.on_answer(server.requests_answered)
 

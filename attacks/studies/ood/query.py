@@ -5,7 +5,7 @@
   confidence baselines, exactly as the farm records them for the population (white-box access to the
   attacker's own shadows; for the target, the same access the farm's recorded logits assume).
   Perturbations are drawn for the whole OOD batch in every task, so every model sees identical inputs.
-- `transfer_ood`: the target's transfer models (`attacks.transfer`: trained on the population relabelled
+- `transfer_ood`: the target's transfer models (`attacks.compute.transfer`: trained on the population relabelled
   by the target, same seeds as the attack stage) scored on the OOD inputs at the target's labels; none
   of them trained on an OOD input, so every one counts.
 - `boundary_ood`: HopSkipJump distances of the OOD inputs for a target, with the attack's settings.
@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from attacks.boundary import HsjaSettings
+from attacks.compute.boundary import HsjaSettings
 from farm.config import ModelConfig, RunConfig, model_seed
 from farm.data import DatasetInfo
 from farm.membership import lira_membership
 from farm.queries import Query, apply_query
 from farm.train import predict_in_chunks, steps_per_epoch, train_group
 
-# attacks.transfer.transfer_statistic seeds model m's transfer models with model_seed(seed, 10_000 + m)
+# attacks.compute.transfer.transfer_statistic seeds model m's transfer models with model_seed(seed, 10_000 + m)
 TRANSFER_SEED_OFFSET = 10_000
 
 
@@ -54,7 +54,7 @@ def _max_in_flight() -> int:
 @ray.remote
 def _responses_task(run_uri: str, model_cfg: ModelConfig, info: DatasetInfo, model_ids: Sequence[int],
                     x: np.ndarray, queries: Sequence[Query], logits: bool) -> list:
-    from attacks.oracle import ModelOracle
+    from attacks.oracles.model import ModelOracle
     from farm.models import build_model
     from farm.shards import load_weights
     from farm.storage import RunDir
@@ -102,7 +102,7 @@ def query_ood(*, run_uri: str, cfg: RunConfig, info: DatasetInfo, queries: Seque
 def _transfer_task(cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, x_ood: np.ndarray,
                    ood_labels: np.ndarray, n_models: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(1)
-    # The same training as attacks.transfer.transfer_scores (same membership, seeds and data), so the
+    # The same training as attacks.compute.transfer.transfer_scores (same membership, seeds and data), so the
     # population statistic equals the attack stage's; the OOD inputs are scored by all n_models models.
     xt, yt = torch.tensor(x), torch.tensor(labels, dtype=torch.int64)
     member = lira_membership(n_models=n_models, n_examples=len(labels), p_in=0.5, seed=seed)
@@ -139,8 +139,8 @@ def transfer_ood(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, target_lab
 @ray.remote
 def _boundary_task(run_uri: str, model_id: int, x: np.ndarray, labels: np.ndarray, bounds, settings: HsjaSettings,
                    example_ids: np.ndarray) -> np.ndarray:
-    from attacks.hsja import hopskipjump
-    from attacks.oracle import ModelOracle
+    from attacks.compute.hsja import hopskipjump
+    from attacks.oracles.model import ModelOracle
 
     torch.set_num_threads(1)
     oracle = ModelOracle.from_run(run_uri, model_id)

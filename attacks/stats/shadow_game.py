@@ -7,7 +7,7 @@ Two things live here because both are "learn from shadows, never from the target
 - `shadow_scores`: run an attack with some shadows playing the target (each pseudo-target attacked with
   the *other* shadows; the real target is never one of them) and pool their (scores, member) pairs.
   Thresholds for a requested FPR, or for best balanced accuracy, are then chosen on this set
-  (`attacks.metrics.shadow_thresholds`) and applied to the real target's scores.
+  (`attacks.stats.metrics.shadow_thresholds`) and applied to the real target's scores.
 
 Pure: no I/O, no logging; randomness only from explicit seeds.
 """

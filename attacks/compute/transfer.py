@@ -28,8 +28,6 @@ from farm.errors import ConfigError
 from farm.membership import lira_membership
 from farm.train import predict_in_chunks, steps_per_epoch, train_group
 
-STATISTIC = "transfer"
-
 
 def transfer_scores(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, n_models: int,
                     seed: int) -> np.ndarray:
@@ -76,15 +74,3 @@ def transfer_statistic(responses: Responses, *, cfg: RunConfig, info: DatasetInf
     for m, ref in refs.items():
         out[m] = ray.get(ref)
     return out
-
-
-def transfer(responses: Responses, *, target: int, shadows: Sequence[int], n_models: int = 4) -> np.ndarray:
-    """Scores float64[N]: the target's precomputed "transfer" statistic (higher = member).
-
-    n_models (transfer models per relabelled model) is used by the preparation step.
-    """
-    values = responses.statistics.get(STATISTIC)
-    if values is None or np.isnan(values[target]).any():
-        raise ConfigError("attack 'transfer' needs transfer models trained on the target's labels; "
-                          "run it through `shadowfarm attack`")
-    return np.asarray(values[target], dtype=np.float64)

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.boundary import STATISTIC as BOUNDARY
-from attacks.boundary import HsjaSettings
-from attacks.calibration import pseudo_targets, shadow_scores
+from attacks.compute.boundary import HsjaSettings
+from attacks.methods.boundary import STATISTIC as BOUNDARY
+from attacks.methods.transfer import STATISTIC as TRANSFER
 from attacks.registry import get_attack, resolve_settings, run_attack
-from attacks.report import ATTACKS_DIR, attack_names
+from attacks.report.core import ATTACKS_DIR, attack_names
 from attacks.responses import Responses
-from attacks.transfer import STATISTIC as TRANSFER
+from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.driver import Plan
 from farm.errors import ConfigError, RunError
 from farm.storage import RunDir

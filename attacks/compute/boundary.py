@@ -22,13 +22,9 @@ import ray
 import torch
 from tqdm.auto import tqdm
 
-from attacks.calibrated import lira_scores
-from attacks.hsja import RANDOM_STREAMS, hopskipjump
-from attacks.responses import Responses
-from farm.errors import ConfigError
+from attacks.compute.hsja import RANDOM_STREAMS, hopskipjump
 from farm.storage import RunDir
 
-STATISTIC = "boundary"
 BOUNDARY_SCHEMA = pa.schema(
     [("example_id", pa.int32()), ("distance", pa.float32()), ("queries", pa.int32()), ("success", pa.bool_())],
     metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"boundary"},
@@ -58,7 +54,7 @@ def _part(settings: HsjaSettings, model_id: int, start: int, stop: int) -> str:
 
 def _boundary_chunk(run_uri: str, model_id: int, start: int, x: np.ndarray, labels: np.ndarray, bounds,
                    settings: HsjaSettings, chunk_size: int) -> str:
-    from attacks.oracle import ModelOracle
+    from attacks.oracles.model import ModelOracle
 
     torch.set_num_threads(1)
     oracle = ModelOracle.from_run(run_uri, model_id)
@@ -117,28 +113,3 @@ def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds
 @ray.remote
 def _slice(array: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(array[start:stop])
-
-
-def boundary(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "threshold",
-             max_iter: int = 10, init_evals: int = 100, max_evals: int = 1000, budget: int | None = None,
-             global_variance: bool | str = "auto") -> np.ndarray:
-    """Scores float64[N] from the precomputed "boundary" distances (members lie farther from the boundary).
-
-    variant "threshold": the target's distance (a global threshold is then chosen on shadows);
-    "calibrated": per-example LiRA on log(distance + 1e-3) over the shadows' distances (needs every
-    shadow's distances). The HopSkipJump settings are used by the preparation step.
-    """
-    values = responses.statistics.get(STATISTIC)
-    if values is None or np.isnan(values[target]).any():
-        raise ConfigError("attack 'boundary' needs HopSkipJump distances; run it through `shadowfarm attack`")
-    if variant == "threshold":
-        return np.asarray(values[target], dtype=np.float64)
-    if variant != "calibrated":
-        raise ConfigError(f"attack 'boundary': unknown variant {variant!r} (valid: calibrated, threshold)")
-    shadows = np.asarray(shadows, dtype=np.intp)
-    if np.isnan(values[shadows]).any():
-        raise ConfigError("attack 'boundary' variant 'calibrated' needs the distances of every shadow")
-    stat = np.log(values + 1e-3)
-    return lira_scores(target_statistic=stat[target], shadow_statistic=stat[shadows],
-                       shadow_member=responses.member[shadows], variant="online",
-                       global_variance=global_variance)

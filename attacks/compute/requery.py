@@ -44,7 +44,7 @@ def _part(key: str, model_id: int, start: int, stop: int) -> str:
 
 def _query_chunk(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarray, labels: np.ndarray,
                 queries: Sequence[Query], info: DatasetInfo, key: str) -> str:
-    from attacks.oracle import ModelOracle
+    from attacks.oracles.model import ModelOracle
 
     torch.set_num_threads(1)
     oracle = ModelOracle.from_run(run_uri, model_id)

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
-from attacks.calibrated import lira_scores
-from attacks.calibration import fit_on_shadows
-from attacks.features import check_game
 from attacks.responses import Responses
+from attacks.stats.correctness import check_game
+from attacks.stats.lira import lira_scores
+from attacks.stats.shadow_game import fit_on_shadows
 from farm.errors import ConfigError
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.metrics import roc_curve
+from attacks.stats.metrics import roc_curve
 from farm.errors import RunError
 from farm.storage import RunDir
 

@@ -1,4 +1,4 @@
-"""Report sections of the studies: HTML for `attacks.report.write_report(run, extra_sections=...)`.
+"""Report sections of the studies: HTML for `attacks.report.core.write_report(run, extra_sections=...)`.
 
 `study_sections(run)` reads `studies/worst_case.parquet` and `studies/ood.parquet` when they exist and
 returns their (title, html) sections (none for a missing study), so any command that writes the report can
@@ -13,8 +13,8 @@ import math
 
 import pandas as pd
 
-from attacks.ood import OOD, OOD_SCHEMA, POPULATION
-from attacks.worst_case import WORST_CASE, WORST_CASE_SCHEMA
+from attacks.studies.ood.study import OOD, OOD_SCHEMA, POPULATION
+from attacks.studies.worst_case import WORST_CASE, WORST_CASE_SCHEMA
 from farm.storage import RunDir
 
 WORST_CASE_TITLE = "Worst case: outliers"
