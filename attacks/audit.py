@@ -52,12 +52,12 @@ from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.driver import ensure_ray, load_plan
 from farm.errors import ConfigError, DataError, RunError
 from farm.queries import apply_query
-from farm.shards import RUN_JSON
+from farm.shards import RUN_JSON, schema
 from farm.storage import RunDir
 
-SCORES_SCHEMA = pa.schema(
+SCORES_SCHEMA = schema(
     [("example_id", pa.int32()), ("score", pa.float64()), ("flagged", pa.bool_()), ("member", pa.bool_())],
-    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"audit_scores"},
+    file="audit_scores",
 )
 
 

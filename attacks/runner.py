@@ -39,13 +39,13 @@ from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.config import from_dict
 from farm.driver import ensure_ray, load_plan
 from farm.errors import ConfigError
-from farm.shards import MEMBERSHIP
+from farm.shards import MEMBERSHIP, schema
 from farm.storage import RunDir
 from farm.worker import hold_point
 
-SCORES_SCHEMA = pa.schema(
+SCORES_SCHEMA = schema(
     [("target_model_id", pa.int32()), ("example_id", pa.int32()), ("member", pa.bool_()), ("score", pa.float64())],
-    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"scores"},
+    file="scores",
 )
 
 

@@ -18,17 +18,27 @@ from farm.errors import RunError
 from farm.storage import RunDir
 
 SCHEMA_VERSION = "1"
-_META = {b"shadowfarm.schema_version": SCHEMA_VERSION.encode()}
 
-MEMBERSHIP_SCHEMA = pa.schema(
+
+def schema(fields, *, file: str, version: str = SCHEMA_VERSION) -> pa.Schema:
+    """A pyarrow schema of one of shadowfarm's files, its name and schema version in the metadata.
+
+    Every Parquet file of a run (stage 1 here, stage 2 in attacks/) is declared through this, so a
+    reader can tell which file and which version it holds (`shadowfarm.file`, `shadowfarm.schema_version`).
+    """
+    return pa.schema(fields, metadata={b"shadowfarm.schema_version": version.encode(),
+                                       b"shadowfarm.file": file.encode()})
+
+
+MEMBERSHIP_SCHEMA = schema(
     [("model_id", pa.int32()), ("example_id", pa.int32()), ("member", pa.bool_()),
      # disjoint mode: the example is in the target pool (the challenge set); lira: always true
      ("target_pool", pa.bool_())],
-    metadata={**_META, b"shadowfarm.file": b"membership"},
+    file="membership",
 )
-QUERIES_SCHEMA = pa.schema(
+QUERIES_SCHEMA = schema(
     [("query_id", pa.int16()), ("kind", pa.string()), ("params", pa.string()), ("seed", pa.int64())],
-    metadata={**_META, b"shadowfarm.file": b"queries"},
+    file="queries",
 )
 
 
@@ -42,7 +52,7 @@ def responses_schema(n_queries: int, n_classes: int | None) -> pa.Schema:
     fields = [("example_id", pa.int32()), ("label", pa.int16()), ("pred", _list_type(pa.int16(), n_queries))]
     if n_classes is not None:
         fields.append(("logits", _list_type(pa.float32(), n_classes)))
-    return pa.schema(fields, metadata={**_META, b"shadowfarm.file": b"responses"})
+    return schema(fields, file="responses")
 
 
 MEMBERSHIP = "membership.parquet"

@@ -159,7 +159,8 @@ def test_a_cycle_is_found_even_through_a_lazy_import(tmp_path):
 @pytest.mark.parametrize(("rel", "text", "rule"), [
     ("farm/x.py", "from attacks.runner import attack_run\n", "farm/ never imports"),
     ("attacks/stats/x.py", "import ray\n", "stay pure"),
-    ("attacks/methods/x.py", "def f():\n    from attacks.oracles.model import ModelOracle\n", "pure modules import only"),
+    ("attacks/methods/x.py", "def f():\n    from attacks.oracles.model import ModelOracle\n",
+     "pure modules import only"),
     ("attacks/x.py", "from jobs.common import run_cli\n", "attacks/ never imports jobs/"),
     ("farm/x.py", "if __name__ == '__main__':\n    pass\n", "entry points live in jobs/"),
 ])

@@ -23,11 +23,12 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.compute.hsja import RANDOM_STREAMS, hopskipjump
+from farm.shards import schema
 from farm.storage import RunDir
 
-BOUNDARY_SCHEMA = pa.schema(
+BOUNDARY_SCHEMA = schema(
     [("example_id", pa.int32()), ("distance", pa.float32()), ("queries", pa.int32()), ("success", pa.bool_())],
-    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"boundary"},
+    file="boundary",
 )
 
 

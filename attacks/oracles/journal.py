@@ -20,11 +20,12 @@ import numpy as np
 import pyarrow as pa
 
 from farm.errors import RunError
+from farm.shards import schema
 from farm.storage import RunDir
 
-JOURNAL_SCHEMA = pa.schema(
+JOURNAL_SCHEMA = schema(
     [("input_sha256", pa.binary(16)), ("label", pa.int64())],
-    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"journal"},
+    file="journal",
 )
 COMPACT_AFTER = 256
 

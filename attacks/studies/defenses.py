@@ -46,11 +46,12 @@ from farm.config import load_config, to_dict
 from farm.defenses import check_defenses
 from farm.driver import Plan, ensure_ray, plan_run, train_farm
 from farm.errors import ConfigError, RunError, unknown_name
+from farm.shards import schema
 from farm.storage import RunDir
 
 MATRIX = "studies/defenses.parquet"
 STUDY_JSON = "study.json"
-MATRIX_SCHEMA = pa.schema([
+MATRIX_SCHEMA = schema([
     ("defense", pa.string()),  # "weight_decay=0.01", "none + top1": the training label, then the output defense
     ("training_defense", pa.string()),  # TRAINING_DEFENSES name
     ("strength", pa.float64()),  # its value (NaN for none)
@@ -68,7 +69,7 @@ MATRIX_SCHEMA = pa.schema([
     ("train_accuracy", pa.float64()),
     ("epsilon", pa.float64()),  # spent ε, NaN without DP
     ("run", pa.string()),  # the farm's run directory, relative to the study
-], metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"defenses"})
+], file="defenses")
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,14 @@ from attacks.stats.metrics import DEFAULT_FPRS, auc, fpr_key, rates_at_threshold
 from attacks.studies.game import attack_games, prepare_statistics, shadow_game
 from farm.driver import load_plan
 from farm.errors import ConfigError, RunError, unknown_name
+from farm.shards import schema
 
 WORST_CASE = "studies/worst_case.parquet"
 OUTLIERS = "studies/outliers.parquet"
 SUBSETS = ("population", "outliers")
 
 _F, _I = pa.float64(), pa.int64()
-WORST_CASE_SCHEMA = pa.schema(
+WORST_CASE_SCHEMA = schema(
     [("attack", pa.string()), ("label_only", pa.bool_()), ("subset", pa.string()), ("n_examples", _I),
      ("n_members", _I), ("n_nonmembers", _I), ("auc", _F)]
     + [(f"{col}_{fpr_key(f)}", t) for f in DEFAULT_FPRS for col, t in (("tpr_at_fpr", _F),
@@ -51,11 +52,11 @@ WORST_CASE_SCHEMA = pa.schema(
     + [("requested_fpr", _F), ("n_shadow_nonmembers", _I), ("subset_threshold", _F), ("subset_threshold_fpr", _F),
        ("subset_threshold_tpr", _F), ("population_threshold", _F), ("population_threshold_fpr", _F),
        ("population_threshold_tpr", _F)],
-    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"worst_case"},
+    file="worst_case",
 )
-OUTLIERS_SCHEMA = pa.schema(
+OUTLIERS_SCHEMA = schema(
     [("example_id", pa.int32()), ("label", pa.int64()), ("outlier", pa.bool_()), ("rank", pa.int32())],
-    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"outliers"},
+    file="outliers",
 )
 
 

@@ -51,18 +51,19 @@ from attacks.studies.ood.query import boundary_ood, query_ood, transfer_ood
 from farm.config import DataConfig, SyntheticConfig
 from farm.data import load_dataset
 from farm.driver import ensure_ray, load_plan
+from farm.shards import schema
 
 OOD = "studies/ood.parquet"
 POPULATION = "population"
 LABEL_RULE = "the target's own clean prediction on the input"
 SUBSTITUTED = ("gap", "augmentation", "noise", "transfer", "boundary", "loss", "confidence_classifier")
 OFFLINE = ("calibrated", "lira_confidence")
-OOD_SCHEMA = pa.schema(
+OOD_SCHEMA = schema(
     [("attack", pa.string()), ("label_only", pa.bool_()), ("scoring", pa.string()), ("family", pa.string()),
      ("threshold", pa.string()), ("threshold_value", pa.float64()), ("n_inputs", pa.int64()),
      ("false_positives", pa.int64()), ("fpr", pa.float64()), ("n_targets", pa.int64()),
      ("population_tpr", pa.float64()), ("n_members", pa.int64())],
-    metadata={b"shadowfarm.schema_version": b"1", b"shadowfarm.file": b"ood"},
+    file="ood",
 )
 
 
