@@ -7,7 +7,7 @@ written: no run directory is created, and an existing run stays byte-identical.
 
 Argument-syntax errors caught by argparse (`kind="argparse"`) exit 2 through argparse (SystemExit),
 with the same one line (`jobs.common.ArgumentParser`). Oracle answers go through `check_labels`
-(attacks.oracles.model), the validation every `CountingOracle` applies, and are reported by the same `run_cli`.
+(attacks.oracles.base), the validation every `CountingOracle` applies, and are reported by the same `run_cli`.
 
 The README's table is this list: `.venv/bin/python tests/test_catalogue.py > catalogue.md` prints it.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attacks.oracles.model import CountingOracle
+from attacks.oracles.base import CountingOracle
 from farm.config import load_config
 from farm.driver import plan_run, train_farm
 from jobs import cli

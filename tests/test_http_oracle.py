@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from attacks.oracles import protocol
+from attacks.oracles.base import LabelOracle, QueryBudgetExceeded
 from attacks.oracles.http_client import HttpOracle, HttpSettings, TargetError
 from attacks.oracles.journal import COMPACT_AFTER, Journal, row_keys
-from attacks.oracles.model import LabelOracle, ModelOracle, QueryBudgetExceeded
+from attacks.oracles.model import ModelOracle
 from attacks.oracles.server import LabelServer
 from farm.errors import ConfigError, DataError
 from farm.storage import RunDir

@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.oracles.model import (
-    CountingOracle,
-    LabelOracle,
-    ModelOracle,
-    QueryBudgetExceeded,
-    TorchScriptOracle,
-    export_torchscript,
-)
+from attacks.oracles.base import CountingOracle, LabelOracle, QueryBudgetExceeded
+from attacks.oracles.model import ModelOracle, TorchScriptOracle, export_torchscript
 from farm.config import load_config, to_dict
 from farm.data import DatasetInfo
 from farm.errors import DataError, RunError

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.oracles import protocol
+from attacks.oracles.base import QueryBudgetExceeded
 from attacks.oracles.journal import Journal, row_keys
-from attacks.oracles.model import QueryBudgetExceeded
 from farm.errors import ConfigError, DataError, ShadowfarmError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from attacks.oracles import protocol
-from attacks.oracles.model import LabelOracle
+from attacks.oracles.base import LabelOracle
 from farm.errors import DataError
 
 
