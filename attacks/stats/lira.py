@@ -14,6 +14,10 @@ Departures from the LiRA reference code (research/mi_lira_2021), on purpose:
   own IN or OUT mean), not the variance of all values, which would mix in between-example spread;
   IN and OUT each get their own;
 - examples with fewer than two IN (OUT) shadows use the global IN (OUT) variance;
+- an example with n rows on a side adds max(n - 1, 0) degrees of freedom to that side's pool (one with
+  no row, possible under `empty="global"`, adds nothing);
+- with no degrees of freedom at all (e.g. one shadow: no example has two rows on a side) there is no
+  within-example spread to measure, and the std is `min_std`;
 - every std is floored at `min_std`.
 """
 
@@ -67,7 +71,8 @@ def _gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_s
                   side: str, empty: str = "error") -> tuple[np.ndarray, np.ndarray]:
     """Per-example mean and std (float64[N] each) of stat[S, N] over the rows where mask[S, N].
 
-    empty: what an example with no row on this side gets: "error", or "global" (the mean over all rows)."""
+    empty: what an example with no row on this side gets: "error", or "global" (the mean over all rows).
+    An example with no row adds no degrees of freedom; with none pooled the global variance is 0 (std min_std)."""
     count = mask.sum(axis=0)
     if (count == 0).any() and (empty != "global" or not mask.any()):
         hint = " (use variant='offline' or more shadows)" if side == "IN" else " (use more shadows)"
@@ -76,7 +81,7 @@ def _gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_s
     fallback = stat[mask].mean() if mask.any() else 0.0
     mean = np.where(count > 0, np.where(mask, stat, 0.0).sum(axis=0) / np.maximum(count, 1), fallback)
     squares = np.where(mask, (stat - mean) ** 2, 0.0).sum(axis=0)
-    dof = count - 1
+    dof = np.maximum(count - 1, 0)
     pooled_dof = dof.sum()
     global_var = squares.sum() / pooled_dof if pooled_dof > 0 else 0.0
     if use_global:
