@@ -1,12 +1,12 @@
 """The boundary-distance attack: HopSkipJump distances of every (model, example), as Ray tasks.
 
 Every model is queried through a `ModelOracle` (labels only; the target exactly like the shadows).
-Work is split into tasks over (model, example chunk); each task writes
+Work is split into tasks over (model, example chunk), run by `attacks.compute.tasks.map_tasks`; each writes
 `boundary/<settings key>/model_id=00007/part-<first>-<stop>.parquet` (example_id, distance, queries,
 success) atomically, so a re-run computes only the missing chunks. The settings key hashes the
 HopSkipJump settings (not the chunking: results do not depend on it), so tuning runs with other
 settings never mix with these. The per-(model, example) distances become the "boundary" statistic;
-`boundary` below is the pure attack on it.
+`attacks.methods.boundary` is the pure attack on it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
-from tqdm.auto import tqdm
 
-from attacks.compute.hsja import RANDOM_STREAMS, hopskipjump
+from attacks.compute.hsja import RANDOM_STREAMS, HsjaResult, hopskipjump
+from attacks.compute.tasks import map_tasks
 from farm.shards import schema
 from farm.storage import RunDir
 
@@ -48,6 +48,13 @@ class HsjaSettings:
         fields = {**asdict(self), "random_streams": RANDOM_STREAMS}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
+    def run(self, predict_labels, x: np.ndarray, labels: np.ndarray, *, bounds: tuple[float, float],
+            example_ids: np.ndarray, chunk_size: int = 65536) -> HsjaResult:
+        """`hopskipjump` with these settings (x float32[B, *shape], labels int[B], example_ids int[B])."""
+        return hopskipjump(predict_labels, x, labels, bounds=bounds, max_iter=self.max_iter,
+                           init_evals=self.init_evals, max_evals=self.max_evals, budget=self.budget, seed=self.seed,
+                           chunk_size=chunk_size, example_ids=example_ids)
+
 
 def _part(settings: HsjaSettings, model_id: int, start: int, stop: int) -> str:
     return f"boundary/{settings.key()}/model_id={model_id:05d}/part-{start:06d}-{stop:06d}.parquet"
@@ -60,9 +67,8 @@ def _boundary_chunk(run_uri: str, model_id: int, start: int, x: np.ndarray, labe
     torch.set_num_threads(1)
     oracle = ModelOracle.from_run(run_uri, model_id)
     stop = start + len(labels)
-    result = hopskipjump(oracle.predict_labels, x, labels, bounds=bounds, max_iter=settings.max_iter,
-                         init_evals=settings.init_evals, max_evals=settings.max_evals, budget=settings.budget,
-                         seed=settings.seed, chunk_size=chunk_size, example_ids=np.arange(start, stop))
+    result = settings.run(oracle.predict_labels, x, labels, bounds=bounds, example_ids=np.arange(start, stop),
+                          chunk_size=chunk_size)
     table = pa.table({"example_id": np.arange(start, stop, dtype=np.int32), "distance": result.distance,
                       "queries": result.queries, "success": result.success}, schema=BOUNDARY_SCHEMA)
     rel = _part(settings, model_id, start, stop)
@@ -80,7 +86,8 @@ def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds
     """float64[n_models, N] distances for `models` (NaN rows for the others); computes missing chunks.
 
     x: float32[N, *shape] the population, labels: int[N] true labels. One Ray task per (model, chunk of
-    `chunk_examples` examples), at most twice the cluster's CPUs in flight (local=True: in this process).
+    `chunk_examples` examples), through `map_tasks` (at most twice the cluster's CPUs in flight; local=True: in this
+    process).
     """
     n = len(labels)
     chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
@@ -91,20 +98,13 @@ def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds
                             chunk_size)
     elif todo:
         x_ref, labels_ref = ray.put(x), ray.put(np.asarray(labels))
-        limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        pending: list = []
-        bar = tqdm(total=len(todo), desc="boundary", unit="chunk", disable=not progress)
-        for m, start, stop in todo:
-            if len(pending) >= limit:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)
-                bar.update(1)
-            pending.append(_boundary_task.remote(run.uri, m, start, _slice.remote(x_ref, start, stop),
-                                                 _slice.remote(labels_ref, start, stop), bounds, settings, chunk_size))
-        for ref in pending:
-            ray.get(ref)
-            bar.update(1)
-        bar.close()
+
+        def submit(chunk: tuple[int, int, int]) -> ray.ObjectRef:
+            m, start, stop = chunk
+            return _boundary_task.remote(run.uri, m, start, _slice.remote(x_ref, start, stop),
+                                         _slice.remote(labels_ref, start, stop), bounds, settings, chunk_size)
+
+        map_tasks(submit, todo, desc="boundary", unit="chunk", progress=progress)
     out = np.full((n_models, n), np.nan)
     for m, start, stop in chunks:
         out[m, start:stop] = run.read_table(_part(settings, m, start, stop), columns=["distance"])["distance"]

@@ -2,10 +2,10 @@
 
 The farm records `pred` for the config's query set; tuning and studies need others (another
 translation distance, noise level, number of copies). Every model, the target included, is
-queried through a `ModelOracle` (labels only). Results are cached under
-`requery/<query-set key>/model_id=00007/part-<first>-<stop>.parquet`, keyed by a hash of the
-expanded queries (kinds, parameters, seeds), so a re-run computes only missing chunks and no two
-query sets ever share a file.
+queried through a `ModelOracle` (labels only), one task per missing chunk (`attacks.compute.tasks.map_tasks`).
+Results are cached under `requery/<query-set key>/model_id=00007/part-<first>-<stop>.parquet`, keyed by a
+hash of the expanded queries (kinds, parameters, seeds), so a re-run computes only missing chunks and no
+two query sets ever share a file.
 
 Perturbations draw their noise for the whole population (DESIGN §4: identical inputs for every
 model), so each task perturbs the whole population and keeps its chunk: chunking changes the
@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
-from tqdm.auto import tqdm
 
+from attacks.compute.tasks import map_tasks
 from attacks.responses import Responses
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
@@ -69,7 +69,8 @@ def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np
     """(queries, pred int16[n_models, N, Q]) for the query set `specs`; rows of other models are -1.
 
     x: float32[N, *info.shape] the whole population in example_id order; labels: int[N].
-    local=True computes missing chunks in this process (inside a Tune trial, which holds its own CPUs).
+    One Ray task per missing (model, chunk), through `map_tasks` (at most twice the cluster's CPUs in flight);
+    local=True computes them in this process (inside a Tune trial, which holds its own CPUs).
     """
     queries = expand_queries(specs, info=info, seed=seed)
     key = query_set_key(queries)
@@ -81,13 +82,8 @@ def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np
             _query_chunk(run.uri, m, s, e, x, np.asarray(labels), queries, info, key)
     elif todo:
         x_ref, labels_ref = ray.put(x), ray.put(np.asarray(labels))
-        refs = [_query_task.remote(run.uri, m, s, e, x_ref, labels_ref, queries, info, key) for m, s, e in todo]
-        bar = tqdm(total=len(refs), desc="queries", unit="chunk", disable=not progress)
-        while refs:
-            done, refs = ray.wait(refs, num_returns=1)
-            ray.get(done)
-            bar.update(1)
-        bar.close()
+        map_tasks(lambda c: _query_task.remote(run.uri, *c, x_ref, labels_ref, queries, info, key), todo,
+                  desc="queries", unit="chunk", progress=progress)
     pred = np.full((n_models, n, len(queries)), -1, dtype=np.int16)
     for m, start, stop in chunks:
         pred[m, start:stop] = fixed_list_to_numpy(run.read_table(_part(key, m, start, stop), columns=["pred"])["pred"])

@@ -5,12 +5,13 @@
   confidence baselines, exactly as the farm records them for the population (white-box access to the
   attacker's own shadows; for the target, the same access the farm's recorded logits assume).
   Perturbations are drawn for the whole OOD batch in every task, so every model sees identical inputs.
-- `transfer_ood`: the target's transfer models (`attacks.compute.transfer`: trained on the population relabelled
-  by the target, same seeds as the attack stage) scored on the OOD inputs at the target's labels; none
-  of them trained on an OOD input, so every one counts.
+- `transfer_ood`: the target's transfer models (`attacks.compute.transfer.train_transfer_models`: trained on the
+  population relabelled by the target, same seeds as the attack stage) scored on the OOD inputs at the target's
+  labels; none of them trained on an OOD input, so every one counts.
 - `boundary_ood`: HopSkipJump distances of the OOD inputs for a target, with the attack's settings.
 
-Nothing here is cached on disk: OOD inputs are cheap to query; HopSkipJump is bounded by the caller.
+Every fan-out is one `attacks.compute.tasks.map_tasks` (bounded, completion order). Nothing here is cached on
+disk: OOD inputs are cheap to query; HopSkipJump is bounded by the caller.
 """
 
 from __future__ import annotations
@@ -20,35 +21,13 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from attacks.compute.boundary import HsjaSettings
-from farm.config import ModelConfig, RunConfig, model_seed
+from attacks.compute.tasks import map_tasks
+from attacks.compute.transfer import train_transfer_models, transfer_seed
+from farm.config import ModelConfig, RunConfig
 from farm.data import DatasetInfo
-from farm.membership import lira_membership
 from farm.queries import Query, apply_query
-from farm.train import predict_in_chunks, steps_per_epoch, train_group
-
-# attacks.compute.transfer.transfer_statistic seeds model m's transfer models with model_seed(seed, 10_000 + m)
-TRANSFER_SEED_OFFSET = 10_000
-
-
-def _in_completion_order(refs: list, *, desc: str, progress: bool) -> list:
-    """ray.get of every ref, taken as they finish; results in the order of `refs`."""
-    index = {ref: i for i, ref in enumerate(refs)}
-    out: list = [None] * len(refs)
-    pending = list(refs)
-    with tqdm(total=len(refs), desc=desc, unit="task", disable=not progress) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            out[index[done[0]]] = ray.get(done[0])
-            bar.update(1)
-    return out
-
-
-def _max_in_flight() -> int:
-    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
 
 
 @ray.remote
@@ -85,8 +64,8 @@ def query_ood(*, run_uri: str, cfg: RunConfig, info: DatasetInfo, queries: Seque
     models = list(models)
     x_ref = ray.put(np.ascontiguousarray(x, dtype=np.float32))
     groups = [models[i:i + models_per_task] for i in range(0, len(models), models_per_task)]
-    refs = [_responses_task.remote(run_uri, cfg.model, info, g, x_ref, list(queries), logits) for g in groups]
-    results = _in_completion_order(refs, desc="OOD queries", progress=progress)
+    results = map_tasks(lambda g: _responses_task.remote(run_uri, cfg.model, info, g, x_ref, list(queries), logits),
+                        groups, desc="OOD queries", progress=progress)
     clean = np.full((n_models, len(x)), -1, dtype=np.int64)
     pred = np.full((n_models, len(x), len(queries)), -1, dtype=np.int16)
     all_logits = np.full((n_models, len(x), info.num_classes), np.nan, dtype=np.float32) if logits else None
@@ -102,22 +81,10 @@ def query_ood(*, run_uri: str, cfg: RunConfig, info: DatasetInfo, queries: Seque
 def _transfer_task(cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, x_ood: np.ndarray,
                    ood_labels: np.ndarray, n_models: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(1)
-    # The same training as attacks.compute.transfer.transfer_scores (same membership, seeds and data), so the
-    # population statistic equals the attack stage's; the OOD inputs are scored by all n_models models.
-    xt, yt = torch.tensor(x), torch.tensor(labels, dtype=torch.int64)
-    member = lira_membership(n_models=n_models, n_examples=len(labels), p_in=0.5, seed=seed)
-    group = train_group(model_cfg=cfg.model, train_cfg=cfg.train, info=info, x=xt, y=yt, member=member,
-                        seeds=[model_seed(seed, k) for k in range(n_models)],
-                        n_steps_per_epoch=steps_per_epoch(member, cfg.train.batch_size))
-
-    def losses(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        logits = predict_in_chunks(group.predict, torch.tensor(inputs))
-        y = torch.tensor(targets, dtype=torch.int64).expand(n_models, -1)
-        return F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").numpy()
-
-    out = ~member
-    population = -(losses(x, labels) * out).sum(0) / np.maximum(out.sum(0), 1)
-    return population, -losses(x_ood, ood_labels).mean(0)
+    # The attack stage's trainer and seeds, so the population statistic equals transfer_statistic's; the OOD
+    # inputs are scored by all n_models models (none trained on them).
+    models = train_transfer_models(cfg=cfg, info=info, x=x, labels=labels, n_models=n_models, seed=seed)
+    return models.out_of_training_score(x, labels), -models.losses(x_ood, ood_labels).mean(0)
 
 
 def transfer_ood(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, target_labels: dict[int, np.ndarray],
@@ -130,23 +97,21 @@ def transfer_ood(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, target_lab
     """
     x_ref, ood_ref = ray.put(x), ray.put(np.ascontiguousarray(x_ood, dtype=np.float32))
     targets = sorted(target_labels)
-    refs = [_transfer_task.remote(cfg, info, x_ref, target_labels[t].astype(np.int64), ood_ref,
-                                  ood_labels[t].astype(np.int64), n_models,
-                                  model_seed(seed, TRANSFER_SEED_OFFSET + t)) for t in targets]
-    return dict(zip(targets, _in_completion_order(refs, desc="OOD transfer", progress=progress), strict=True))
+    results = map_tasks(lambda t: _transfer_task.remote(cfg, info, x_ref, target_labels[t].astype(np.int64), ood_ref,
+                                                        ood_labels[t].astype(np.int64), n_models,
+                                                        transfer_seed(seed, t)),
+                        targets, desc="OOD transfer", progress=progress)
+    return dict(zip(targets, results, strict=True))
 
 
 @ray.remote
 def _boundary_task(run_uri: str, model_id: int, x: np.ndarray, labels: np.ndarray, bounds, settings: HsjaSettings,
                    example_ids: np.ndarray) -> np.ndarray:
-    from attacks.compute.hsja import hopskipjump
     from attacks.oracles.model import ModelOracle
 
     torch.set_num_threads(1)
     oracle = ModelOracle.from_run(run_uri, model_id)
-    result = hopskipjump(oracle.predict_labels, x, labels, bounds=bounds, max_iter=settings.max_iter,
-                         init_evals=settings.init_evals, max_evals=settings.max_evals, budget=settings.budget,
-                         seed=settings.seed, example_ids=example_ids)
+    result = settings.run(oracle.predict_labels, x, labels, bounds=bounds, example_ids=example_ids)
     return result.distance.astype(np.float64)
 
 
@@ -154,17 +119,11 @@ def boundary_ood(*, run_uri: str, target: int, x: np.ndarray, labels: np.ndarray
                  settings: HsjaSettings, chunk: int = 64, progress: bool = False) -> np.ndarray:
     """float64[n]: HopSkipJump distances of the OOD inputs x float32[n, *shape] for model `target`, from labels
     int[n]; one Ray task per `chunk` inputs, at most twice the cluster's CPUs in flight."""
-    queue = list(range(0, len(x), chunk))
-    n_tasks, results, pending = len(queue), {}, {}
-    limit = _max_in_flight()
-    with tqdm(total=n_tasks, desc="OOD boundary", unit="task", disable=not progress) as bar:
-        while queue or pending:
-            while queue and len(pending) < limit:
-                start = queue.pop(0)
-                stop = min(start + chunk, len(x))
-                pending[_boundary_task.remote(run_uri, target, np.ascontiguousarray(x[start:stop]),
-                                              labels[start:stop], bounds, settings, np.arange(start, stop))] = start
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            results[pending.pop(done)] = ray.get(done)
-            bar.update(1)
-    return np.concatenate([results[s] for s in sorted(results)]) if results else np.zeros(0)
+
+    def submit(start: int) -> ray.ObjectRef:
+        stop = min(start + chunk, len(x))
+        return _boundary_task.remote(run_uri, target, np.ascontiguousarray(x[start:stop]), labels[start:stop],
+                                     bounds, settings, np.arange(start, stop))
+
+    results = map_tasks(submit, range(0, len(x), chunk), desc="OOD boundary", progress=progress)
+    return np.concatenate(results) if results else np.zeros(0)
