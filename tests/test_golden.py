@@ -1,0 +1,68 @@
+"""Golden numbers: every registered attack on a seeded synthetic game, against values recorded before the
+attack stage was restructured (issue 14). A change of any attack's math, of the shadow game or of the
+threshold rules shows here first; a deliberate change of the math updates GOLDEN with a note why.
+
+The game is synthetic (no training: numpy and scikit-learn only), so the figures do not depend on torch's
+CPU kernels. `boundary` and `transfer` read planted statistics, as their preparation steps would leave them.
+"""
+
+import numpy as np
+import pytest
+
+from attacks.registry import ATTACKS, run_attack
+from attacks.responses import Responses
+from attacks.stats.metrics import evaluate, shadow_thresholds
+from attacks.stats.shadow_game import shadow_scores
+
+
+def synthetic(seed=7, m=10, n=60, c=4):
+    rng = np.random.default_rng(seed)
+    member = np.zeros((m, n), bool)
+    for i in range(n):
+        member[rng.permutation(m)[: m // 2], i] = True
+    labels = rng.integers(0, c, n)
+    kinds = ("clean",) + ("flip",) + ("translate",) * 4 + ("gaussian",) * 6
+    params = tuple({} for _ in kinds)
+    p_ok = np.where(member, 0.85, 0.6)[..., None]
+    ok = rng.random((m, n, len(kinds))) < p_ok
+    wrong = (labels[None, :, None] + rng.integers(1, c, (m, n, len(kinds)))) % c
+    pred = np.where(ok, labels[None, :, None], wrong).astype(np.int16)
+    logits = rng.normal(size=(m, n, c)).astype(np.float32)
+    logits[np.arange(m)[:, None], np.arange(n)[None, :], labels[None, :]] += np.where(member, 2.5, 1.0)
+    stats = {"boundary": np.abs(rng.normal(np.where(member, 1.5, 1.0), 0.5)),
+             "transfer": rng.normal(np.where(member, 0.3, 0.0), 1.0)}
+    return Responses(member=member, pred=pred, labels=labels.astype(np.int64), query_kinds=kinds,
+                     query_params=params, logits=logits, model_ids=np.arange(m, dtype=np.int32), statistics=stats)
+
+
+GOLDEN = {  # attack: (auc, balanced_accuracy, sum of scores, sum of squared scores)
+    "augmentation": (0.7601809954751131, 0.6990950226244343, 29.941963735967875, 19.189553347646974),
+    "boundary": (0.7420814479638009, 0.6606334841628959, 72.17470747365446, 107.42300239789286),
+    "calibrated": (0.8484162895927603, 0.7126696832579186, 39.732197239570176, 671.4689130457222),
+    "confidence_classifier": (0.7160633484162896, 0.6606334841628959, 27.626303177143377, 19.80312952634218),
+    "gap": (0.5463800904977375, 0.5463800904977375, 43.0, 43.0),
+    "lira_confidence": (0.6493212669683258, 0.6176470588235294, -28.732930657607188, 152.85960552988632),
+    "loss": (0.7171945701357466, 0.6278280542986426, -48.954117947803105, 58.53941434704421),
+    "noise": (0.829185520361991, 0.7816742081447964, 43.5, 33.75),
+    "transfer": (0.5520361990950226, 0.5158371040723981, -1.927162904698015, 58.5879036792326),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_attack_matches_its_golden_numbers(name):
+    responses, target, shadows = synthetic(), 0, np.arange(1, 10)
+
+    def attack(resp, *, target, shadows):
+        return run_attack(name, resp, target=target, shadows=shadows, settings=None)
+
+    scores = attack(responses, target=target, shadows=shadows)
+    fprs = [0.001, 0.01, 0.1]
+    thresholds = shadow_thresholds(*shadow_scores(attack, responses, target=target, shadows=shadows, n_pseudo=4,
+                                                  seed=0), fprs=fprs)
+    metrics = evaluate(scores, responses.member[target], thresholds=thresholds, fprs=fprs)
+    found = (metrics["auc"], metrics["balanced_accuracy"], float(np.sum(scores)), float(np.sum(scores ** 2)))
+    assert found == pytest.approx(GOLDEN[name], rel=1e-9, abs=1e-12)
+
+
+def test_every_registered_attack_has_golden_numbers():
+    assert set(GOLDEN) == set(ATTACKS)
