@@ -5,7 +5,8 @@ point found that the model labels differently. All examples advance together; ea
 gradient probes, step-size search, binary search) concatenates the probes of all active examples and sends
 them to `predict_labels` in calls of at most `chunk_size` rows (random starts and gradient probes are built
 for as many whole examples as fit in one call at a time, to bound memory). Only `predict_labels` touches the
-model.
+model. `hopskipjump`'s loop is the paper's steps: binary search to the boundary (`_to_boundary`, first from
+`_random_starts`), gradient-direction estimate (`_gradient_directions`), geometric step size (`_step_sizes`).
 
 Counting and budget: every row sent is one query of the example it was made for, the clean input included.
 Each phase's queries are planned before anything is sent; an example that cannot afford the next phase within
@@ -81,6 +82,10 @@ class _Oracle:
     def remaining(self, idx: np.ndarray) -> np.ndarray:
         return self.budget - self.queries[idx]
 
+    def can_afford(self, idx: np.ndarray, queries: int) -> np.ndarray:
+        """bool[len(idx)]: which examples have `queries` more queries left in their budget."""
+        return self.remaining(idx) >= queries
+
     def adversarial(self, points: np.ndarray, owner: np.ndarray) -> np.ndarray:
         self.queries += np.bincount(owner, minlength=len(self.queries))
         if self.queries.max(initial=0) > self.budget:  # the phases plan their queries: this is a bug, not input
@@ -144,6 +149,106 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def _check_batch(x, labels, bounds) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(x, labels, lo, hi) once x is finite float[B, *shape] inside bounds and labels is int[B]."""
+    x, labels = np.asarray(x), np.asarray(labels)
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+        raise DataError(f"x: expected finite float32[B, *shape], got {x.dtype}{list(x.shape)}")
+    n = x.shape[0]
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"labels: expected int[{n}], got {labels.dtype}{list(labels.shape)}")
+    lo, hi = (float(b) for b in bounds)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ConfigError(f"bounds: expected finite (lo, hi) with lo < hi, got {bounds!r}")
+    if n and (x.min() < lo or x.max() > hi):
+        raise DataError(f"x: values in [{x.min()}, {x.max()}] leave bounds {bounds!r}; pass the data's domain")
+    return x, labels, lo, hi
+
+
+def _check_settings(max_iter, init_evals, max_evals, chunk_size, seed, budget, gamma) -> tuple:
+    """(max_iter, init_evals, max_evals, chunk_size, seed, budget) as ints (budget None: unlimited) once every
+    setting is valid."""
+    checked = (_check_int("max_iter", max_iter, 0), _check_int("init_evals", init_evals, 1),
+               _check_int("max_evals", max_evals, 1), _check_int("chunk_size", chunk_size, 1),
+               _check_int("seed", seed, 0), None if budget is None else _check_int("budget", budget, 1))
+    if not (isinstance(gamma, numbers.Real) and math.isfinite(gamma) and gamma > 0):
+        raise ConfigError(f"gamma: expected a positive number, got {gamma!r}")
+    return checked
+
+
+def _random_streams(seed: int, example_ids, n: int, max_iter: int) -> tuple[list[np.random.Generator], np.ndarray]:
+    """Per example, its Philox generator keyed by (seed, example id), and the torch seeds int64[n, max_iter] of its
+    gradient directions, one per iteration, drawn first from that generator (see Determinism above)."""
+    ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
+    if ids.shape != (n,) or (n and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0)):
+        raise DataError(f"example_ids: expected int[{n}] >= 0, got {ids.dtype}{list(ids.shape)}")
+    rngs = [np.random.Generator(np.random.Philox(key=[seed, int(i)])) for i in ids]
+    normal_seeds = np.array([rng.integers(2**63, size=max_iter) for rng in rngs]).reshape(n, max_iter)
+    return rngs, normal_seeds
+
+
+def _random_starts(oracle: _Oracle, rngs: list[np.random.Generator], searching: np.ndarray, d: int,
+                   steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start float64[B, d], found bool[B]): the first adversarial uniform draw of each example of `searching`,
+    in rounds of _START_ROUNDS draws; an example tries only what leaves room for its binary search (`steps`)."""
+    start, found = np.zeros((len(rngs), d)), np.zeros(len(rngs), dtype=bool)
+    for k in _START_ROUNDS:
+        tries = np.minimum(k, oracle.remaining(searching) - steps)
+        searching, tries = searching[tries >= 1], tries[tries >= 1]
+        for group in _groups(np.arange(len(searching)), k, oracle.chunk_size):
+            members, counts = searching[group], tries[group]
+            draws = [rngs[i].uniform(oracle.lo, oracle.hi, size=(k, d))[:c]
+                     for i, c in zip(members, counts, strict=True)]
+            hits = np.split(oracle.adversarial(np.concatenate(draws), np.repeat(members, counts)),
+                            np.cumsum(counts)[:-1])
+            for i, draw, hit in zip(members, draws, hits, strict=True):
+                if hit.any():
+                    start[i], found[i] = draw[np.argmax(hit)], True
+        searching = searching[~found[searching]]
+    return start, found
+
+
+def _to_boundary(oracle: _Oracle, x0: np.ndarray, idx: np.ndarray, adv: np.ndarray, steps: int, point: np.ndarray,
+                 dist: np.ndarray) -> None:
+    """Binary search from the adversarial points adv float64[A, d] back to the boundary: sets point[idx] and
+    dist[idx], the boundary points and their L2 distances to the clean inputs."""
+    point[idx] = _boundary(oracle, x0, idx, adv, steps)
+    dist[idx] = np.linalg.norm(point[idx] - x0[idx], axis=1)
+
+
+def _gradient_directions(oracle: _Oracle, normal: torch.Generator, seeds: np.ndarray, point: np.ndarray,
+                         dist: np.ndarray, active: np.ndarray, n_t: int, theta: float) -> np.ndarray:
+    """float64[A, d]: the estimated boundary normals at the boundary points of `active`, probed at radius
+    delta_t = sqrt(d) * theta * dist; seeds int64[B]: this iteration's torch seed of every example."""
+    d = point.shape[1]
+    direction = np.zeros((len(active), d))
+    for group in _groups(np.arange(len(active)), n_t, oracle.chunk_size):
+        members = active[group]
+        delta = math.sqrt(d) * theta * dist[members]
+        direction[group] = _direction(oracle, normal, seeds[members], point[members], delta, members, n_t)
+    return direction
+
+
+def _step_sizes(oracle: _Oracle, point: np.ndarray, direction: np.ndarray, xi: np.ndarray, active: np.ndarray,
+                steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Geometric step-size search: xi float64[A] halved until point + xi * direction lands adversarial, one query
+    per example per round. Returns (xi, moved bool[A], keep bool[A]: still within budget for the next iteration);
+    an example without a direction keeps its point, one that cannot afford another try stops."""
+    moved, keep = np.zeros(len(active), dtype=bool), np.ones(len(active), dtype=bool)
+    pending = np.flatnonzero(np.linalg.norm(direction, axis=1) > 0)
+    for _ in range(_MAX_HALVINGS + 1):
+        affordable = oracle.can_afford(active[pending], 1 + steps)
+        keep[pending[~affordable]], pending = False, pending[affordable]
+        if not len(pending):
+            break
+        candidate = np.clip(point[active[pending]] + xi[pending, None] * direction[pending], oracle.lo, oracle.hi)
+        hit = oracle.adversarial(candidate, active[pending])
+        moved[pending[hit]] = True
+        xi[pending[~hit]] /= 2.0
+        pending = pending[~hit]
+    return xi, moved, keep
+
+
 def hopskipjump(predict_labels: Callable[[np.ndarray], np.ndarray], x: np.ndarray, labels: np.ndarray, *,
                 bounds: tuple[float, float] = (0.0, 1.0), max_iter: int = 20, init_evals: int = 100,
                 max_evals: int = 1000, budget: int | None = None, gamma: float = 1.0, chunk_size: int = 65536,
@@ -160,95 +265,36 @@ def hopskipjump(predict_labels: Callable[[np.ndarray], np.ndarray], x: np.ndarra
       random numbers depend only on (seed, example_ids[i]).
     Returns HsjaResult(distance float32[B], queries int32[B], success bool[B]); see the module docstring.
     """
-    x, labels = np.asarray(x), np.asarray(labels)
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-        raise DataError(f"x: expected finite float32[B, *shape], got {x.dtype}{list(x.shape)}")
-    n, shape = x.shape[0], x.shape[1:]
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"labels: expected int[{n}], got {labels.dtype}{list(labels.shape)}")
-    lo, hi = (float(b) for b in bounds)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ConfigError(f"bounds: expected finite (lo, hi) with lo < hi, got {bounds!r}")
-    if n and (x.min() < lo or x.max() > hi):
-        raise DataError(f"x: values in [{x.min()}, {x.max()}] leave bounds {bounds!r}; pass the data's domain")
-    max_iter, init_evals = _check_int("max_iter", max_iter, 0), _check_int("init_evals", init_evals, 1)
-    max_evals, chunk_size = _check_int("max_evals", max_evals, 1), _check_int("chunk_size", chunk_size, 1)
-    seed = _check_int("seed", seed, 0)
-    budget = None if budget is None else _check_int("budget", budget, 1)
-    if not (isinstance(gamma, numbers.Real) and math.isfinite(gamma) and gamma > 0):
-        raise ConfigError(f"gamma: expected a positive number, got {gamma!r}")
-    ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
-    if ids.shape != (n,) or (n and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0)):
-        raise DataError(f"example_ids: expected int[{n}] >= 0, got {ids.dtype}{list(ids.shape)}")
-
-    d = int(np.prod(shape))
+    x, labels, lo, hi = _check_batch(x, labels, bounds)
+    max_iter, init_evals, max_evals, chunk_size, seed, budget = _check_settings(
+        max_iter, init_evals, max_evals, chunk_size, seed, budget, gamma)
+    n, d = x.shape[0], int(np.prod(x.shape[1:]))
+    rngs, normal_seeds = _random_streams(seed, example_ids, n, max_iter)
     theta = gamma / (d * math.sqrt(d))
     steps = max(0, math.ceil(math.log2(1.0 / theta)))  # queries per binary search
-    rngs = [np.random.Generator(np.random.Philox(key=[seed, int(i)])) for i in ids]
-    # one torch seed per example and iteration for its gradient directions (see Determinism above)
-    normal_seeds = np.array([rng.integers(2**63, size=max_iter) for rng in rngs]).reshape(n, max_iter)
-    normal = torch.Generator()
-    x0 = x.reshape(n, d).astype(np.float64)
-    oracle = _Oracle(predict_labels, labels.astype(np.int64), shape, (lo, hi), chunk_size, budget)
+    normal, x0 = torch.Generator(), x.reshape(n, d).astype(np.float64)
+    oracle = _Oracle(predict_labels, labels.astype(np.int64), x.shape[1:], (lo, hi), chunk_size, budget)
     distance, success = np.full(n, math.sqrt(d) * (hi - lo)), np.zeros(n, dtype=bool)
 
     misclassified = oracle.adversarial(x0, np.arange(n))
     distance[misclassified], success[misclassified] = 0.0, True
-
-    # (1) random starts, then a binary search to the boundary; tries leave room for that search
-    start, found = np.zeros_like(x0), np.zeros(n, dtype=bool)
-    searching = np.flatnonzero(~misclassified)
-    for k in _START_ROUNDS:
-        tries = np.minimum(k, oracle.remaining(searching) - steps)
-        searching, tries = searching[tries >= 1], tries[tries >= 1]
-        for group in _groups(np.arange(len(searching)), k, chunk_size):
-            members, counts = searching[group], tries[group]
-            draws = [rngs[i].uniform(lo, hi, size=(k, d))[:c] for i, c in zip(members, counts, strict=True)]
-            hits = np.split(oracle.adversarial(np.concatenate(draws), np.repeat(members, counts)),
-                            np.cumsum(counts)[:-1])
-            for i, draw, hit in zip(members, draws, hits, strict=True):
-                if hit.any():
-                    start[i], found[i] = draw[np.argmax(hit)], True
-        searching = searching[~found[searching]]
-    active = np.flatnonzero(found)
-    point, dist = np.zeros_like(x0), np.zeros(n)
-    point[active] = _boundary(oracle, x0, active, start[active], steps)
-    dist[active] = np.linalg.norm(point[active] - x0[active], axis=1)
+    # (1) random starts, then a binary search to the boundary
+    start, found = _random_starts(oracle, rngs, np.flatnonzero(~misclassified), d, steps)
+    active, point, dist = np.flatnonzero(found), np.zeros_like(x0), np.zeros(n)
+    _to_boundary(oracle, x0, active, start[active], steps, point, dist)
     distance[active], success[active] = dist[active], True
-
     for t in range(1, max_iter + 1):
         n_t = int(min(init_evals * math.sqrt(t), max_evals))
-        active = active[oracle.remaining(active) >= n_t + 1 + steps]  # gradient + one step + binary search
+        active = active[oracle.can_afford(active, n_t + 1 + steps)]  # gradient + one step + binary search
         if not len(active):
             break
-        # (2) gradient direction at the boundary point
-        direction = np.zeros((len(active), d))
-        for group in _groups(np.arange(len(active)), n_t, chunk_size):
-            members = active[group]
-            delta = math.sqrt(d) * theta * dist[members]
-            direction[group] = _direction(oracle, normal, normal_seeds[members, t - 1], point[members], delta,
-                                          members, n_t)
-        # (3) geometric step-size search: one query per example per round
-        xi, moved = dist[active] / math.sqrt(t), np.zeros(len(active), dtype=bool)
-        keep = np.ones(len(active), dtype=bool)
-        pending = np.flatnonzero(np.linalg.norm(direction, axis=1) > 0)
-        for _ in range(_MAX_HALVINGS + 1):
-            affordable = oracle.remaining(active[pending]) >= 1 + steps
-            keep[pending[~affordable]], pending = False, pending[affordable]
-            if not len(pending):
-                break
-            candidate = np.clip(point[active[pending]] + xi[pending, None] * direction[pending], lo, hi)
-            hit = oracle.adversarial(candidate, active[pending])
-            moved[pending[hit]] = True
-            xi[pending[~hit]] /= 2.0
-            pending = pending[~hit]
+        # (2) gradient direction at the boundary point, (3) geometric step-size search
+        direction = _gradient_directions(oracle, normal, normal_seeds[:, t - 1], point, dist, active, n_t, theta)
+        xi, moved, keep = _step_sizes(oracle, point, direction, dist[active] / math.sqrt(t), active, steps)
         # (4) binary search back to the boundary
         stepped = active[moved]
         target = np.clip(point[stepped] + xi[moved, None] * direction[moved], lo, hi)
-        point[stepped] = _boundary(oracle, x0, stepped, target, steps)
-        dist[stepped] = np.linalg.norm(point[stepped] - x0[stepped], axis=1)
+        _to_boundary(oracle, x0, stepped, target, steps, point, dist)
         distance[stepped] = np.minimum(distance[stepped], dist[stepped])
         active = active[keep]
-
-    return HsjaResult(distance=distance.astype(np.float32), queries=oracle.queries.astype(np.int32),
-                      success=success)
+    return HsjaResult(distance=distance.astype(np.float32), queries=oracle.queries.astype(np.int32), success=success)
