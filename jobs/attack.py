@@ -75,8 +75,8 @@ def options_from(args: argparse.Namespace):
 
 
 def attack(args: argparse.Namespace) -> int:
-    from attacks.report.core import format_table, summary_rows, write_report
-    from attacks.report.sections import study_sections
+    from attacks.report.core import format_table, summary_rows
+    from attacks.report.page import write_report
     from attacks.runner import attack_run
     from farm.storage import RunDir
 
@@ -87,7 +87,7 @@ def attack(args: argparse.Namespace) -> int:
         if "skipped" in row:
             print(f"skipped {row['attack']}: {row['skipped']}")
     if not args.no_report:
-        print(f"report: {write_report(run, extra_sections=study_sections(run))}")
+        print(f"report: {write_report(run)}")
     return 0
 
 

@@ -50,12 +50,12 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from attacks.report.core import format_table, summary_rows, write_report
-    from attacks.report.sections import study_sections
+    from attacks.report.core import format_table, summary_rows
+    from attacks.report.page import write_report
     from farm.storage import RunDir
 
     run = RunDir(args.run)
-    path = write_report(run, extra_sections=study_sections(run))
+    path = write_report(run)
     print(format_table(summary_rows(run)))
     print(f"report: {path}")
     return 0

@@ -35,8 +35,7 @@ def add_calibration_arguments(parser: argparse.ArgumentParser, *, positional: bo
 def calibration(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from attacks.report.core import write_report
-    from attacks.report.sections import study_sections
+    from attacks.report.page import write_report
     from attacks.studies.calibration import calibration_study
     from farm.storage import RunDir
 
@@ -56,7 +55,7 @@ def calibration(args: argparse.Namespace) -> int:
     run = RunDir(args.run)
     print(f"wrote {run.path('studies/calibration.parquet')}")
     if run.listdir("attacks"):
-        print(f"report: {write_report(run, extra_sections=study_sections(run))}")
+        print(f"report: {write_report(run)}")
     return 0
 
 

@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.report.core import write_report
-    from attacks.report.studies import format_ood, study_sections
+    from attacks.report.ood import format_ood
+    from attacks.report.page import write_report
     from attacks.studies.ood.study import OOD, OodOptions, ood_study
     from farm.storage import RunDir
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     print("every OOD input is labelled with the target's own clean prediction; pop. TPR: members called members")
     print(f"study: {store.path(OOD)}")
     if not args.no_report:
-        print(f"report: {write_report(store, extra_sections=study_sections(store))}")
+        print(f"report: {write_report(store)}")
     return 0
 
 

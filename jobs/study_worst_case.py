@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.report.core import write_report
-    from attacks.report.studies import format_worst_case, study_sections
+    from attacks.report.page import write_report
+    from attacks.report.worst_case import format_worst_case
     from attacks.studies.worst_case import WORST_CASE, OutlierRule, describe, worst_case_study
     from farm.storage import RunDir
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_worst_case(rows))
     print(f"study: {store.path(WORST_CASE)}")
     if not args.no_report:
-        print(f"report: {write_report(store, extra_sections=study_sections(store))}")
+        print(f"report: {write_report(store)}")
     return 0
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from attacks.report.defenses import defense_section, format_matrix, matrix_png, report_sections
+from attacks.report.defense_matrix import defense_section, defenses_section, matrix_png
+from attacks.report.defenses import format_matrix
 from attacks.studies.defenses import MATRIX, MATRIX_SCHEMA, TRAINING_DEFENSES, parse_defenses, read_matrix
 from farm.errors import ConfigError, RunError
 from farm.storage import RunDir
@@ -102,8 +103,8 @@ def test_defenses_job_smoke_test(ray_local, tmp_path, capsys):
     for page in ("report/index.html", "report/defenses.png", "none/report/index.html", "none/report/defenses.png"):
         assert (out / page).is_file(), page
     assert "Defenses" in (out / "none" / "report" / "index.html").read_text()
-    assert report_sections(RunDir(str(out / "none")))[0][0] == "Defenses"
-    assert report_sections(RunDir(str(out / "dp_sgd=8"))) == []
+    assert defenses_section(RunDir(str(out / "none")))[0] == "Defenses"
+    assert defenses_section(RunDir(str(out / "dp_sgd=8"))) is None
     assert np.isfinite(frame["test_accuracy"]).all()
     study = json.loads((out / "study.json").read_text())
     assert set(study["farms"]) == set(farms) and study["seconds"]["total"] > 0

@@ -12,7 +12,8 @@ import pytest
 from attacks.compute.transfer import transfer_statistic
 from attacks.loader import load_responses
 from attacks.registry import get_attack, resolve_settings, run_attack
-from attacks.report.studies import OOD_TITLE, format_ood, study_sections
+from attacks.report.ood import TITLE as OOD_TITLE
+from attacks.report.ood import format_ood, ood_section
 from attacks.responses import Responses
 from attacks.runner import AttackOptions, attack_run
 from attacks.studies.game import AttackGame
@@ -188,7 +189,7 @@ def test_a_study_file_of_another_version_gets_a_note_not_a_failed_report(tmp_pat
 
     run = RunDir(str(tmp_path))
     run.write_table(OOD, pa.table({"attack": ["gap"], "fpr": [0.5]}))
-    [(title, body)] = study_sections(run)
+    title, body = ood_section(run)
     assert title == OOD_TITLE and "shadowfarm study ood RUN" in body
 
 

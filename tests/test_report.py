@@ -10,6 +10,8 @@ import pyarrow as pa
 import pytest
 
 from attacks.report import core as report
+from attacks.report import sections
+from attacks.report.page import write_report
 from attacks.stats import metrics
 from farm.errors import RunError
 from farm.storage import RunDir
@@ -114,9 +116,11 @@ def test_format_table(fake_run):
 
 
 @pytest.mark.parametrize("scheme", ["", "file://"])
-def test_write_report(tmp_path, scheme):
+def test_write_report(tmp_path, scheme, monkeypatch):
     run, results = _fake_run(scheme + str(tmp_path / "exp1"))
-    path = report.write_report(run, extra_sections=[("Defenses <matrix>", "<p>EXTRA-SECTION</p>")])
+    monkeypatch.setitem(sections.SECTIONS, "extra", lambda run: ("Defenses <matrix>", "<p>EXTRA-SECTION</p>"))
+    monkeypatch.setitem(sections.SECTIONS, "absent", lambda run: None)
+    path = write_report(run)
     assert path == run.path("report/index.html")
     page = run.read_text("report/index.html")
     assert page.lower().startswith("<!doctype html>") and page.rstrip().endswith("</html>")
@@ -140,7 +144,7 @@ def test_no_attack_results_is_a_run_error(tmp_path):
     with pytest.raises(RunError, match="shadowfarm attack"):
         report.summary_rows(run)
     with pytest.raises(RunError, match="shadowfarm attack"):
-        report.write_report(run)
+        write_report(run)
     assert not run.exists("report/index.html")
     with pytest.raises(RunError, match="shadowfarm attack"):
         report.summary_rows(RunDir(str(tmp_path / "no_attacks_dir")))
@@ -150,12 +154,12 @@ def test_missing_keys_and_scores_are_run_errors(fake_run):
     run, _ = fake_run
     run.delete("attacks/gap/scores.parquet")
     with pytest.raises(RunError, match="gap/scores.parquet"):
-        report.write_report(run)
+        write_report(run)
     run.write_json("attacks/gap/metrics.json", {"attack": "gap"})
     with pytest.raises(RunError, match="missing auc"):
         report.summary_rows(run)
 
 
 def test_import_has_no_side_effects():
-    code = "import sys, attacks.report.core; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = "import sys, attacks.report.page; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

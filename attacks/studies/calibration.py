@@ -9,11 +9,11 @@ among them; needs k >= 3, else NaN). Attacks:
   the baseline calibration is measured against;
 - `lira_confidence` (confidence baseline) when the run has logits.
 Examples with no IN (or OUT) shadow among k get the mean over all IN (OUT) rows.
+The report's section of the study (table and curve) is `attacks.report.calibration`.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,12 +21,11 @@ import pyarrow as pa
 
 from attacks.loader import load_responses
 from attacks.registry import run_attack
-from attacks.runner import AttackOptions, game
+from attacks.runner import split_targets
 from attacks.stats.metrics import auc, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
 from attacks.stats.shadow_game import shadow_scores
 from farm.driver import load_plan
 from farm.errors import ConfigError
-from farm.storage import RunDir
 
 STUDY = "studies/calibration.parquet"
 VARIANTS = {
@@ -51,7 +50,7 @@ def calibration_study(run_uri: str, *, shadow_counts: Sequence[int] = (1, 2, 4, 
     """Rows of studies/calibration.parquet (also written)."""
     plan = load_plan(run_uri)
     responses = load_responses(plan.run)
-    chosen_targets, all_shadows = game(plan, AttackOptions(targets=tuple(targets) if targets else None))
+    chosen_targets, all_shadows = split_targets(plan.cfg.membership, tuple(targets) if targets else None)
     counts = sorted({min(int(k), len(all_shadows)) for k in shadow_counts})
     if not counts or counts[0] < 1:
         raise ConfigError("--shadows: expected positive shadow counts, e.g. 1,2,4,8")
@@ -73,53 +72,3 @@ def calibration_study(run_uri: str, *, shadow_counts: Sequence[int] = (1, 2, 4, 
                 rows.append(_row(name, k, t, scores, responses.member[t], threshold))
     plan.run.write_table(STUDY, pa.Table.from_pylist(rows))
     return rows
-
-
-def curve_png(rows: list[dict]) -> bytes:
-    """AUC and TPR@1%FPR against the number of shadows (log-2 axis), one line per attack, pooled over targets."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    for name in dict.fromkeys(r["attack"] for r in rows):
-        ks = sorted({r["n_shadows"] for r in rows if r["attack"] == name})
-        for ax, key in zip(axes, ("auc", "tpr@1%fpr"), strict=True):
-            ys = [np.mean([r[key] for r in rows if r["attack"] == name and r["n_shadows"] == k]) for k in ks]
-            ax.plot(ks, ys, marker="o", label=name, linestyle="--" if name == "lira_confidence" else "-")
-    for ax, title in zip(axes, ("AUC", "TPR at 1% FPR"), strict=True):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("shadow models")
-        ax.set_title(f"{title} vs number of shadows")
-        ax.grid(alpha=0.3)
-    axes[1].legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
-
-
-def calibration_section(run: RunDir) -> tuple[str, str] | None:
-    """The report section (title, html) when the run has a calibration study; writes report/calibration.png."""
-    import html
-
-    if not run.is_file(STUDY):
-        return None
-    rows = run.read_table(STUDY).to_pylist()
-    run.write_bytes("report/calibration.png", curve_png(rows))
-    ks = sorted({r["n_shadows"] for r in rows})
-    names = list(dict.fromkeys(r["attack"] for r in rows))
-    head = "".join(f"<th>{k}</th>" for k in ks)
-    body = ""
-    for name in names:
-        cells = "".join(
-            f"<td>{100 * np.mean([r['tpr@1%fpr'] for r in rows if r['attack'] == name and r['n_shadows'] == k]):.1f}%"
-            f" / {np.mean([r['auc'] for r in rows if r['attack'] == name and r['n_shadows'] == k]):.3f}</td>"
-            for k in ks)
-        body += f"<tr><td>{html.escape(name)}</td>{cells}</tr>"
-    text = (f"<p>TPR at 1% FPR / AUC on the target(s) with the first k shadows (pooled mean over targets). "
-            f"<code>global-threshold</code> is the same label-only statistic as <code>calibrated</code> "
-            f"without per-example calibration.</p><table><tr><th>attack \\ shadows</th>{head}</tr>{body}</table>"
-            f'<p><img src="calibration.png" alt="calibration curve" style="max-width:100%"></p>')
-    return "Calibration study", text
