@@ -9,17 +9,19 @@ file, or a model of the run (`model:K`; demos and tests). The flow:
    perturbed inputs every shadow saw, DESIGN §4) and the challenge rows go through the oracle;
 3. `Responses` with the run's models plus one row for the target, whose membership is the ground truth
    when given and all False otherwise (attacks never read a target's membership: registry contract);
-4. statistics needing model access: `transfer` (models trained on the target's clean labels) and
-   `boundary` (HopSkipJump through the oracle for the target; Ray tasks for the shadows, cached as in
-   `shadowfarm attack`: the same seed and example ids give the target and shadows the same random probes);
-5. per attack: the target's scores, thresholds chosen on the shadow game only (pseudo-targets drawn from the
-   shadows), the decision `score >= threshold` at the requested FPR, and with ground truth the metrics of
-   `shadowfarm attack` (attacks.stats.metrics.evaluate).
+4. statistics needing model access (`attacks.compute.statistics.audit_statistics`): `transfer` (models
+   trained on the target's clean labels) and `boundary` (HopSkipJump through the oracle for the target; Ray
+   tasks for the shadows, cached as in `shadowfarm attack`: the same seed and example ids give the target
+   and shadows the same random probes);
+5. per attack, the shadow game of `shadowfarm attack` (`attacks.stats.shadow_game.play`): the target's
+   scores, thresholds chosen on the shadows only (pseudo-targets drawn from the shadows), the decision
+   `score >= threshold` at the requested FPR, and with ground truth the metrics of `shadowfarm attack`
+   (attacks.stats.metrics.evaluate).
 
 The shadows are the run's models minus its `membership.target_ids` (as in `shadowfarm attack`, so serving
 the run's target model gives the scores `shadowfarm attack` gives it), or an explicit list. Label-only
 attacks only: the target answers labels. Writes `<run>/audit/<target key>/` (key: a hash of the target's
-URL or path): target.json, <attack>/scores.parquet (example_id, score, flagged, member), <attack>/metrics.json,
+URL or path): target.json, <attack>/scores.parquet (`attacks.artifacts.AUDIT_SCORES_SCHEMA`), <attack>/metrics.json,
 and the HTTP journal/ (attacks.oracles.journal).
 """
 
@@ -35,30 +37,21 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from attacks.compute.boundary import HsjaSettings, boundary_distances
-from attacks.compute.hsja import hopskipjump
-from attacks.compute.transfer import transfer_statistic
+from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_journal, audit_metrics, audit_scores, audit_target, jsonable
+from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
-from attacks.methods.boundary import STATISTIC as BOUNDARY
-from attacks.methods.transfer import STATISTIC as TRANSFER
 from attacks.oracles.http_client import HttpOracle, HttpSettings
 from attacks.oracles.journal import Journal
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
-from attacks.registry import get_attack, resolve_settings, run_attack
+from attacks.registry import attack_with, choose_attacks, get_attack, resolve_settings
 from attacks.responses import Responses
-from attacks.runner import choose_attacks, jsonable
-from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, shadow_thresholds
-from attacks.stats.shadow_game import pseudo_targets, shadow_scores
-from farm.driver import ensure_ray, load_plan
+from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
+from attacks.stats.shadow_game import play, pseudo_targets
+from farm.driver import Plan, load_plan
 from farm.errors import ConfigError, DataError, RunError
 from farm.queries import apply_query
-from farm.shards import RUN_JSON, schema
+from farm.shards import RUN_JSON
 from farm.storage import RunDir
-
-SCORES_SCHEMA = schema(
-    [("example_id", pa.int32()), ("score", pa.float64()), ("flagged", pa.bool_()), ("member", pa.bool_())],
-    file="audit_scores",
-)
 
 
 @dataclass(frozen=True)
@@ -85,7 +78,7 @@ def target_key(target: str) -> str:
 
 
 def journal_dir(target: str) -> str:
-    return f"audit/{target_key(target)}/journal"
+    return audit_journal(target_key(target))
 
 
 def open_target(run_uri: str, target: str, *, budget: int | None = None, http: HttpSettings | None = None,
@@ -136,42 +129,6 @@ def with_target(responses: Responses, pred: np.ndarray, examples: np.ndarray, me
                      model_ids=np.append(np.arange(responses.n_models), -1).astype(np.int32))
 
 
-def _statistics(plan, responses: Responses, oracle, settings: dict, *, examples: np.ndarray, pseudo: list[int],
-                shadows: list[int], seed: int, progress: bool) -> Responses:
-    target = responses.n_models - 1
-    if TRANSFER in settings:
-        ensure_ray()
-        stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x[examples],
-                                  models=sorted(pseudo) + [target], n_models=settings[TRANSFER]["n_models"],
-                                  seed=seed)
-        responses = responses.with_statistic(TRANSFER, stat)
-    if BOUNDARY in settings:
-        ensure_ray()
-        chosen, data = settings[BOUNDARY], plan.dataset
-        hsja = HsjaSettings(max_iter=chosen["max_iter"], init_evals=chosen["init_evals"],
-                            max_evals=chosen["max_evals"], budget=chosen["budget"], seed=seed)
-        models = pseudo if chosen["variant"] == "threshold" else shadows
-        stat = np.full(responses.member.shape, np.nan)
-        # Whole population for the shadows: their distances are cached per example chunk, as by `attack`.
-        stat[:target] = boundary_distances(plan.run, x=data.x, labels=data.y, bounds=data.info.bounds,
-                                           models=sorted(models), n_models=target, settings=hsja,
-                                           progress=progress)[:, examples]
-        bar = tqdm(desc="target boundary", unit="query", disable=not progress)
-
-        def ask(x: np.ndarray) -> np.ndarray:
-            labels = oracle.predict_labels(x)
-            bar.update(len(x))
-            return labels
-
-        result = hopskipjump(ask, data.x[examples], data.y[examples], bounds=data.info.bounds,
-                             max_iter=hsja.max_iter, init_evals=hsja.init_evals, max_evals=hsja.max_evals,
-                             budget=hsja.budget, seed=hsja.seed, example_ids=examples)
-        bar.close()
-        stat[target] = result.distance
-        responses = responses.with_statistic(BOUNDARY, stat)
-    return responses
-
-
 def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = AuditOptions(),
               provenance: dict | None = None, progress: bool = True) -> list[dict]:
     """Audit `oracle` (a LabelOracle named `target`) with the run's shadows; returns one dict per attack.
@@ -183,57 +140,66 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
     if plan.cfg.membership.mode != "lira":
         raise ConfigError("membership.mode: audits use lira-mode runs (disjoint: not yet)")
     responses = load_responses(plan.run, logits=False)
-    n_models, n = responses.member.shape
-    shadows = _shadows(options.shadows, plan.cfg.membership.target_ids, n_models)
+    shadows = _shadows(options.shadows, plan.cfg.membership.target_ids, responses.n_models)
     names, skipped = choose_attacks(options.attacks, responses, subject="this target (it answers labels only)")
     settings = {name: resolve_settings(name, options.settings.get(name)) for name in names}
     for name in set(options.settings) - set(names):
         get_attack(name)
-    examples = challenge_examples(n, examples=options.examples, seed=options.seed)
-    member = _ground_truth(options.members, n)
+    examples = challenge_examples(responses.n_examples, examples=options.examples, seed=options.seed)
+    member = _ground_truth(options.members, responses.n_examples)
     if member is not None:
         _check_classes(member[examples])
-    pred = target_pred(oracle, queries=plan.queries, info=plan.dataset.info, x=plan.dataset.x, examples=examples,
-                       progress=progress)
-    responses = with_target(responses, pred, examples, np.zeros(len(examples), bool) if member is None
-                            else member[examples])
-    t = responses.n_models - 1
+    responses = _with_target_answers(plan, responses, oracle, examples=examples, member=member, progress=progress)
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
-    responses = _statistics(plan, responses, oracle, settings, examples=examples, pseudo=pseudo,
-                            shadows=shadows.tolist(), seed=options.seed, progress=progress)
-    base = f"audit/{target_key(target)}"
-    fprs = sorted({0.001, 0.01, options.fpr})
-    results = []
-    for name in names:
-        def attack(resp, *, target, shadows, _name=name):
-            return run_attack(_name, resp, target=target, shadows=shadows, settings=settings[_name])
-
-        scores = attack(responses, target=t, shadows=shadows)
-        thresholds = shadow_thresholds(*shadow_scores(attack, responses, target=t, shadows=shadows,
-                                                      n_pseudo=options.n_pseudo, seed=options.seed), fprs=fprs)
-        flagged = scores >= thresholds[fpr_key(options.fpr)]
-        result = {"attack": name, "description": get_attack(name).description, "settings": settings[name],
-                  "target": target, "requested_fpr": options.fpr, "shadow_thresholds": thresholds,
-                  "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
-                  "n_pseudo_targets": len(pseudo), "seed": options.seed, "ground_truth": member is not None}
-        if member is not None:
-            truth = responses.member[t]
-            result.update(evaluate(scores, truth, thresholds=thresholds, fprs=fprs))
-            if options.bootstrap:
-                result["auc_ci"] = bootstrap_ci(scores, truth, metric_fn=auc, n=options.bootstrap, seed=options.seed)
-        plan.run.write_table(f"{base}/{name}/scores.parquet", pa.table({
-            "example_id": examples.astype(np.int32), "score": scores, "flagged": flagged,
-            "member": pa.array(responses.member[t] if member is not None else [None] * len(examples), pa.bool_()),
-        }, schema=SCORES_SCHEMA))
-        plan.run.write_json(f"{base}/{name}/metrics.json", jsonable(result))
-        results.append(result)
-    plan.run.write_json(f"{base}/target.json", jsonable({
+    responses = audit_statistics(plan, responses, oracle, settings, examples=examples, pseudo=pseudo,
+                                 shadows=shadows.tolist(), seed=options.seed, progress=progress)
+    results = [_audit_attack(plan.run, name, responses, settings[name], target=target, examples=examples,
+                             shadows=shadows, n_pseudo_targets=len(pseudo), options=options,
+                             ground_truth=member is not None)
+               for name in names]
+    plan.run.write_json(audit_target(target_key(target)), jsonable({
         "target": target, "target_key": target_key(target), **(provenance or {}),
         "budget": getattr(oracle, "budget", None), "queries_used": getattr(oracle, "queries_used", None),
         "journal_hits": getattr(oracle, "journal_hits", None), "n_examples": len(examples),
         "shadows": shadows.tolist(), "attacks": names, "skipped": skipped, "ground_truth": member is not None,
         "seconds": time.perf_counter() - start}))
     return results + [{"attack": name, "skipped": reason} for name, reason in skipped.items()]
+
+
+def _with_target_answers(plan: Plan, responses: Responses, oracle, *, examples: np.ndarray,
+                         member: np.ndarray | None, progress: bool) -> Responses:
+    """The run's models on the challenge examples plus the oracle's answers as the last row."""
+    pred = target_pred(oracle, queries=plan.queries, info=plan.dataset.info, x=plan.dataset.x, examples=examples,
+                       progress=progress)
+    return with_target(responses, pred, examples,
+                       np.zeros(len(examples), bool) if member is None else member[examples])
+
+
+def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, *, target: str,
+                  examples: np.ndarray, shadows: np.ndarray, n_pseudo_targets: int, options: AuditOptions,
+                  ground_truth: bool) -> dict:
+    """One attack on the target (the last row of `responses`, on the challenge `examples`): its result, with
+    its files written."""
+    fprs = reported_fprs(options.fpr)
+    game = play(attack_with(name, settings), responses, targets=[responses.n_models - 1], shadows=shadows,
+                n_pseudo=options.n_pseudo, seed=options.seed, fprs=fprs)
+    flagged = game.scores >= game.thresholds[fpr_key(options.fpr)]
+    result = {"attack": name, "description": get_attack(name).description, "settings": settings,
+              "target": target, "requested_fpr": options.fpr, "shadow_thresholds": game.thresholds,
+              "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
+              "n_pseudo_targets": n_pseudo_targets, "seed": options.seed, "ground_truth": ground_truth}
+    if ground_truth:
+        result.update(evaluate(game.scores, game.member, thresholds=game.thresholds, fprs=fprs))
+        if options.bootstrap:
+            result["auc_ci"] = bootstrap_ci(game.scores, game.member, metric_fn=auc, n=options.bootstrap,
+                                            seed=options.seed)
+    key = target_key(target)
+    run.write_table(audit_scores(key, name), pa.table({
+        "example_id": examples.astype(np.int32), "score": game.scores, "flagged": flagged,
+        "member": pa.array(game.member if ground_truth else [None] * len(examples), pa.bool_()),
+    }, schema=AUDIT_SCORES_SCHEMA))
+    run.write_json(audit_metrics(key, name), jsonable(result))
+    return result
 
 
 def _shadows(chosen: tuple[int, ...] | str | None, target_ids, n_models: int) -> np.ndarray:

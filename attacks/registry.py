@@ -5,9 +5,12 @@ seen by model `target` (higher = more likely member). Contract: an attack reads 
 only, never `member[target]`; label-only attacks never read `logits` (`run_attack` hands them
 responses without logits, so this holds by construction) and work when `logits` is None.
 
-`transfer` (Label-Leaks) needs models trained on the target's labels: the runner computes that
-per-(model, example) statistic first (`attacks.compute.transfer.transfer_statistic`) into
-`responses.statistics`; the registered function only reads it.
+`transfer` (Label-Leaks) and `boundary` need model access: the stage computes those per-(model, example)
+statistics first (`attacks.compute.statistics.prepare_statistics`) into `responses.statistics`; the
+registered functions only read them.
+
+`choose_attacks` picks the attacks a run (or an audited target) supports: every registered attack that
+`applicable` lets through, except the costly `EXPLICIT_ONLY` ones, which run when asked for by name.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from attacks.methods import baselines, boundary, calibrated, choquette_choo, transfer
 from attacks.responses import Responses
-from attacks.stats.correctness import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS
+from attacks.stats.correctness import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS, query_indices
 from farm.errors import ConfigError, unknown_name
 
 
@@ -105,3 +108,46 @@ def run_attack(name: str, responses: Responses, *, target: int, shadows: Sequenc
     if spec.label_only:
         responses = responses.without_logits()
     return np.asarray(spec.fn(responses, target=target, shadows=shadows, **resolved), dtype=np.float64)
+
+
+def attack_with(name: str, settings: dict | None) -> Callable[..., np.ndarray]:
+    """fn(responses, *, target, shadows) -> float64[N]: attack `name` with `settings` (what the shadow game plays)."""
+    def attack(responses: Responses, *, target: int, shadows: Sequence[int]) -> np.ndarray:
+        return run_attack(name, responses, target=target, shadows=shadows, settings=settings)
+
+    return attack
+
+
+# Attacks left out of the default list because of their cost; they run when asked for by name.
+EXPLICIT_ONLY = ("boundary",)
+
+
+def applicable(name: str, responses: Responses) -> str | None:
+    """Why attack `name` cannot run on these responses, or None when it can."""
+    spec = get_attack(name)
+    if not spec.label_only and responses.logits is None:
+        return "the shards have no logits (confidence baseline)"
+    if spec.needs and not len(query_indices(responses, kinds=spec.needs)):
+        return f"needs queries of kind {' or '.join(spec.needs)}"
+    return None
+
+
+def choose_attacks(names: Sequence[str] | None, responses: Responses, *,
+                   subject: str = "this run") -> tuple[list[str], dict[str, str]]:
+    """(attacks to run, {skipped attack: reason}); explicitly requested attacks must apply to `subject`."""
+    if names is not None:
+        for name in names:
+            reason = applicable(name, responses)
+            if reason:
+                raise ConfigError(f"attack {name!r} cannot run on {subject}: {reason}")
+        return list(names), {}
+    chosen, skipped = [], {}
+    for name in ATTACKS:
+        reason = applicable(name, responses)
+        if name in EXPLICIT_ONLY and not reason:
+            reason = f"runs HopSkipJump on every example (many queries); ask for it with --attacks {name}"
+        if reason:
+            skipped[name] = reason
+        else:
+            chosen.append(name)
+    return chosen, skipped

@@ -22,16 +22,22 @@ from dataclasses import dataclass
 import numpy as np
 from ray import tune
 
+from attacks.artifacts import TUNE_RAY_DIR, jsonable, tune_best
 from attacks.compute.requery import requery, with_queries
-from attacks.registry import get_attack, resolve_settings, run_attack
+from attacks.compute.statistics import prepare_statistics
+from attacks.loader import load_responses
+from attacks.registry import attack_with, get_attack, resolve_settings
 from attacks.responses import Responses
-from attacks.stats.metrics import auc, threshold_at_fpr, tpr_at_fpr
+from attacks.runner import split_targets
+from attacks.stats.metrics import DEFAULT_FPRS, auc, threshold_at_fpr, tpr_at_fpr, tpr_metric_name
 from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
+from farm.driver import Plan, ensure_ray, load_plan
 from farm.errors import ConfigError
 
-METRICS = ("auc", "tpr@1%fpr", "tpr@0.1%fpr")
+TPR_METRICS = {tpr_metric_name(fpr): fpr for fpr in reversed(DEFAULT_FPRS)}  # "tpr@1%fpr": 0.01, ...
+METRICS = ("auc", *TPR_METRICS)
 QUERY_KEYS = ("d", "r", "flip", "sigma", "n", "p")
 
 
@@ -117,19 +123,24 @@ def search_space(attack: str, info: DatasetInfo) -> SearchSpace:
 
 
 def metric_value(metric: str, scores: np.ndarray, member: np.ndarray) -> float:
+    """The objective `metric` (one of METRICS) of pooled (scores, member)."""
     if metric == "auc":
         return auc(scores, member)
-    fpr = {"tpr@1%fpr": 0.01, "tpr@0.1%fpr": 0.001}.get(metric)
-    if fpr is None:
+    if metric not in TPR_METRICS:
         raise ConfigError(f"--metric: expected one of {', '.join(METRICS)}, got {metric!r}")
-    return tpr_at_fpr(scores, member, fpr=fpr).tpr
+    return tpr_at_fpr(scores, member, fpr=TPR_METRICS[metric]).tpr
+
+
+def attack_settings(config: dict | None) -> dict:
+    """The attack's own settings of a Tune config (without its query-set parameters)."""
+    return {k: v for k, v in (config or {}).items() if k not in QUERY_KEYS}
 
 
 @dataclass
 class Game:
     """The shadow-only validation game of one run (everything a trial needs; no target data)."""
 
-    plan: object  # farm.driver.Plan
+    plan: Plan
     responses: Responses  # the run's responses; the targets' rows are never read
     shadows: np.ndarray  # non-target models
     pseudo: np.ndarray  # shadows playing the target
@@ -137,29 +148,25 @@ class Game:
 
     def evaluate(self, attack: str, config: dict | None, *, local: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Pooled (scores, member) of the pseudo-targets for one setting (None: the default setting)."""
-        from attacks.runner import prepare_statistics
-
         config = dict(config or {})
         info = self.plan.dataset.info
         specs = search_space(attack, info).queries(config, info) if config else None
-        settings = resolve_settings(attack, {k: v for k, v in config.items() if k not in QUERY_KEYS})
-        responses = self.responses
-        if specs is not None:
-            queries, pred = requery(self.plan.run, specs=specs, info=info, x=self.plan.dataset.x,
-                                    labels=self.plan.dataset.y, models=self.shadows.tolist(),
-                                    n_models=responses.n_models, seed=self.plan.cfg.seed, progress=False,
-                                    local=local)
-            responses = with_queries(responses, queries, pred)
+        settings = resolve_settings(attack, attack_settings(config))
+        responses = self.responses if specs is None else self._requeried(specs, local=local)
         responses = prepare_statistics(self.plan, responses, {attack: settings}, scored=self.pseudo.tolist(),
                                        everyone=self.shadows.tolist(), seed=self.seed, progress=False, local=local)
-
-        def fn(resp, *, target, shadows):
-            return run_attack(attack, resp, target=target, shadows=shadows, settings=settings)
-
         # shadow_scores only needs a model outside the shadows to stand for the target it protects
         outsider = next(m for m in range(responses.n_models) if m not in set(self.shadows.tolist()))
-        return shadow_scores(fn, responses, target=outsider, shadows=self.shadows, n_pseudo=len(self.pseudo),
-                             seed=self.seed)
+        return shadow_scores(attack_with(attack, settings), responses, target=outsider, shadows=self.shadows,
+                             n_pseudo=len(self.pseudo), seed=self.seed)
+
+    def _requeried(self, specs: list[QuerySpec], *, local: bool) -> Responses:
+        """The responses with the shadows' answers to another query set (the targets are never queried)."""
+        data = self.plan.dataset
+        queries, pred = requery(self.plan.run, specs=specs, info=data.info, x=data.x, labels=data.y,
+                                models=self.shadows.tolist(), n_models=self.responses.n_models,
+                                seed=self.plan.cfg.seed, progress=False, local=local)
+        return with_queries(self.responses, queries, pred)
 
 
 def _trial(config: dict, *, game: Game, attack: str, metric: str) -> None:
@@ -167,7 +174,7 @@ def _trial(config: dict, *, game: Game, attack: str, metric: str) -> None:
     tune.report({"score": metric_value(metric, scores, member), "auc": auc(scores, member)})
 
 
-def make_game(plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int) -> Game:
+def make_game(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int) -> Game:
     return Game(plan, responses, shadows, pseudo_targets(shadows, n_pseudo=n_pseudo, seed=seed), seed)
 
 
@@ -189,40 +196,8 @@ def run_search(game: Game, *, attack: str, metric: str, num_samples: int, cpus_p
     return tuner.fit()
 
 
-def choose(default_score: float, trials: list[dict]) -> dict | None:
-    """The best trial's config, or None when no trial beats the default setting."""
-    finite = [t for t in trials if t.get("score") is not None and math.isfinite(t["score"])]
-    best = max(finite, key=lambda t: t["score"], default=None)
-    return None if best is None or best["score"] <= default_score else best
-
-
-def threshold_for(scores: np.ndarray, member: np.ndarray, fpr: float) -> float:
-    return threshold_at_fpr(scores, member, fpr=fpr)
-
-
-def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str = "auc", fpr: float = 0.01,
-                n_pseudo: int = 4, seed: int = 0, cpus_per_trial: float = 1.0, max_concurrent: int = 2,
-                verbose: int = 1) -> dict:
-    """Search `attack`'s settings on the shadow game; writes tune/<attack>/best.json and returns it."""
-    from attacks.loader import load_responses
-    from attacks.runner import AttackOptions, game
-    from farm.driver import ensure_ray, load_plan
-
-    if metric not in METRICS:
-        raise ConfigError(f"--metric: expected one of {', '.join(METRICS)}, got {metric!r}")
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples: expected at least 1, got {num_samples}")
-    plan = load_plan(run_uri)
-    search_space(attack, plan.dataset.info)
-    responses = load_responses(plan.run)
-    _, shadows = game(plan, AttackOptions())
-    ensure_ray()
-    g = make_game(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed)
-    default_scores = g.evaluate(attack, None, local=False)
-    default = {"score": metric_value(metric, *default_scores), "auc": auc(*default_scores)}
-    storage = plan.run.path("tune/_ray") if plan.run.local else None
-    grid = run_search(g, attack=attack, metric=metric, num_samples=num_samples, cpus_per_trial=cpus_per_trial,
-                      max_concurrent=max_concurrent, storage_path=storage, seed=seed, verbose=verbose)
+def trial_rows(grid) -> list[dict]:
+    """One {"config", "score", "auc", "error"} per trial of a ResultGrid (error: its first line, or None)."""
     trials = []
     for result in grid:
         row = {"config": result.config, "score": None, "auc": None, "error": None}
@@ -231,27 +206,61 @@ def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str
         elif result.metrics:
             row.update(score=float(result.metrics["score"]), auc=float(result.metrics["auc"]))
         trials.append(row)
-    best = choose(default["score"], trials)
-    config = None if best is None else best["config"]
-    scores, member = (g.evaluate(attack, config, local=False) if config else default_scores)
-    info = plan.dataset.info
+    return trials
+
+
+def choose(default_score: float, trials: list[dict]) -> dict | None:
+    """The best trial's config, or None when no trial beats the default setting."""
+    finite = [t for t in trials if t.get("score") is not None and math.isfinite(t["score"])]
+    best = max(finite, key=lambda t: t["score"], default=None)
+    return None if best is None or best["score"] <= default_score else best
+
+
+def chosen_setting(game: Game, attack: str, config: dict | None, *, metric: str, scores: np.ndarray,
+                   member: np.ndarray) -> dict:
+    """best.json's "chosen": the setting (None: the default one), its query set and its scores on the game."""
+    info = game.plan.dataset.info
     specs = search_space(attack, info).queries(config, info) if config else None
-    chosen = {
+    return {
         "source": "default" if config is None else "trial",
         "config": config or {},
         "queries": None if specs is None else [s.as_dict() for s in specs],
-        "settings": resolve_settings(attack, {k: v for k, v in (config or {}).items() if k not in QUERY_KEYS}),
+        "settings": resolve_settings(attack, attack_settings(config)),
         "score": metric_value(metric, scores, member),
         "auc": auc(scores, member),
     }
-    out = {
-        "attack": attack, "metric": metric, "fpr": fpr, "threshold": threshold_for(scores, member, fpr),
-        "search_algorithm": "optuna TPE (ray.tune.search.optuna.OptunaSearch)", "num_samples": num_samples,
-        "pseudo_targets": g.pseudo.tolist(), "n_shadows": len(shadows), "seed": seed,
-        "default": default, "chosen": chosen, "trials": trials,
-        "failed_trials": sum(t["error"] is not None for t in trials),
-    }
-    from attacks.runner import jsonable
 
-    plan.run.write_json(f"tune/{attack}/best.json", jsonable(out))
+
+def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str = "auc", fpr: float = 0.01,
+                n_pseudo: int = 4, seed: int = 0, cpus_per_trial: float = 1.0, max_concurrent: int = 2,
+                verbose: int = 1) -> dict:
+    """Search `attack`'s settings on the shadow game; writes tune/<attack>/best.json and returns it."""
+    if metric not in METRICS:
+        raise ConfigError(f"--metric: expected one of {', '.join(METRICS)}, got {metric!r}")
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples: expected at least 1, got {num_samples}")
+    plan = load_plan(run_uri)
+    search_space(attack, plan.dataset.info)
+    responses = load_responses(plan.run)
+    _, shadows = split_targets(plan.cfg.membership)
+    ensure_ray()
+    game = make_game(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed)
+    default_scores = game.evaluate(attack, None, local=False)
+    default = {"score": metric_value(metric, *default_scores), "auc": auc(*default_scores)}
+    storage = plan.run.path(TUNE_RAY_DIR) if plan.run.local else None
+    trials = trial_rows(run_search(game, attack=attack, metric=metric, num_samples=num_samples,
+                                   cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent,
+                                   storage_path=storage, seed=seed, verbose=verbose))
+    best = choose(default["score"], trials)
+    config = None if best is None else best["config"]
+    scores, member = game.evaluate(attack, config, local=False) if config else default_scores
+    out = {
+        "attack": attack, "metric": metric, "fpr": fpr, "threshold": threshold_at_fpr(scores, member, fpr=fpr),
+        "search_algorithm": "optuna TPE (ray.tune.search.optuna.OptunaSearch)", "num_samples": num_samples,
+        "pseudo_targets": game.pseudo.tolist(), "n_shadows": len(shadows), "seed": seed,
+        "default": default, "chosen": chosen_setting(game, attack, config, metric=metric, scores=scores,
+                                                     member=member),
+        "trials": trials, "failed_trials": sum(t["error"] is not None for t in trials),
+    }
+    plan.run.write_json(tune_best(attack), jsonable(out))
     return out

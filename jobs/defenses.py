@@ -84,13 +84,15 @@ def options_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.report.defenses import format_matrix
-    from attacks.studies.defenses import STUDY_JSON, run_study
+    from attacks.artifacts import STUDY_JSON
+    from attacks.report.defenses import format_matrix, write_study_report
+    from attacks.studies.defenses import baseline_run, run_study
     from farm.storage import RunDir
 
     options = options_from(args)
     log = (lambda *a, **k: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     table = run_study(options, progress=not args.quiet, log=log)
+    write_study_report(RunDir(options.out), table, baseline=baseline_run(options))
     print(format_matrix(table))
     seconds = RunDir(options.out).read_json(STUDY_JSON)["seconds"]
     print(json.dumps({"study": options.out, "farms": len(options.defenses), "rows": table.num_rows,

@@ -8,9 +8,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from attacks.artifacts import MATRIX, MATRIX_SCHEMA, read_matrix
 from attacks.report.defense_matrix import defense_section, defenses_section, matrix_png
 from attacks.report.defenses import format_matrix
-from attacks.studies.defenses import MATRIX, MATRIX_SCHEMA, TRAINING_DEFENSES, parse_defenses, read_matrix
+from attacks.studies.defenses import TRAINING_DEFENSES, parse_defenses
 from farm.errors import ConfigError, RunError
 from farm.storage import RunDir
 from jobs import defenses as defenses_job

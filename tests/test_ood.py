@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attacks.artifacts import OOD, OOD_SCHEMA, POPULATION
 from attacks.compute.transfer import transfer_statistic
 from attacks.loader import load_responses
 from attacks.registry import get_attack, resolve_settings, run_attack
@@ -19,7 +20,7 @@ from attacks.runner import AttackOptions, attack_run
 from attacks.studies.game import AttackGame
 from attacks.studies.ood.inputs import OOD_FAMILIES, ood_inputs
 from attacks.studies.ood.query import transfer_ood
-from attacks.studies.ood.study import OOD, OOD_SCHEMA, POPULATION, other_dataset, substituted_scores
+from attacks.studies.ood.study import other_dataset, substituted_scores
 from farm.config import load_config
 from farm.data import DatasetInfo
 from farm.driver import plan_run, train_farm

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attacks.artifacts import OUTLIERS, WORST_CASE, WORST_CASE_SCHEMA
 from attacks.report.worst_case import TITLE as WORST_CASE_TITLE
 from attacks.report.worst_case import format_worst_case
 from attacks.runner import AttackOptions, attack_run
-from attacks.studies.worst_case import OUTLIERS, WORST_CASE, WORST_CASE_SCHEMA, OutlierRule, outlier_mask, subset_rows
+from attacks.studies.worst_case import OutlierRule, outlier_mask, subset_rows
 from farm.config import load_config
 from farm.driver import plan_run, train_farm
 from farm.errors import ConfigError

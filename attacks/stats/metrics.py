@@ -36,9 +36,26 @@ class TprAtFpr(NamedTuple):
     false_positives_allowed: int
 
 
+def reported_fprs(requested: float) -> list[float]:
+    """The FPR levels a result reports, ascending: DEFAULT_FPRS and the `requested` one."""
+    return sorted({*DEFAULT_FPRS, requested})
+
+
+# An FPR level is spelled three ways, each derived from the level here: the key of metrics.json dicts
+# (tpr_at_fpr {"0.001": ..}), a table column (tpr_at_fpr_0.001) and the metric name users type (tpr@0.1%fpr).
 def fpr_key(fpr: float) -> str:
     """The dict/JSON key of an FPR level: 0.001 -> "0.001"."""
     return f"{fpr:g}"
+
+
+def fpr_column(metric: str, fpr: float) -> str:
+    """The table column of a metric at an FPR level: ("tpr_at_fpr", 0.001) -> "tpr_at_fpr_0.001"."""
+    return f"{metric}_{fpr_key(fpr)}"
+
+
+def tpr_metric_name(fpr: float) -> str:
+    """The name users type for TPR at an FPR level (e.g. `--metric`): 0.001 -> "tpr@0.1%fpr"."""
+    return f"tpr@{100 * fpr:g}%fpr"
 
 
 def _checked(scores: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

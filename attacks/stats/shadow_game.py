@@ -4,10 +4,11 @@ Two things live here because both are "learn from shadows, never from the target
 
 - `fit_on_shadows`: fit a scikit-learn classifier on per-(shadow, example) feature rows labelled by the
   shadows' membership, then score the target's rows.
-- `shadow_scores`: run an attack with some shadows playing the target (each pseudo-target attacked with
-  the *other* shadows; the real target is never one of them) and pool their (scores, member) pairs.
-  Thresholds for a requested FPR, or for best balanced accuracy, are then chosen on this set
-  (`attacks.stats.metrics.shadow_thresholds`) and applied to the real target's scores.
+- the shadow game: `shadow_scores` runs an attack with some shadows playing the target (each pseudo-target
+  attacked with the *other* shadows; the real target is never one of them) and pools their (scores, member)
+  pairs; `play` is the whole game as the attack stage, the audit and the studies play it: the targets'
+  scores, and thresholds for the requested FPRs and for best balanced accuracy chosen on the pooled shadow
+  scores (`attacks.stats.metrics.shadow_thresholds`), to be applied to the targets' scores.
 
 Pure: no I/O, no logging; randomness only from explicit seeds.
 """
@@ -15,10 +16,12 @@ Pure: no I/O, no logging; randomness only from explicit seeds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from attacks.responses import Responses
+from attacks.stats.metrics import pool, shadow_thresholds
 from farm.errors import ConfigError
 
 
@@ -98,3 +101,41 @@ def shadow_scores(attack_fn: Callable[..., np.ndarray], responses: Responses, *,
                                  dtype=np.float64))
         member.append(responses.member[pseudo])
     return np.concatenate(scores), np.concatenate(member).astype(bool)
+
+
+@dataclass(frozen=True)
+class GameResult:
+    """One attack's shadow game on its targets.
+
+    scores float64[T*N], member bool[T*N]: the targets' scores and membership, target-major (pooled in the
+    order of `targets`); thresholds: `shadow_thresholds` of the pseudo-targets' pooled scores.
+    """
+
+    scores: np.ndarray
+    member: np.ndarray
+    thresholds: dict[str, float]
+
+
+def play(attack_fn: Callable[..., np.ndarray], responses: Responses, *, targets: Sequence[int],
+         shadows: Sequence[int] | np.ndarray, n_pseudo: int, seed: int, fprs: Sequence[float],
+         on_target: Callable[[int], None] | None = None) -> GameResult:
+    """Attack every target with `shadows`; choose the thresholds for `fprs` on the shadow game only.
+
+    attack_fn: fn(responses, *, target, shadows) -> float64[N]. The shadow game does not depend on which
+    target it protects (its pseudo-targets are drawn from the same shadows), so it is played once and its
+    scores pooled once per target, as if played per target. on_target(t): called after each target.
+    """
+    targets = list(targets)
+    if not targets:
+        raise ConfigError("the shadow game needs at least one target")
+    game = shadow_scores(attack_fn, responses, target=targets[0], shadows=shadows, n_pseudo=n_pseudo, seed=seed)
+    shadow_ids = set(np.asarray(shadows).reshape(-1).tolist())
+    target_pairs = []
+    for t in targets:
+        if int(t) in shadow_ids:
+            raise ConfigError(f"target {t} is listed among its own shadows; its membership must stay unseen")
+        target_pairs.append((attack_fn(responses, target=t, shadows=shadows), responses.member[t]))
+        if on_target is not None:
+            on_target(t)
+    scores, member = pool(target_pairs)
+    return GameResult(scores, member, shadow_thresholds(*pool([game] * len(targets)), fprs=fprs))

@@ -3,21 +3,24 @@ every output-side defense applied to each; `studies/defenses.parquet`, a table a
 
 A study folder holds one ordinary run directory per training-time defense setting, named by its label
 (`none`, `weight_decay=0.01`, `dp_sgd=8`, ...), each trained with `farm.driver.train_farm` and attacked
-with `attacks.runner.attack_run` (so `shadowfarm attack/report` work on each), plus:
+with `attacks.runner.attack_run` (so `shadowfarm attack/report` work on each), plus (`attacks.artifacts`):
 
     <study>/study.json                 the settings, each farm's overrides, timings, machine
     <study>/studies/defenses.parquet   one row per (training defense, output defense, attack): `MATRIX_SCHEMA`
-    <study>/report/index.html, defenses.png
     <study>/none/studies/defenses.parquet  a copy in the undefended farm, whose report gets the Defenses section
+
+`run_study` returns the matrix; the job (`jobs/defenses.py`) then writes <study>/report/ and the undefended
+farm's report with `attacks.report.defenses.write_study_report`.
 
 Decisions:
 - Training-time defenses are a registry of config overrides for a strength (`TRAINING_DEFENSES`); a
   setting is `name` (its default strengths) or `name=v1:v2`. `dp_sgd` also sets the batch size and
   learning rate it needs (noisy clipped gradients want large batches); `--set-for NAME:KEY=VALUE`
   changes any farm's settings.
-- Output-side defenses mask only the logits (`attacks.oracles.output_defenses`): the confidence baselines are re-run on
-  the masked responses; a label-only attack reads `responses.without_logits()`, which masking leaves
-  bit-identical, so its row is the undefended one (checked here array by array, `same_as_undefended`).
+- Output-side defenses mask only the logits (`attacks.oracles.output_defenses`): the confidence baselines
+  play the attack stage's shadow game again on the masked responses; a label-only attack reads
+  `responses.without_logits()`, which masking leaves bit-identical, so its row is the undefended one
+  (checked here array by array, `same_as_undefended`).
 - Everything is validated before any file is written. Farms train one after another (each on all
   actors); the attack stage then runs one Ray task per farm (1 CPU, one BLAS/OpenMP thread: with two
   threads on a busy 2-core machine the gradient-boosted baseline ran 35x slower).
@@ -37,39 +40,18 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from attacks.artifacts import MATRIX, MATRIX_FPRS, MATRIX_SCHEMA, STUDY_JSON
+from attacks.loader import load_responses
 from attacks.oracles.output_defenses import OUTPUT_DEFENSES, defended_responses
-from attacks.registry import get_attack, run_attack
-from attacks.runner import AttackOptions, attack_run
-from attacks.stats.metrics import evaluate, pool, shadow_thresholds
-from attacks.stats.shadow_game import shadow_scores
-from farm.config import load_config, to_dict
+from attacks.registry import attack_with, get_attack
+from attacks.runner import AttackOptions, attack_run, split_targets
+from attacks.stats.metrics import evaluate, fpr_column, fpr_key, reported_fprs
+from attacks.stats.shadow_game import play
+from farm.config import from_dict, load_config, to_dict
 from farm.defenses import check_defenses
 from farm.driver import Plan, ensure_ray, plan_run, train_farm
-from farm.errors import ConfigError, RunError, unknown_name
-from farm.shards import schema
+from farm.errors import ConfigError, unknown_name
 from farm.storage import RunDir
-
-MATRIX = "studies/defenses.parquet"
-STUDY_JSON = "study.json"
-MATRIX_SCHEMA = schema([
-    ("defense", pa.string()),  # "weight_decay=0.01", "none + top1": the training label, then the output defense
-    ("training_defense", pa.string()),  # TRAINING_DEFENSES name
-    ("strength", pa.float64()),  # its value (NaN for none)
-    ("output_defense", pa.string()),  # none | memguard | top1 | round
-    ("attack", pa.string()),
-    ("label_only", pa.bool_()),
-    ("auc", pa.float64()),
-    ("tpr_at_fpr_0.01", pa.float64()),
-    ("tpr_at_fpr_0.001", pa.float64()),
-    ("balanced_accuracy", pa.float64()),  # at the threshold chosen on shadows
-    ("n_members", pa.int64()),
-    ("n_nonmembers", pa.int64()),
-    ("same_as_undefended", pa.bool_()),  # label-only row under an output defense: identical inputs
-    ("test_accuracy", pa.float64()),
-    ("train_accuracy", pa.float64()),
-    ("epsilon", pa.float64()),  # spent ε, NaN without DP
-    ("run", pa.string()),  # the farm's run directory, relative to the study
-], file="defenses")
 
 
 @dataclass(frozen=True)
@@ -157,6 +139,17 @@ class StudyOptions:
     attack: AttackOptions = AttackOptions(n_pseudo=2, bootstrap=0)
 
 
+def farm_uri(options: StudyOptions, setting: DefenseSetting) -> str:
+    """The run directory of one farm of the study."""
+    return f"{options.out.rstrip('/')}/{setting.label}"
+
+
+def baseline_run(options: StudyOptions) -> RunDir | None:
+    """The undefended farm (`none`), whose report shows the Defenses section; None when the study has none."""
+    setting = next((s for s in options.defenses if s.name == "none"), None)
+    return None if setting is None else RunDir(farm_uri(options, setting))
+
+
 def plan_study(options: StudyOptions) -> list[tuple[DefenseSetting, Plan]]:
     """Every farm's validated plan; nothing is written. ConfigError naming the defense otherwise."""
     for name in options.output_defenses:
@@ -168,7 +161,7 @@ def plan_study(options: StudyOptions) -> list[tuple[DefenseSetting, Plan]]:
     for setting in options.defenses:
         try:
             cfg = load_config(options.config, [*options.overrides, *setting.overrides])
-            plan = plan_run(cfg, f"{options.out.rstrip('/')}/{setting.label}")
+            plan = plan_run(cfg, farm_uri(options, setting))
             check_defenses(cfg, info=plan.dataset.info)
         except ConfigError as exc:
             raise ConfigError(f"defense {setting.label}: {exc}") from None
@@ -180,19 +173,10 @@ def evaluate_attack(name: str, responses, *, targets: Sequence[int], shadows: np
                     options: AttackOptions) -> dict:
     """The runner's metrics of one attack on `responses` (e.g. masked ones): targets pooled, thresholds from
     the shadow game, exactly as `attacks.runner.attack_run` computes them (same settings, pseudo-targets)."""
-    fprs = sorted({0.001, 0.01, options.fpr})
-    settings = options.settings.get(name)
-
-    def attack(resp, *, target, shadows):
-        return run_attack(name, resp, target=target, shadows=shadows, settings=settings)
-
-    target_pairs, shadow_pairs = [], []
-    for t in targets:
-        target_pairs.append((attack(responses, target=t, shadows=shadows), responses.member[t]))
-        shadow_pairs.append(shadow_scores(attack, responses, target=t, shadows=shadows, n_pseudo=options.n_pseudo,
-                                          seed=options.seed))
-    thresholds = shadow_thresholds(*pool(shadow_pairs), fprs=fprs)
-    return evaluate(*pool(target_pairs), thresholds=thresholds, fprs=fprs)
+    fprs = reported_fprs(options.fpr)
+    game = play(attack_with(name, options.settings.get(name)), responses, targets=targets, shadows=shadows,
+                n_pseudo=options.n_pseudo, seed=options.seed, fprs=fprs)
+    return evaluate(game.scores, game.member, thresholds=game.thresholds, fprs=fprs)
 
 
 def farm_stats(run: RunDir) -> dict:
@@ -210,8 +194,8 @@ def _row(metrics: dict, *, setting: DefenseSetting, output: str, label_only: boo
     return {"defense": setting.label if output == "none" else f"{setting.label} + {output}",
             "training_defense": setting.name, "strength": math.nan if setting.value is None else setting.value,
             "output_defense": output, "attack": metrics["attack"], "label_only": label_only,
-            "auc": metrics["auc"], "tpr_at_fpr_0.01": metrics["tpr_at_fpr"]["0.01"],
-            "tpr_at_fpr_0.001": metrics["tpr_at_fpr"]["0.001"],
+            "auc": metrics["auc"],
+            **{fpr_column("tpr_at_fpr", f): metrics["tpr_at_fpr"][fpr_key(f)] for f in MATRIX_FPRS},
             "balanced_accuracy": math.nan if metrics["balanced_accuracy"] is None else metrics["balanced_accuracy"],
             "n_members": metrics["n_members"], "n_nonmembers": metrics["n_nonmembers"], "same_as_undefended": same,
             "test_accuracy": stats["test_accuracy"], "train_accuracy": stats["train_accuracy"],
@@ -221,17 +205,12 @@ def _row(metrics: dict, *, setting: DefenseSetting, output: str, label_only: boo
 def attack_farm(run_uri: str, setting: DefenseSetting, *, options: AttackOptions,
                 output_defenses: Sequence[str]) -> list[dict]:
     """Matrix rows of one farm: every attack undefended, then every output defense on the logits."""
-    from attacks.loader import load_responses
-    from farm.config import from_dict
-
     results = [r for r in attack_run(run_uri, options, progress=False) if "skipped" not in r]
     run, stats = RunDir(run_uri), farm_stats(RunDir(run_uri))
     rows = [_row(r, setting=setting, output="none", label_only=r["label_only"], same=True, stats=stats)
             for r in results]
     responses = load_responses(run)
-    m = from_dict(run.read_json("run.json")["config"]).membership
-    targets = list(options.targets if options.targets is not None else m.target_ids)
-    shadows = np.array([i for i in range(m.n_models) if i not in set(targets)], dtype=np.intp)
+    targets, shadows = split_targets(from_dict(run.read_json("run.json")["config"]).membership, options.targets)
     label_view = responses.without_logits()
     for output in output_defenses:
         masked = defended_responses(responses, output)
@@ -263,12 +242,33 @@ def _attack_farm_task(run_uri, setting, options, output_defenses):
 
 
 def run_study(options: StudyOptions, *, progress: bool = True, log=print) -> pa.Table:
-    """Train every farm, attack each, write studies/defenses.parquet and the report; returns the matrix."""
-    from attacks.report.defenses import write_study_report
-
+    """Train every farm, attack each, write studies/defenses.parquet (into the study and its undefended farm)
+    and study.json; returns the matrix."""
     plans = plan_study(options)
-    study = RunDir(options.out)
     started, load_at_start = time.perf_counter(), os.getloadavg()
+    farms = _train_farms(plans, progress=progress, log=log)
+    trained_at = time.perf_counter()
+    rows_of = _attack_farms(plans, options, log=log)
+    table = pa.Table.from_pylist([row for setting, _ in plans for row in rows_of[setting.label]], schema=MATRIX_SCHEMA)
+    study = RunDir(options.out)
+    study.write_table(MATRIX, table)
+    baseline = baseline_run(options)
+    if baseline is not None:  # DESIGN §2 keeps studies inside a run: the undefended farm's report shows it
+        baseline.write_table(MATRIX, table)
+    finished = time.perf_counter()
+    study.write_json(STUDY_JSON, {
+        "config": options.config, "overrides": list(options.overrides), "farms": farms,
+        "output_defenses": list(options.output_defenses), "attack_options": to_dict(options.attack),
+        "base_config": to_dict(plans[0][1].cfg) if plans else None,
+        "seconds": {"train": trained_at - started, "attack": finished - trained_at, "total": finished - started},
+        "machine": {"platform": platform.platform(), "cpus": ray.cluster_resources().get("CPU"),
+                    "load_average_start": load_at_start, "load_average_end": os.getloadavg()},
+    })
+    return table
+
+
+def _train_farms(plans: list[tuple[DefenseSetting, Plan]], *, progress: bool, log) -> dict[str, dict]:
+    """Train the farms one after another (each on all actors); {label: what study.json says of its training}."""
     farms = {}
     for setting, plan in plans:
         start = time.perf_counter()
@@ -276,7 +276,11 @@ def run_study(options: StudyOptions, *, progress: bool = True, log=print) -> pa.
         farms[setting.label] = {"overrides": list(setting.overrides), "config_hash": plan.config_hash,
                                 "trained_now": len(trained), "train_seconds": time.perf_counter() - start}
         log(f"farm {setting.label}: {len(trained)} model(s) trained in {farms[setting.label]['train_seconds']:.0f} s")
-    trained_at = time.perf_counter()
+    return farms
+
+
+def _attack_farms(plans: list[tuple[DefenseSetting, Plan]], options: StudyOptions, *, log) -> dict[str, list[dict]]:
+    """{label: matrix rows}: one Ray task per farm, at most one per CPU in flight."""
     ensure_ray()
     # At most one farm per CPU in flight: a task waiting for its transfer subtasks lends them its CPU, and
     # Ray would otherwise start another farm on it (three farms on two cores, each slower).
@@ -291,31 +295,4 @@ def run_study(options: StudyOptions, *, progress: bool = True, log=print) -> pa.
         setting = pending.pop(ref)
         rows_of[setting.label] = ray.get(ref)
         log(f"farm {setting.label}: attacked ({len(rows_of[setting.label])} matrix rows)")
-    rows = [row for setting, _ in plans for row in rows_of[setting.label]]
-    table = pa.Table.from_pylist(rows, schema=MATRIX_SCHEMA)
-    study.write_table(MATRIX, table)
-    baseline = next((plan.run for setting, plan in plans if setting.name == "none"), None)
-    if baseline is not None:  # DESIGN §2 keeps studies inside a run: the undefended farm's report shows it
-        baseline.write_table(MATRIX, table)
-    finished = time.perf_counter()
-    study.write_json(STUDY_JSON, {
-        "config": options.config, "overrides": list(options.overrides), "farms": farms,
-        "output_defenses": list(options.output_defenses), "attack_options": to_dict(options.attack),
-        "base_config": to_dict(plans[0][1].cfg) if plans else None,
-        "seconds": {"train": trained_at - started, "attack": finished - trained_at, "total": finished - started},
-        "machine": {"platform": platform.platform(), "cpus": ray.cluster_resources().get("CPU"),
-                    "load_average_start": load_at_start, "load_average_end": os.getloadavg()},
-    })
-    write_study_report(study, table, baseline=baseline)
-    return table
-
-
-def read_matrix(study: RunDir | str) -> pa.Table:
-    """studies/defenses.parquet of a study, checked against `MATRIX_SCHEMA`."""
-    study = RunDir(study) if isinstance(study, str) else study
-    if not study.is_file(MATRIX):
-        raise RunError(f"{study.path(MATRIX)}: not found; run `shadowfarm study defenses` first")
-    table = study.read_table(MATRIX)
-    if not table.schema.equals(MATRIX_SCHEMA, check_metadata=False):
-        raise RunError(f"{study.path(MATRIX)}: not a defenses matrix of this version")
-    return table
+    return rows_of

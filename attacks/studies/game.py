@@ -3,17 +3,17 @@
 A study (worst case, out-of-distribution) starts from an attack's result, `attacks/<name>/metrics.json`,
 and rebuilds its game from it: the same settings, the same targets (`target_model_ids`), the same shadows
 (every other model of the run), the same pseudo-targets (`n_pseudo_targets`, seed 0 as in
-`attacks.runner.AttackOptions`). Thresholds are therefore chosen on the same shadow game as in the
-attack stage; a study can re-choose them on a subset of that game's rows (e.g. outliers) without ever
-reading a target's membership.
+`attacks.runner.AttackOptions`). `replay` plays it with `attacks.stats.shadow_game.play`, as the attack
+stage does, so thresholds are chosen on the same shadow game; `shadow_game` gives that game's rows, on a
+subset of which a study can re-choose thresholds (e.g. outliers) without ever reading a target's membership.
 
 The shadow game does not depend on which target is attacked (the pseudo-targets are drawn from the
-shadows, and every target has the same shadows), so it is played once per attack; the runner pools one
-identical copy per target, which changes no rate and no threshold.
+shadows, and every target has the same shadows), so `shadow_game` plays it once per attack.
 
-`prepare_statistics` recomputes what needs model access (transfer losses, HopSkipJump distances) through
-the attack stage's public functions: `boundary_distances` reads its on-disk cache, so a run whose boundary
-attack already ran costs nothing here; transfer models are retrained (seconds on the quickstart).
+`prepare_game_statistics` recomputes what needs model access (transfer losses, HopSkipJump distances) with
+the attack stage's `attacks.compute.statistics.prepare_statistics`: `boundary_distances` reads its on-disk
+cache, so a run whose boundary attack already ran costs nothing here; transfer models are retrained (seconds
+on the quickstart).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.compute.boundary import HsjaSettings
+from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names
+from attacks.compute.statistics import prepare_statistics
 from attacks.methods.boundary import STATISTIC as BOUNDARY
 from attacks.methods.transfer import STATISTIC as TRANSFER
-from attacks.registry import get_attack, resolve_settings, run_attack
-from attacks.report.core import ATTACKS_DIR, attack_names
+from attacks.registry import attack_with, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
-from attacks.stats.shadow_game import pseudo_targets, shadow_scores
+from attacks.stats.shadow_game import GameResult, play, pseudo_targets, shadow_scores
 from farm.driver import Plan
 from farm.errors import ConfigError, RunError
 from farm.storage import RunDir
@@ -71,11 +71,10 @@ def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = No
         if name not in available:
             raise RunError(f"{run.path(f'{ATTACKS_DIR}/{name}')}: no result; run `shadowfarm attack RUN "
                            f"--attacks {name}` first")
-        m = run.read_json(f"{ATTACKS_DIR}/{name}/metrics.json")
+        m = run.read_json(attack_metrics(name))
         missing = [k for k in ("settings", "target_model_ids", "n_pseudo_targets") if k not in m]
         if missing:
-            raise RunError(f"{run.path(f'{ATTACKS_DIR}/{name}/metrics.json')}: missing {', '.join(missing)}; "
-                           "rerun the attack")
+            raise RunError(f"{run.path(attack_metrics(name))}: missing {', '.join(missing)}; rerun the attack")
         targets = tuple(int(t) for t in m["target_model_ids"])
         shadows = np.array([i for i in range(n_models) if i not in set(targets)], dtype=np.intp)
         games.append(AttackGame(name=name, label_only=get_attack(name).label_only,
@@ -85,25 +84,26 @@ def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = No
     return games
 
 
-def prepare_statistics(plan: Plan, responses: Responses, games: Sequence[AttackGame], *,
-                       progress: bool = False) -> Responses:
+def prepare_game_statistics(plan: Plan, responses: Responses, games: Sequence[AttackGame], *,
+                            progress: bool = False) -> Responses:
     """`responses` with the "transfer" / "boundary" statistics every game needs, computed exactly as the
-    attack stage computes them (`attacks.runner.prepare_statistics`)."""
-    from attacks.runner import prepare_statistics as prepare
-
+    attack stage computes them."""
     for game in games:
         if game.name in (TRANSFER, BOUNDARY):
-            responses = prepare(plan, responses, {game.name: game.settings},
-                                scored=sorted(set(game.targets) | set(game.pseudo_targets.tolist())),
-                                everyone=game.shadows.tolist(), seed=game.seed, progress=progress)
+            responses = prepare_statistics(plan, responses, {game.name: game.settings},
+                                           scored=sorted(set(game.targets) | set(game.pseudo_targets.tolist())),
+                                           everyone=game.shadows.tolist(), seed=game.seed, progress=progress)
     return responses
 
 
-def hsja_settings(game: AttackGame) -> HsjaSettings:
-    """The HopSkipJump settings of a boundary game (the key of its distance cache)."""
-    s = game.settings
-    return HsjaSettings(max_iter=s["max_iter"], init_evals=s["init_evals"], max_evals=s["max_evals"],
-                        budget=s["budget"], seed=game.seed)
+def replay(game: AttackGame, responses: Responses, *, fprs: Sequence[float],
+           settings: dict | None = None) -> GameResult:
+    """The attack's game on its targets as the attack stage played it, thresholds for `fprs` on the shadows.
+
+    settings: overrides of the game's settings (e.g. {"variant": "offline"}).
+    """
+    return play(attack_with(game.name, {**game.settings, **(settings or {})}), responses, targets=game.targets,
+                shadows=game.shadows, n_pseudo=game.n_pseudo, seed=game.seed, fprs=fprs)
 
 
 def shadow_game(game: AttackGame, responses: Responses, *, settings: dict | None = None
@@ -113,11 +113,7 @@ def shadow_game(game: AttackGame, responses: Responses, *, settings: dict | None
     settings: overrides of the game's settings (e.g. {"variant": "offline"}).
     Returns (scores float64[P*N], member bool[P*N], example_id int[P*N]); never reads a target's membership.
     """
-    chosen = {**game.settings, **(settings or {})}
-
-    def attack(resp, *, target, shadows):
-        return run_attack(game.name, resp, target=target, shadows=shadows, settings=chosen)
-
+    attack = attack_with(game.name, {**game.settings, **(settings or {})})
     scores, member = shadow_scores(attack, responses, target=game.targets[0], shadows=game.shadows,
                                    n_pseudo=game.n_pseudo, seed=game.seed)
     return scores, member, np.tile(np.arange(responses.n_examples), len(scores) // responses.n_examples)

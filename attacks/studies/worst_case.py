@@ -23,7 +23,6 @@ Neither threshold ever reads a target's membership.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,33 +30,22 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
+from attacks.artifacts import (
+    ATTACKS_DIR,
+    OUTLIERS,
+    OUTLIERS_SCHEMA,
+    WORST_CASE,
+    WORST_CASE_SCHEMA,
+    attack_scores,
+    with_study_metadata,
+)
 from attacks.loader import load_responses
-from attacks.report.core import ATTACKS_DIR
-from attacks.stats.metrics import DEFAULT_FPRS, auc, fpr_key, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
-from attacks.studies.game import attack_games, prepare_statistics, shadow_game
+from attacks.stats.metrics import DEFAULT_FPRS, auc, fpr_column, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
+from attacks.studies.game import attack_games, prepare_game_statistics, shadow_game
 from farm.driver import load_plan
 from farm.errors import ConfigError, RunError, unknown_name
-from farm.shards import schema
 
-WORST_CASE = "studies/worst_case.parquet"
-OUTLIERS = "studies/outliers.parquet"
 SUBSETS = ("population", "outliers")
-
-_F, _I = pa.float64(), pa.int64()
-WORST_CASE_SCHEMA = schema(
-    [("attack", pa.string()), ("label_only", pa.bool_()), ("subset", pa.string()), ("n_examples", _I),
-     ("n_members", _I), ("n_nonmembers", _I), ("auc", _F)]
-    + [(f"{col}_{fpr_key(f)}", t) for f in DEFAULT_FPRS for col, t in (("tpr_at_fpr", _F),
-                                                                      ("false_positives_allowed", _I))]
-    + [("requested_fpr", _F), ("n_shadow_nonmembers", _I), ("subset_threshold", _F), ("subset_threshold_fpr", _F),
-       ("subset_threshold_tpr", _F), ("population_threshold", _F), ("population_threshold_fpr", _F),
-       ("population_threshold_tpr", _F)],
-    file="worst_case",
-)
-OUTLIERS_SCHEMA = schema(
-    [("example_id", pa.int32()), ("label", pa.int64()), ("outlier", pa.bool_()), ("rank", pa.int32())],
-    file="outliers",
-)
 
 
 @dataclass(frozen=True)
@@ -137,8 +125,8 @@ def subset_rows(*, attack: str, label_only: bool, scores: np.ndarray, member: np
         row["auc"] = auc(s, m) if both else math.nan
         for f in fprs:
             point = tpr_at_fpr(s, m, fpr=f) if both else None
-            row[f"tpr_at_fpr_{fpr_key(f)}"] = point.tpr if point else math.nan
-            row[f"false_positives_allowed_{fpr_key(f)}"] = math.floor(f * int((~m).sum()) + 1e-9)
+            row[fpr_column("tpr_at_fpr", f)] = point.tpr if point else math.nan
+            row[fpr_column("false_positives_allowed", f)] = math.floor(f * int((~m).sum()) + 1e-9)
         subset_threshold = (threshold_at_fpr(ss, sm, fpr=requested_fpr) if sm.any() and not sm.all()
                             else math.nan)
         row["subset_threshold"] = subset_threshold
@@ -162,10 +150,10 @@ def worst_case_study(run_uri: str, *, rule: OutlierRule = OutlierRule(), attacks
     rank = np.empty(len(y), dtype=np.int32)
     rank[order] = np.arange(len(y), dtype=np.int32)
     games = attack_games(run, n_models=plan.cfg.membership.n_models, names=attacks)
-    responses = prepare_statistics(plan, load_responses(run), games, progress=progress)
+    responses = prepare_game_statistics(plan, load_responses(run), games, progress=progress)
     rows = []
     for game in games:
-        table = run.read_table(f"{ATTACKS_DIR}/{game.name}/scores.parquet").to_pandas()
+        table = run.read_table(attack_scores(game.name)).to_pandas()
         if sorted(set(table["target_model_id"])) != sorted(game.targets):
             raise RunError(f"{run.path(f'{ATTACKS_DIR}/{game.name}')}: scores and metrics.json name different "
                            "targets; rerun the attack")
@@ -176,8 +164,7 @@ def worst_case_study(run_uri: str, *, rule: OutlierRule = OutlierRule(), attacks
                             shadow_example_id=shadow[2], requested_fpr=game.requested_fpr)
     meta = {**asdict(rule), "n_outliers": int(outlier.sum()), "n_examples": len(y),
             "description": describe(rule), "n_pseudo_targets": {g.name: g.n_pseudo for g in games}}
-    schema = WORST_CASE_SCHEMA.with_metadata({**WORST_CASE_SCHEMA.metadata, b"shadowfarm.study": json.dumps(meta)})
-    run.write_table(WORST_CASE, pa.Table.from_pylist(rows, schema=schema))
+    run.write_table(WORST_CASE, pa.Table.from_pylist(rows, schema=with_study_metadata(WORST_CASE_SCHEMA, meta)))
     run.write_table(OUTLIERS, pa.table({"example_id": np.arange(len(y), dtype=np.int32), "label": y,
                                         "outlier": outlier, "rank": rank}, schema=OUTLIERS_SCHEMA))
     return rows

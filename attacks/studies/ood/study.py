@@ -33,38 +33,29 @@ a "population" row: the realized FPR on the targets' population non-members at t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 
+from attacks.artifacts import OOD, OOD_SCHEMA, POPULATION, with_study_metadata
+from attacks.compute.statistics import hsja_settings
 from attacks.loader import load_responses
 from attacks.methods.baselines import logit_scaled_confidence
 from attacks.responses import Responses
 from attacks.stats.lira import lira_scores, smoothed_logit_fraction
-from attacks.stats.metrics import BALANCED_ACCURACY, fpr_key, shadow_thresholds
-from attacks.studies.game import AttackGame, attack_games, hsja_settings, prepare_statistics, shadow_game, target_scores
+from attacks.stats.metrics import BALANCED_ACCURACY, fpr_key, reported_fprs
+from attacks.studies.game import AttackGame, attack_games, prepare_game_statistics, replay, target_scores
 from attacks.studies.ood.inputs import DESCRIPTIONS, ood_inputs
 from attacks.studies.ood.query import boundary_ood, query_ood, transfer_ood
 from farm.config import DataConfig, SyntheticConfig
 from farm.data import load_dataset
 from farm.driver import ensure_ray, load_plan
-from farm.shards import schema
 
-OOD = "studies/ood.parquet"
-POPULATION = "population"
 LABEL_RULE = "the target's own clean prediction on the input"
 SUBSTITUTED = ("gap", "augmentation", "noise", "transfer", "boundary", "loss", "confidence_classifier")
 OFFLINE = ("calibrated", "lira_confidence")
-OOD_SCHEMA = schema(
-    [("attack", pa.string()), ("label_only", pa.bool_()), ("scoring", pa.string()), ("family", pa.string()),
-     ("threshold", pa.string()), ("threshold_value", pa.float64()), ("n_inputs", pa.int64()),
-     ("false_positives", pa.int64()), ("fpr", pa.float64()), ("n_targets", pa.int64()),
-     ("population_tpr", pa.float64()), ("n_members", pa.int64())],
-    file="ood",
-)
 
 
 @dataclass(frozen=True)
@@ -207,7 +198,7 @@ def ood_study(run_uri: str, options: OodOptions = OodOptions(), *, progress: boo
     names = list(families)
     x_ood = np.concatenate([families[f] for f in names])
     family_of = np.repeat(np.arange(len(names)), [len(families[f]) for f in names])
-    responses = prepare_statistics(plan, load_responses(run), games, progress=progress)
+    responses = prepare_game_statistics(plan, load_responses(run), games, progress=progress)
     ensure_ray()
     targets = sorted({t for g in games for t in g.targets})
     labels, pred, logits = query_ood(run_uri=run.uri, cfg=plan.cfg, info=info, queries=plan.queries, x=x_ood,
@@ -221,40 +212,24 @@ def ood_study(run_uri: str, options: OodOptions = OodOptions(), *, progress: boo
             "other_source": other_source, "skipped_families": skipped_families, "skipped_attacks": skipped,
             "n_inputs": {f: len(families[f]) for f in names}, "targets": targets,
             "scoring": {g.name: scoring(g)[0] for g in games}, "boundary_inputs": options.boundary_inputs}
-    schema = OOD_SCHEMA.with_metadata({**OOD_SCHEMA.metadata, b"shadowfarm.study": json.dumps(meta)})
-    run.write_table(OOD, pa.Table.from_pylist(rows, schema=schema))
+    run.write_table(OOD, pa.Table.from_pylist(rows, schema=with_study_metadata(OOD_SCHEMA, meta)))
     return rows
 
 
 def _attack_rows(game: AttackGame, plan, responses: Responses, options: OodOptions, *, x_ood, family_of, names,
                  labels, pred, logits, progress: bool) -> list[dict]:
     how = scoring(game)[0]
-    override = {"variant": "offline"} if how == "offline" else None
-    shadow = shadow_game(game, responses, settings=override)
-    levels = sorted({0.001, 0.01, game.requested_fpr})
-    thresholds = shadow_thresholds(shadow[0], shadow[1], fprs=levels)
-    thresholds = {k: thresholds[k] for k in [fpr_key(f) for f in levels] + [BALANCED_ACCURACY]}
+    levels = reported_fprs(game.requested_fpr)
+    # The game's targets on their population, and thresholds chosen on the shadows' population game.
+    played = replay(game, responses, fprs=levels, settings={"variant": "offline"} if how == "offline" else None)
+    thresholds = {k: played.thresholds[k] for k in [fpr_key(f) for f in levels] + [BALANCED_ACCURACY]}
     used = np.ones(len(x_ood), dtype=bool)
     if game.name == "boundary":  # the first boundary_inputs of each family
         used = np.concatenate([np.arange((family_of == f).sum()) < options.boundary_inputs
                                for f in range(len(names))])
-    extra = {}
-    if game.name == "transfer":
-        extra = transfer_ood(cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
-                             target_labels={t: responses.pred[t, :, responses.queries_of("clean")[0]]
-                                            for t in game.targets},
-                             x_ood=x_ood, ood_labels={t: labels[t] for t in game.targets},
-                             n_models=game.settings["n_models"], seed=game.seed, progress=progress)
+    statistics = _ood_statistics(game, plan, responses, x_ood=x_ood, used=used, labels=labels, progress=progress)
     family_scores = {f: [] for f in names}
-    population, members = [], []
     for t in game.targets:
-        stats = {}
-        if game.name == "transfer":
-            stats = {"transfer": extra[t][1]}
-        elif game.name == "boundary":
-            stats = {"boundary": boundary_ood(run_uri=plan.run.uri, target=t, x=x_ood[used], labels=labels[t, used],
-                                              bounds=plan.dataset.info.bounds, settings=hsja_settings(game),
-                                              progress=progress)}
         if how == "offline":
             scores = np.concatenate([offline_scores(game, responses, t, labels=labels[t, family_of == f],
                                                     pred=pred[:, family_of == f],
@@ -262,16 +237,32 @@ def _attack_rows(game: AttackGame, plan, responses: Responses, options: OodOptio
                                      for f in range(len(names))])
         else:
             scores = substituted_scores(game, responses, t, labels=labels[t, used], pred=pred[t, used],
-                                        logits=None if logits is None else logits[t, used], statistics=stats)
+                                        logits=None if logits is None else logits[t, used], statistics=statistics[t])
         for f, name in enumerate(names):
             family_scores[name].append(scores[family_of[used] == f])
-        own = target_scores(game, responses, t, settings=override)
-        population.append(own[~responses.member[t]])
-        members.append(own[responses.member[t]])
     return fpr_rows(attack=game.name, label_only=game.label_only, how=how, thresholds=thresholds,
                     family_scores={f: np.concatenate(v) for f, v in family_scores.items()},
-                    population=np.concatenate(population), members=np.concatenate(members),
+                    population=played.scores[~played.member], members=played.scores[played.member],
                     n_targets=len(game.targets))
+
+
+def _ood_statistics(game: AttackGame, plan, responses: Responses, *, x_ood: np.ndarray, used: np.ndarray,
+                    labels: np.ndarray, progress: bool) -> dict[int, dict[str, np.ndarray]]:
+    """{target: {statistic: float[n_used]}}: the OOD inputs' transfer losses or boundary distances per target."""
+    if game.name == "transfer":
+        extra = transfer_ood(cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
+                             target_labels={t: responses.pred[t, :, responses.queries_of("clean")[0]]
+                                            for t in game.targets},
+                             x_ood=x_ood, ood_labels={t: labels[t] for t in game.targets},
+                             n_models=game.settings["n_models"], seed=game.seed, progress=progress)
+        return {t: {"transfer": extra[t][1]} for t in game.targets}
+    if game.name == "boundary":
+        return {t: {"boundary": boundary_ood(run_uri=plan.run.uri, target=t, x=x_ood[used], labels=labels[t, used],
+                                             bounds=plan.dataset.info.bounds,
+                                             settings=hsja_settings(game.settings, seed=game.seed),
+                                             progress=progress)}
+                for t in game.targets}
+    return {t: {} for t in game.targets}
 
 
 def summary(rows: Sequence[dict], *, threshold: str) -> dict[str, dict[str, tuple[int, int]]]:

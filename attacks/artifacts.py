@@ -1,0 +1,158 @@
+"""Every file the attack stage writes: its path (relative to the run, or to a study folder) and Parquet schema.
+
+    attacks/<attack>/scores.parquet    `ATTACK_SCORES_SCHEMA`: one row per (target, example)
+    attacks/<attack>/metrics.json      `attacks.stats.metrics.evaluate` plus the game's settings and `settings_hash`
+    audit/<key>/target.json            the audited target (key: `attacks.audit.target_key`), budget, timings
+    audit/<key>/<attack>/scores.parquet, metrics.json   `AUDIT_SCORES_SCHEMA`; audit/<key>/journal/: HTTP answers
+    tune/<attack>/best.json            the setting `shadowfarm tune` chose (tune/_ray: Ray Tune's own files)
+    studies/worst_case.parquet, studies/outliers.parquet, studies/ood.parquet   the studies of one run
+    study.json, studies/defenses.parquet   a defense study's folder (`MATRIX` is copied into its undefended farm)
+
+Schemas are built by `farm.shards.schema`, so every file names itself and its version in its metadata; a
+study adds its description (JSON) under "shadowfarm.study" (`with_study_metadata`). `jsonable` turns what
+the stage writes as JSON into plain values.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from attacks.stats.metrics import DEFAULT_FPRS, fpr_column
+from farm.errors import RunError
+from farm.shards import schema
+from farm.storage import RunDir
+
+ATTACKS_DIR = "attacks"
+TUNE_DIR = "tune"
+TUNE_RAY_DIR = "tune/_ray"
+WORST_CASE = "studies/worst_case.parquet"
+OUTLIERS = "studies/outliers.parquet"
+OOD = "studies/ood.parquet"
+MATRIX = "studies/defenses.parquet"
+STUDY_JSON = "study.json"
+STUDY_METADATA = b"shadowfarm.study"
+
+POPULATION = "population"  # the `family` of OOD rows measured on the targets' own population non-members
+MATRIX_FPRS = (0.01, 0.001)  # the matrix's TPR columns, in column order
+
+ATTACK_SCORES_SCHEMA = schema(
+    [("target_model_id", pa.int32()), ("example_id", pa.int32()), ("member", pa.bool_()), ("score", pa.float64())],
+    file="scores",
+)
+AUDIT_SCORES_SCHEMA = schema(
+    [("example_id", pa.int32()), ("score", pa.float64()), ("flagged", pa.bool_()), ("member", pa.bool_())],
+    file="audit_scores",
+)
+
+_F, _I = pa.float64(), pa.int64()
+WORST_CASE_SCHEMA = schema(
+    [("attack", pa.string()), ("label_only", pa.bool_()), ("subset", pa.string()), ("n_examples", _I),
+     ("n_members", _I), ("n_nonmembers", _I), ("auc", _F)]
+    + [(fpr_column(col, f), t) for f in DEFAULT_FPRS for col, t in (("tpr_at_fpr", _F),
+                                                                   ("false_positives_allowed", _I))]
+    + [("requested_fpr", _F), ("n_shadow_nonmembers", _I), ("subset_threshold", _F), ("subset_threshold_fpr", _F),
+       ("subset_threshold_tpr", _F), ("population_threshold", _F), ("population_threshold_fpr", _F),
+       ("population_threshold_tpr", _F)],
+    file="worst_case",
+)
+OUTLIERS_SCHEMA = schema(
+    [("example_id", pa.int32()), ("label", pa.int64()), ("outlier", pa.bool_()), ("rank", pa.int32())],
+    file="outliers",
+)
+OOD_SCHEMA = schema(
+    [("attack", pa.string()), ("label_only", pa.bool_()), ("scoring", pa.string()), ("family", pa.string()),
+     ("threshold", pa.string()), ("threshold_value", _F), ("n_inputs", _I),
+     ("false_positives", _I), ("fpr", _F), ("n_targets", _I),
+     ("population_tpr", _F), ("n_members", _I)],
+    file="ood",
+)
+MATRIX_SCHEMA = schema([
+    ("defense", pa.string()),  # "weight_decay=0.01", "none + top1": the training label, then the output defense
+    ("training_defense", pa.string()),  # attacks.studies.defenses.TRAINING_DEFENSES name
+    ("strength", _F),  # its value (NaN for none)
+    ("output_defense", pa.string()),  # none | memguard | top1 | round
+    ("attack", pa.string()),
+    ("label_only", pa.bool_()),
+    ("auc", _F),
+    *((fpr_column("tpr_at_fpr", f), _F) for f in MATRIX_FPRS),
+    ("balanced_accuracy", _F),  # at the threshold chosen on shadows
+    ("n_members", _I),
+    ("n_nonmembers", _I),
+    ("same_as_undefended", pa.bool_()),  # label-only row under an output defense: identical inputs
+    ("test_accuracy", _F),
+    ("train_accuracy", _F),
+    ("epsilon", _F),  # spent ε, NaN without DP
+    ("run", pa.string()),  # the farm's run directory, relative to the study
+], file="defenses")
+
+
+def attack_scores(name: str) -> str:
+    return f"{ATTACKS_DIR}/{name}/scores.parquet"
+
+
+def attack_metrics(name: str) -> str:
+    return f"{ATTACKS_DIR}/{name}/metrics.json"
+
+
+def attack_names(run: RunDir) -> list[str]:
+    """Names of the attacks with a result (attacks/<name>/metrics.json, written after the scores)."""
+    return [name for name in run.listdir(ATTACKS_DIR)
+            if not name.startswith(".") and run.is_file(attack_metrics(name))]
+
+
+def audit_dir(key: str) -> str:
+    """The folder of one audited target (key: `attacks.audit.target_key`)."""
+    return f"audit/{key}"
+
+
+def audit_scores(key: str, attack: str) -> str:
+    return f"{audit_dir(key)}/{attack}/scores.parquet"
+
+
+def audit_metrics(key: str, attack: str) -> str:
+    return f"{audit_dir(key)}/{attack}/metrics.json"
+
+
+def audit_target(key: str) -> str:
+    return f"{audit_dir(key)}/target.json"
+
+
+def audit_journal(key: str) -> str:
+    return f"{audit_dir(key)}/journal"
+
+
+def tune_best(attack: str) -> str:
+    return f"{TUNE_DIR}/{attack}/best.json"
+
+
+def with_study_metadata(table_schema: pa.Schema, meta: dict) -> pa.Schema:
+    """`table_schema` with a study's description `meta` (JSON) under "shadowfarm.study", for the report."""
+    return table_schema.with_metadata({**table_schema.metadata, STUDY_METADATA: json.dumps(meta)})
+
+
+def read_matrix(study: RunDir | str) -> pa.Table:
+    """studies/defenses.parquet of a study, checked against `MATRIX_SCHEMA`."""
+    study = RunDir(study) if isinstance(study, str) else study
+    if not study.is_file(MATRIX):
+        raise RunError(f"{study.path(MATRIX)}: not found; run `shadowfarm study defenses` first")
+    table = study.read_table(MATRIX)
+    if not table.schema.equals(MATRIX_SCHEMA, check_metadata=False):
+        raise RunError(f"{study.path(MATRIX)}: not a defenses matrix of this version")
+    return table
+
+
+def jsonable(obj):
+    """`obj` for JSON: keys as strings, tuples as lists, numpy scalars as Python values, and Python floats
+    that are NaN or infinite as None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
