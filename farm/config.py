@@ -2,7 +2,8 @@
 
 `load_config(path, overrides)` reads a YAML file, applies `--set a.b=value` overrides and
 returns a validated `RunConfig`. Unknown keys, wrong types and out-of-range values raise
-`ConfigError` naming the dotted field (e.g. ``train.epochs``).
+`ConfigError` naming the dotted field (e.g. ``train.epochs``): the types are checked by
+`farm.typed.build` (from the annotations here), the ranges by `validate`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.errors import ConfigError
 from farm.overrides import apply_overrides, read_yaml
+from farm.typed import build
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,16 @@ class QuerySpec:
     def as_dict(self) -> dict:
         return {"kind": self.kind, **dict(self.params)}
 
+    @classmethod
+    def from_plain(cls, value, where: str) -> QuerySpec:
+        """``"clean"`` or ``{kind: translate, d: 1}`` -> QuerySpec (`farm.typed` reads query entries with it)."""
+        if isinstance(value, str):
+            value = {"kind": value}
+        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+            raise ConfigError(f"{where}: expected a mapping with a 'kind', got {value!r}")
+        params = {k: v for k, v in value.items() if k != "kind"}
+        return cls(value["kind"], tuple(sorted(params.items())))
+
 
 DEFAULT_QUERIES = (QuerySpec("clean"),)
 
@@ -161,96 +171,12 @@ _UNHASHED = ("farm",)
 _HASHED_UNLESS_DEFAULT = {"train": ("mixup_alpha", "augmentation", "early_stopping", "dp_sgd")}
 
 
-# ---------------------------------------------------------------- building from dicts
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
-def _convert(value, tp, where: str):
-    """Check/convert one YAML value to the annotated type `tp`, or raise naming `where`."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        others = [a for a in args if a is not type(None)]
-        if len(others) == 1 and dataclasses.is_dataclass(others[0]):
-            return _convert(value, others[0], where)  # keep the section's own, more specific error
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is tuple:
-        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and item is not QuerySpec:
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is QuerySpec:
-        if isinstance(value, str):
-            value = {"kind": value}
-        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-            raise ConfigError(f"{where}: expected a mapping with a 'kind', got {value!r}")
-        params = {k: v for k, v in value.items() if k != "kind"}
-        return QuerySpec(value["kind"], tuple(sorted(params.items())))
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond float range
-            number = math.inf
-        if not math.isfinite(number):  # YAML's .nan/.inf: every float field is a rate, a size or a bound
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return number
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {where}")
-
-
-def _build(cls, data, where: str = ""):
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            full = f"{where}.{key}" if where else str(key)
-            raise ConfigError(f"unknown config key {full!r} (valid: {', '.join(names)})")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Range checks that types cannot express. Registry names are checked by their registries."""
-    m, t, f, d = cfg.membership, cfg.train, cfg.farm, cfg.data
-    _check(cfg.seed >= 0, f"seed: expected an integer >= 0, got {cfg.seed}")
+def _check_membership(m: MembershipConfig) -> None:
     _check(m.mode in ("lira", "disjoint"), f"membership.mode: expected 'lira' or 'disjoint', got {m.mode!r}")
     _check(m.n_models >= 2, f"membership.n_models: expected at least 2, got {m.n_models}")
     _check(0.0 < m.p_in < 1.0, f"membership.p_in: expected a value in (0, 1), got {m.p_in}")
@@ -261,6 +187,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         _check(0 <= i < m.n_models, f"membership.target_ids: {i} is not a model id in [0, {m.n_models})")
     if m.mode == "disjoint":
         _check(len(m.target_ids) < m.n_models, "membership.target_ids: disjoint mode needs at least one shadow")
+
+
+def _check_train(t: TrainConfig) -> None:
     _check(t.optimizer in ("adam", "sgd"), f"train.optimizer: expected 'adam' or 'sgd', got {t.optimizer!r}")
     _check(t.lr > 0, f"train.lr: expected a positive number, got {t.lr}")
     _check(t.epochs >= 1, f"train.epochs: expected at least 1, got {t.epochs}")
@@ -275,29 +204,45 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(0 < es.validation_fraction < 1,
            f"train.early_stopping.validation_fraction: expected a value in (0, 1), got {es.validation_fraction}")
     if t.dp_sgd is not None:
-        dp = t.dp_sgd
-        _check(dp.epsilon > 0, f"train.dp_sgd.epsilon: expected a positive number, got {dp.epsilon}")
-        _check(0 < dp.delta < 1, f"train.dp_sgd.delta: expected a value in (0, 1), got {dp.delta}")
-        _check(dp.max_grad_norm > 0, f"train.dp_sgd.max_grad_norm: expected a positive number, got {dp.max_grad_norm}")
-        _check(dp.accountant in ("prv", "rdp", "gdp"),
-               f"train.dp_sgd.accountant: expected prv, rdp or gdp, got {dp.accountant!r}")
-        # MixUp mixes two examples into one gradient and early stopping selects weights on data outside
-        # the DP mechanism: either would void the per-example (ε, δ) guarantee.
-        _check(t.mixup_alpha == 0, "train.dp_sgd: cannot be combined with train.mixup_alpha (breaks per-example "
-                                   "clipping); set train.mixup_alpha=0")
-        _check(es.patience == 0, "train.dp_sgd: cannot be combined with train.early_stopping (model selection is "
-                                 "not private); set train.early_stopping.patience=0")
-        _check(not (t.augmentation.flip or t.augmentation.translate),
-               "train.dp_sgd: train.augmentation is not supported with DP-SGD (Poisson batches); turn it off")
-    _check(0 <= cfg.model.dropout < 1, f"model.dropout: expected a value in [0, 1), got {cfg.model.dropout}")
-    _check(all(h >= 1 for h in cfg.model.hidden), "model.hidden: expected positive widths")
-    _check(cfg.model.width >= 1, f"model.width: expected at least 1, got {cfg.model.width}")
+        _check_dp_sgd(t)
+
+
+def _check_dp_sgd(t: TrainConfig) -> None:
+    dp = t.dp_sgd
+    _check(dp.epsilon > 0, f"train.dp_sgd.epsilon: expected a positive number, got {dp.epsilon}")
+    _check(0 < dp.delta < 1, f"train.dp_sgd.delta: expected a value in (0, 1), got {dp.delta}")
+    _check(dp.max_grad_norm > 0, f"train.dp_sgd.max_grad_norm: expected a positive number, got {dp.max_grad_norm}")
+    _check(dp.accountant in ("prv", "rdp", "gdp"),
+           f"train.dp_sgd.accountant: expected prv, rdp or gdp, got {dp.accountant!r}")
+    # MixUp mixes two examples into one gradient and early stopping selects weights on data outside
+    # the DP mechanism: either would void the per-example (ε, δ) guarantee.
+    _check(t.mixup_alpha == 0, "train.dp_sgd: cannot be combined with train.mixup_alpha (breaks per-example "
+                               "clipping); set train.mixup_alpha=0")
+    _check(t.early_stopping.patience == 0, "train.dp_sgd: cannot be combined with train.early_stopping (model "
+                                           "selection is not private); set train.early_stopping.patience=0")
+    _check(not (t.augmentation.flip or t.augmentation.translate),
+           "train.dp_sgd: train.augmentation is not supported with DP-SGD (Poisson batches); turn it off")
+
+
+def _check_farm(f: FarmConfig) -> None:
     _check(f.group_size >= 1, f"farm.group_size: expected at least 1, got {f.group_size}")
     _check(f.num_actors is None or f.num_actors >= 1, f"farm.num_actors: expected at least 1, got {f.num_actors}")
     _check(f.num_cpus > 0, f"farm.num_cpus: expected a positive number, got {f.num_cpus}")
     _check(f.num_gpus >= 0, f"farm.num_gpus: expected >= 0, got {f.num_gpus}")
     _check(f.max_retries >= 0, f"farm.max_retries: expected >= 0, got {f.max_retries}")
     _check(f.device in ("auto", "cpu", "cuda"), f"farm.device: expected auto, cpu or cuda, got {f.device!r}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range checks that types cannot express, section by section. Registry names are checked by their registries."""
+    _check(cfg.seed >= 0, f"seed: expected an integer >= 0, got {cfg.seed}")
+    _check_membership(cfg.membership)
+    _check_train(cfg.train)
+    _check(0 <= cfg.model.dropout < 1, f"model.dropout: expected a value in [0, 1), got {cfg.model.dropout}")
+    _check(all(h >= 1 for h in cfg.model.hidden), "model.hidden: expected positive widths")
+    _check(cfg.model.width >= 1, f"model.width: expected at least 1, got {cfg.model.width}")
+    _check_farm(cfg.farm)
+    d = cfg.data
     _check(d.subsample is None or d.subsample >= 2, f"data.subsample: expected at least 2, got {d.subsample}")
     _check(len(cfg.queries) >= 1, "queries: expected at least one query")
     return cfg
@@ -308,7 +253,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 def from_dict(data: dict, cls=RunConfig):
     """Build and validate a config of type `cls` from plain data."""
-    cfg = _build(cls, data)
+    cfg = build(cls, data)
     return validate(cfg) if cls is RunConfig else cfg
 
 

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 from farm.config import RunConfig, TrainConfig
 from farm.data import DatasetInfo
+from farm.dp import check_dp_model
 from farm.errors import ConfigError
+from farm.models import build_model
 
 VALIDATION_STREAM, BATCH_STREAM = 1, 2  # independent RNG streams derived from a model's seed
 
@@ -41,9 +43,6 @@ def check_defenses(cfg: RunConfig, *, info: DatasetInfo) -> None:
         raise ConfigError(f"train.augmentation.translate: expected less than the image size "
                           f"{min(info.shape[-2:])}, got {t.augmentation.translate}")
     if t.dp_sgd is not None:
-        from farm.dp import check_dp_model
-        from farm.models import build_model
-
         check_dp_model(build_model(cfg.model, info=info))
 
 

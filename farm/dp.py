@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from farm.config import TrainConfig
 from farm.errors import ConfigError
+from farm.optim import make_optimizer
 
 NOISE_STREAM, SAMPLER_STREAM = 3, 4
 
@@ -115,8 +116,6 @@ def train_dp_model(model: nn.Module, *, x: torch.Tensor, y: torch.Tensor, rows: 
     """
     _opacus()
     from opacus import PrivacyEngine
-
-    from farm.train import make_optimizer
 
     dp = cfg.dp_sgd
     device = x.device

@@ -186,6 +186,21 @@ def is_done(run: RunDir, model_id: int, config_hash: str) -> bool:
     return run.is_file(rel) and run.read_text(rel).strip() == config_hash
 
 
+def table_problem(run: RunDir, rel: str, expected: pa.Table) -> str | None:
+    """Why the table at `rel` is not `expected` (missing, unreadable, another schema or content); None when it is."""
+    if not run.is_file(rel):
+        return f"{run.path(rel)}: missing"
+    try:
+        table = run.read_table(rel)
+    except (OSError, pa.ArrowException) as exc:
+        return f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]})"
+    if not table.schema.remove_metadata().equals(expected.schema.remove_metadata()):
+        return f"{run.path(rel)}: schema differs from the expected {expected.schema.remove_metadata()}"
+    if not table.equals(expected):
+        return f"{run.path(rel)}: differs from what the run's config gives (another seed or config?)"
+    return None
+
+
 def check_model_shard(
     run: RunDir, model_id: int, *, config_hash: str, n_examples: int, n_queries: int, n_classes: int | None,
     labels: np.ndarray | None = None, n_members: int | None = None,

@@ -39,6 +39,7 @@ from farm.defenses import (
 )
 from farm.dp import train_dp_model
 from farm.models import build_model, vmappable
+from farm.optim import make_optimizer
 
 
 @dataclass
@@ -76,12 +77,6 @@ def _init_models(model_cfg: ModelConfig, info: DatasetInfo, seeds: Sequence[int]
             torch.manual_seed(seed % (2**63))
             models.append(build_model(model_cfg, info=info).to(device))
     return models
-
-
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def train_group(

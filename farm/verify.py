@@ -1,40 +1,16 @@
 """Checking a run's files against its plan: the run tables, every model's shard, stray folders.
 
-`shadowfarm verify` prints `verify_plan`'s lines; resume (`farm.driver.missing_models`) retrains every
-model `model_problems` finds fault with, and rewrites a run table `table_problem` finds fault with.
+`shadowfarm verify` prints `verify_plan`'s lines; resume (`missing_models`, which the driver trains)
+retrains every model `model_problems` finds fault with; `farm.plan.open_run` rewrites a run table that
+`farm.shards.table_problem` finds fault with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from farm.shards import MEMBERSHIP, QUERIES, check_model_shard, membership_table, model_dir, queries_table
-from farm.storage import RunDir
-
-if TYPE_CHECKING:
-    from farm.driver import Plan
-
-
-def run_tables(plan: Plan) -> dict[str, pa.Table]:
-    """The run-level tables, pure functions of the config: membership.parquet and queries.parquet."""
-    return {MEMBERSHIP: membership_table(plan.member, plan.target_pool), QUERIES: queries_table(plan.queries)}
-
-
-def table_problem(run: RunDir, rel: str, expected: pa.Table) -> str | None:
-    if not run.is_file(rel):
-        return f"{run.path(rel)}: missing"
-    try:
-        table = run.read_table(rel)
-    except (OSError, pa.ArrowException) as exc:
-        return f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]})"
-    if not table.schema.remove_metadata().equals(expected.schema.remove_metadata()):
-        return f"{run.path(rel)}: schema differs from the expected {expected.schema.remove_metadata()}"
-    if not table.equals(expected):
-        return f"{run.path(rel)}: differs from what the run's config gives (another seed or config?)"
-    return None
+from farm.plan import Plan, run_tables
+from farm.shards import check_model_shard, model_dir, table_problem
 
 
 def model_problems(plan: Plan, model_id: int) -> list[str]:
@@ -43,6 +19,15 @@ def model_problems(plan: Plan, model_id: int) -> list[str]:
         plan.run, model_id, config_hash=plan.config_hash, n_examples=len(plan.dataset),
         n_queries=len(plan.queries), n_classes=plan.dataset.info.num_classes if plan.cfg.record_logits else None,
         labels=plan.dataset.y, n_members=int(plan.member[model_id].sum()))
+
+
+def missing_models(plan: Plan) -> list[int]:
+    """Models to (re)train: all but those whose shard is complete and valid (`model_problems`).
+
+    A `_SUCCESS` holding the config hash is necessary but not enough: a shard truncated or replaced after
+    it was written (a copy from another run, a disk error) fails its checks and is trained again.
+    """
+    return [m for m in range(plan.cfg.membership.n_models) if model_problems(plan, m)]
 
 
 def verify_plan(plan: Plan, *, models: Sequence[int] | None = None) -> list[str]:

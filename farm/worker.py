@@ -2,7 +2,8 @@
 
 `TrainerActor` holds the data set on its device once and runs `run_group` for each group the
 driver hands it. `run_group` is a pure function of (run, model ids): re-running it rewrites
-the same shards.
+the same shards. Its steps: train the group (`farm.train.train_group`), answer every query
+(`query_group`), then per model its metrics.json (`model_metrics`) and its shard.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from farm.data import DatasetInfo
 from farm.queries import Query, apply_query
 from farm.shards import responses_table, write_model_shard
 from farm.storage import RunDir
-from farm.train import predict_in_chunks, steps_per_epoch, train_group
+from farm.train import TrainedGroup, predict_in_chunks, steps_per_epoch, train_group
 
 # Test hook: a directory where processes announce named points and wait to be released (see `hold_point`).
 HOLD_ENV = "SHADOWFARM_TEST_HOLD_DIR"
@@ -100,6 +101,40 @@ def defenses_of(cfg: RunConfig) -> dict:
     return found
 
 
+def query_group(group: TrainedGroup, queries: Sequence[Query], x: torch.Tensor, *,
+                info: DatasetInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean logits float32[G, N, C], predicted labels int16[G, N, Q]) of the trained group on every query."""
+    clean_logits = predict_in_chunks(group.predict, x)  # [G, N, C]
+    pred = torch.empty((clean_logits.shape[0], len(x), len(queries)), dtype=torch.int16, device=x.device)
+    for q, query in enumerate(queries):
+        logits = clean_logits if query.kind == "clean" else predict_in_chunks(
+            group.predict, apply_query(query, x, info=info))
+        pred[:, :, q] = logits.argmax(-1).to(torch.int16)
+    return clean_logits, pred
+
+
+def model_metrics(cfg: RunConfig, group: TrainedGroup, g: int, *, model_id: int, n_models: int, logits: torch.Tensor,
+                  y: torch.Tensor, member: np.ndarray, query_seconds: float) -> dict:
+    """metrics.json of model `model_id`, the g-th of a group of `n_models` (times are the group's, shared out)."""
+    metrics = {
+        "model_id": model_id,
+        **_metrics(logits, y, member),
+        "epochs": cfg.train.epochs,
+        "seconds": group.seconds / n_models,
+        "query_seconds": query_seconds / n_models,
+        "group_size": n_models,
+        "vectorized": group.vectorized,
+        "device": str(logits.device),
+        "defense": defenses_of(cfg),
+        "seed": model_seed(cfg.seed, model_id),
+        "worker_peak_rss_mb": round(peak_rss_mb(), 1),
+        **(group.details[g] if group.details else {}),
+    }
+    if "dp_sgd" in metrics:  # the ε the accountant spent, at the top level for readers of metrics.json
+        metrics["epsilon"] = metrics["dp_sgd"]["epsilon"]
+    return metrics
+
+
 def run_group(
     *,
     run_uri: str,
@@ -126,32 +161,13 @@ def run_group(
         n_steps_per_epoch=steps_per_epoch(member, cfg.train.batch_size), vectorize=vectorize,
     )
     start = time.perf_counter()
-    clean_logits = predict_in_chunks(group.predict, x)  # [G, N, C]
-    pred = torch.empty((len(ids), len(y), len(queries)), dtype=torch.int16, device=x.device)
-    for q, query in enumerate(queries):
-        logits = clean_logits if query.kind == "clean" else predict_in_chunks(
-            group.predict, apply_query(query, x, info=info))
-        pred[:, :, q] = logits.argmax(-1).to(torch.int16)
+    clean_logits, pred = query_group(group, queries, x, info=info)
     query_seconds = time.perf_counter() - start
     labels = y.cpu().numpy()
     digest = config_hash(cfg)
     for g, model_id in enumerate(ids):
-        metrics = {
-            "model_id": model_id,
-            **_metrics(clean_logits[g], y, member[model_id]),
-            "epochs": cfg.train.epochs,
-            "seconds": group.seconds / len(ids),
-            "query_seconds": query_seconds / len(ids),
-            "group_size": len(ids),
-            "vectorized": group.vectorized,
-            "device": str(x.device),
-            "defense": defenses_of(cfg),
-            "seed": model_seed(cfg.seed, model_id),
-            "worker_peak_rss_mb": round(peak_rss_mb(), 1),
-            **(group.details[g] if group.details else {}),
-        }
-        if "dp_sgd" in metrics:  # the ε the accountant spent, at the top level for readers of metrics.json
-            metrics["epsilon"] = metrics["dp_sgd"]["epsilon"]
+        metrics = model_metrics(cfg, group, g, model_id=model_id, n_models=len(ids), logits=clean_logits[g], y=y,
+                                member=member[model_id], query_seconds=query_seconds)
         table = responses_table(labels=labels, pred=pred[g].cpu().numpy(),
                                 logits=clean_logits[g].float().cpu().numpy() if cfg.record_logits else None)
         write_model_shard(run, model_id=model_id, state_dict=group.state_dicts[g], metrics=metrics,

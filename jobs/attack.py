@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 from farm.errors import ConfigError
 from farm.overrides import parse_override
-from jobs.common import csv_list, run_cli, smoke_farm
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in csv_list(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated model ids, got {text!r}") from None
+from jobs.common import csv_list, job_main, job_parser, model_ids
+from jobs.smoke import smoke_farm
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -31,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
                         help="comma-separated attacks (default: every attack the run supports); "
                              "gap, augmentation, noise, calibrated, transfer, loss, confidence_classifier, "
                              "lira_confidence")
-    parser.add_argument("--targets", type=_ints, default=None,
+    parser.add_argument("--targets", type=model_ids, default=None,
                         help="comma-separated target model ids (default: the run's membership.target_ids)")
     parser.add_argument("--setting", dest="settings", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                         help="an attack setting, e.g. --setting calibrated.variant=offline (repeatable)")
@@ -91,24 +86,18 @@ def attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def smoke(args: argparse.Namespace) -> None:
+    """--smoke-test: the smoke farm (`jobs.smoke`) in --run, attacked with fewer bootstrap replicates and
+    pseudo-targets."""
+    args.run = smoke_farm(args.run)
+    args.bootstrap = min(args.bootstrap, 20)
+    args.pseudo_targets = min(args.pseudo_targets, 2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.attack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    parser.add_argument("--smoke-test", action="store_true",
-                        help="train the smoke farm (python -m jobs.train --smoke-test) if needed, then attack it")
-    args = parser.parse_args(argv)
-
-    def go() -> int:
-        if args.smoke_test:
-            args.run = smoke_farm(args.run)
-            args.bootstrap = min(args.bootstrap, 20)
-            args.pseudo_targets = min(args.pseudo_targets, 2)
-        if not args.run:
-            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
-        return attack(args)
-
-    return run_cli(go)
+    parser = job_parser("python -m jobs.attack", __doc__, partial(add_arguments, positional=False),
+                        smoke_help="train the smoke farm (python -m jobs.train --smoke-test) if needed, then attack it")
+    return job_main(argv, parser, run=attack, smoke=smoke, needs_run=True)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 from farm.errors import ConfigError
-from jobs.attack import _ints, parse_settings
-from jobs.common import csv_list, run_cli, smoke_farm
+from jobs.attack import parse_settings
+from jobs.common import csv_list, job_main, job_parser, model_ids
+from jobs.smoke import smoke_farm
 
 HELP = "audit a deployed model (HTTP, TorchScript) with a run's shadows: label-only, journaled, budgeted"
 
 
 def _shadows(text: str):
-    return "all" if text.strip() == "all" else _ints(text)
+    return "all" if text.strip() == "all" else model_ids(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -148,22 +150,19 @@ def smoke(args: argparse.Namespace) -> int:
     return code
 
 
+def smoke_or_audit(args: argparse.Namespace) -> int:
+    """`python -m jobs.audit`: the smoke audit with --smoke-test, else the audit of --target."""
+    if args.smoke_test:
+        return smoke(args)
+    if not args.run or not args.target:
+        raise ConfigError("--run and --target are required (or use --smoke-test)")
+    return audit(args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.audit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    parser.add_argument("--smoke-test", action="store_true",
-                        help="train the smoke farm if needed, serve its model 0 on loopback, audit it over HTTP")
-    args = parser.parse_args(argv)
-
-    def go() -> int:
-        if args.smoke_test:
-            return smoke(args)
-        if not args.run or not args.target:
-            raise ConfigError("--run and --target are required (or use --smoke-test)")
-        return audit(args)
-
-    return run_cli(go)
+    parser = job_parser("python -m jobs.audit", __doc__, partial(add_arguments, positional=False),
+                        smoke_help="train the smoke farm if needed, serve its model 0 on loopback, audit it over HTTP")
+    return job_main(argv, parser, run=smoke_or_audit)
 
 
 if __name__ == "__main__":

@@ -24,20 +24,18 @@ the distances compare. Run it on an otherwise idle machine (the load average is 
 are unseeded (np.random.RandomState()), so its distances and AUC vary from run to run; its gradient probes are
 seeded with --seed.
 
-Needs IBM ART (pip install 'shadowfarm[bench]'); `--smoke-test` runs ours alone when ART is missing. Make the
+Needs IBM ART (pip install 'shadowfarm[bench]'); `--smoke-test` runs ours alone when ART is missing. ART's side
+and the meters both tools run under (query counts, timings) are in jobs/bench_art.py. Make the
 quickstart run first: python -m jobs.train --config quickstart --out runs/quickstart (about 30 s).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import math
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -46,69 +44,18 @@ from torch import nn
 from attacks.compute.hsja import HsjaResult, hopskipjump
 from attacks.oracles.model import ModelOracle
 from attacks.stats.metrics import auc
-from farm.driver import Plan, load_plan
-from farm.errors import ConfigError, RunError, ShadowfarmError
+from farm.errors import ConfigError, RunError
 from farm.models import build_model
+from farm.plan import Plan, load_plan
 from farm.shards import MEMBERSHIP, RUN_JSON, is_done, load_weights, membership_matrix, model_dir
 from farm.storage import RunDir
+from jobs.bench_art import INIT_SIZE, ArtMissing, CountingModule, Stopwatch, back_to_boundary, import_art, run_art
 from jobs.bench_farm import machine
-from jobs.common import run_cli
+from jobs.common import job_main, job_parser
 
-ART_MISSING = "the benchmark needs IBM ART: pip install 'shadowfarm[bench]'"
 MAKE_QUICKSTART = "python -m jobs.train --config quickstart --out runs/quickstart"
-INIT_SIZE = 100  # random starts: ART's default init_size, and the most ours draws (attacks/compute/hsja.py)
 ESTIMATORS = {"pytorch": ("pytorch",), "blackbox": ("blackbox",), "both": ("pytorch", "blackbox")}
 SMOKE = dict(examples=20, max_iter=2, init_evals=10, max_evals=20, repeats=1, art_repeats=1)
-
-
-class ArtMissing(ShadowfarmError):
-    """IBM ART is not installed."""
-
-
-class CountingModule(nn.Module):
-    """Wraps a module; `rows` counts the rows of every batch its forward evaluates (a tool's queries).
-
-    Inputs are cast to float32: under numpy 2, ART's HopSkipJump promotes its probes to float64 (0-d arrays no
-    longer cast down, NEP 50; Trusted-AI/adversarial-robustness-toolbox#2475), which a float32 model refuses."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner, self.rows = inner, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += int(x.shape[0])
-        return self.inner(x.to(torch.float32))
-
-
-class Stopwatch:
-    """Wall-clock and CPU seconds (this process, all its threads) of each timed run. CPU time is the figure
-    to trust on a busy machine: other processes stretch wall time, much less a process's own CPU time."""
-
-    def __init__(self):
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    @contextlib.contextmanager
-    def run(self):
-        wall, cpu = time.perf_counter(), time.process_time()
-        yield
-        self.wall.append(time.perf_counter() - wall)
-        self.cpu.append(time.process_time() - cpu)
-
-
-def _import_art():
-    """(HopSkipJump, {estimator name: ART class}, ART's version), imported only when needed."""
-    try:
-        import art
-        from art.attacks.evasion import HopSkipJump
-        from art.estimators.classification import BlackBoxClassifier, PyTorchClassifier
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] != "art":
-            raise ShadowfarmError(f"IBM ART is installed but fails to import: {exc}") from None
-        raise ArtMissing(ART_MISSING) from None
-    except ImportError as exc:  # installed, but incompatible with this numpy/torch
-        raise ShadowfarmError(f"IBM ART is installed but fails to import: {exc}") from None
-    return HopSkipJump, {"pytorch": PyTorchClassifier, "blackbox": BlackBoxClassifier}, art.__version__
 
 
 def load_target(run_uri: str, model_id: int) -> tuple[Plan, nn.Module, np.ndarray, np.ndarray]:
@@ -155,64 +102,6 @@ def run_ours(module: nn.Module, x: np.ndarray, y: np.ndarray, ids: np.ndarray, *
                                  init_evals=args.init_evals, max_evals=args.max_evals, gamma=gamma, seed=args.seed,
                                  example_ids=ids)
     return watch, result, counting.rows
-
-
-def _art_classifier(estimator: str, art_class, counting: CountingModule, *, shape, num_classes: int, bounds):
-    """ART's view of the module: PyTorchClassifier (its torch estimator) or BlackBoxClassifier (a prediction
-    function; here it answers one-hot labels, what a label-only target gives)."""
-    if estimator == "pytorch":
-        return art_class(model=counting, loss=nn.CrossEntropyLoss(), input_shape=shape, nb_classes=num_classes,
-                         clip_values=bounds, device_type="cpu")
-    one_hot = np.eye(num_classes, dtype=np.float32)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return one_hot[counting(torch.from_numpy(np.asarray(batch))).argmax(1).numpy()]
-
-    return art_class(predict, input_shape=shape, nb_classes=num_classes, clip_values=bounds)
-
-
-def run_art(module: nn.Module, x: np.ndarray, y: np.ndarray, *, estimator: str, bounds, num_classes: int, art,
-            args) -> tuple[Stopwatch, np.ndarray, np.ndarray, int]:
-    """(times of each repeat, adversarial points float32[B, *shape] of the last repeat, correctly classified
-    bool[B], rows evaluated by the module in the last repeat). Misclassified rows are returned unchanged."""
-    hop_skip_jump, estimators, _ = art
-    counting = CountingModule(module)
-    classifier = _art_classifier(estimator, estimators[estimator], counting, shape=x.shape[1:],
-                                 num_classes=num_classes, bounds=bounds)
-    batch_size = args.max_evals  # the largest batch ART makes: one forward call per gradient estimate
-    attack = hop_skip_jump(classifier, targeted=False, norm=2, max_iter=args.max_iter, max_eval=args.max_evals,
-                           init_eval=args.init_evals, init_size=INIT_SIZE, batch_size=batch_size, verbose=False)
-    watch, x_adv, correct = Stopwatch(), x, np.zeros(len(x), dtype=bool)
-    hsja_log = logging.getLogger("art.attacks.evasion.hop_skip_jump")
-    level = hsja_log.level
-    hsja_log.setLevel(logging.ERROR)  # one warning per failure otherwise; failures are counted below
-    try:
-        for _ in range(args.art_repeats):
-            np.random.seed(args.seed)  # ART's gradient probes use numpy's global RNG (its starts are unseeded)
-            counting.rows = 0
-            with watch.run():
-                correct = classifier.predict(x, batch_size=batch_size).argmax(axis=1) == y
-                x_adv = x.copy()
-                if correct.any():
-                    x_adv[correct] = attack.generate(x[correct], y=y[correct])
-    finally:
-        hsja_log.setLevel(level)
-    return watch, x_adv, correct, counting.rows
-
-
-def back_to_boundary(module: nn.Module, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, steps: int) -> np.ndarray:
-    """float64[B] distances after a binary search from each adversarial point x_adv float32[B, *shape] back
-    towards x (`steps` halvings, uncounted): ART returns a stepped point, not a boundary point; this puts its
-    distances on ours' footing. Rows with x_adv == x stay 0."""
-    low, high = np.zeros(len(x)), np.ones(len(x))
-    blend = lambda a: (x + a.reshape(-1, *[1] * (x.ndim - 1)) * (x_adv - x)).astype(np.float32)
-    for _ in range(steps):
-        mid = (low + high) / 2
-        with torch.no_grad():
-            adversarial = module(torch.from_numpy(blend(mid))).argmax(1).numpy() != y
-        high, low = np.where(adversarial, mid, high), np.where(adversarial, low, mid)
-    return np.linalg.norm((blend(high) - x).reshape(len(x), -1).astype(np.float64), axis=1)
 
 
 def auc_difference_ci(a: np.ndarray, b: np.ndarray, member: np.ndarray, *, seed: int,
@@ -279,7 +168,7 @@ def bench(args: argparse.Namespace) -> int:
     if args.init_evals > args.max_evals:
         raise ConfigError(f"--init-evals {args.init_evals} > --max-evals {args.max_evals} (ART refuses it)")
     try:
-        art = _import_art()
+        art = import_art()
     except ArtMissing:
         if not args.smoke_test:
             raise
@@ -325,9 +214,7 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_boundary", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default="runs/quickstart", help="a trained run (default runs/quickstart)")
     parser.add_argument("--model-id", type=int, default=0, help="the model attacked (default 0, the target)")
     parser.add_argument("--examples", type=int, default=200,
@@ -347,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke-test", action="store_true",
                         help=f"tiny: {SMOKE['examples']} examples, max_iter {SMOKE['max_iter']}; ours only "
                              f"if ART is missing")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: bench(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(argv, job_parser("python -m jobs.bench_boundary", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

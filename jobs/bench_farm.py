@@ -24,7 +24,7 @@ from farm.config import load_config, model_seed
 from farm.data import load_dataset
 from farm.membership import make_membership
 from farm.train import steps_per_epoch, train_group
-from jobs.common import resolve_config, run_cli
+from jobs.common import job_main, job_parser, resolve_config
 
 
 def machine() -> str:
@@ -81,9 +81,7 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_farm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="quickstart")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--models", type=int, default=32, help="models trained each way (default 32)")
@@ -92,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: what a trainer actor with num_cpus=1 uses)")
     parser.add_argument("--smoke-test", action="store_true")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: bench(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(argv, job_parser("python -m jobs.bench_farm", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from farm.cluster import ensure_ray, n_actors
 from farm.config import load_config
-from farm.driver import _n_actors, ensure_ray, load_plan, plan_run, train_farm, verify_plan
+from farm.driver import train_farm
+from farm.plan import load_plan, plan_run
 from farm.shards import model_dir
+from farm.verify import verify_plan
 from farm.worker import peak_rss_mb
 from jobs.bench_farm import machine
-from jobs.common import resolve_config, run_cli
+from jobs.common import job_main, job_parser, resolve_config
 
 SMOKE = dict(models=16, group_size=4, subsample=200, overrides=["train.epochs=2"])
 
@@ -46,7 +49,7 @@ def bench(args: argparse.Namespace) -> int:
         print(f"setup: {args.config} | {plan.dataset.info.name} N={len(plan.dataset)} | model {cfg.model.name} "
               f"{cfg.model.hidden} | {cfg.train.epochs} epochs, batch {cfg.train.batch_size} | "
               f"{cfg.membership.n_models} models in {n_groups} groups of {cfg.farm.group_size} | "
-              f"{len(plan.queries)} queries | {_n_actors(cfg, n_groups)} trainer actors x {cfg.farm.num_cpus:g} CPU "
+              f"{len(plan.queries)} queries | {n_actors(cfg, n_groups)} trainer actors x {cfg.farm.num_cpus:g} CPU "
               f"(torch threads {max(1, int(cfg.farm.num_cpus))} each) | run {out}")
         print(f"machine: {machine()}")
         rss_before = peak_rss_mb()
@@ -74,9 +77,7 @@ def bench(args: argparse.Namespace) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_scale", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="quickstart")
     parser.add_argument("--models", type=int, default=256, help="models in the farm (default 256)")
     parser.add_argument("--group-size", type=int, default=32, help="models per vmapped group (default 32)")
@@ -87,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--smoke-test", action="store_true",
                         help="16 models in groups of 4, 200 examples, 2 epochs: runs in seconds")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: bench(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(argv, job_parser("python -m jobs.bench_scale", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

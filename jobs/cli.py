@@ -13,7 +13,7 @@ from jobs import study as study_job
 from jobs import study_ood, study_worst_case
 from jobs import train as train_job
 from jobs import tune as tune_job
-from jobs.common import ArgumentParser, run_cli
+from jobs.common import job_main, job_parser
 
 EPILOG = """examples:
   shadowfarm train quickstart                  # 64 MLPs on digits into runs/quickstart
@@ -35,7 +35,8 @@ EPILOG = """examples:
 
 def verify(args: argparse.Namespace) -> int:
     """One line per problem on stdout, each naming its file; exit 1 when there is any."""
-    from farm.driver import load_plan, verify_plan
+    from farm.plan import load_plan
+    from farm.verify import verify_plan
 
     problems = verify_plan(load_plan(args.run))
     for problem in problems:
@@ -61,10 +62,8 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="shadowfarm", description="Label-only membership inference audits with a Ray farm of shadow models.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Every COMMAND (and STUDY) with its job's options; each sets `func`, the job's function to run."""
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train the shadow-model farm of a config (resumable)",
                        description=train_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,12 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
     p.add_argument("run", help="run directory")
     p.set_defaults(func=report)
-    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return job_parser("shadowfarm", "Label-only membership inference audits with a Ray farm of shadow models.",
+                      add_commands, epilog=EPILOG)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(lambda: args.func(args))
+    return job_main(argv, build_parser(), run=lambda args: args.func(args))
 
 
 if __name__ == "__main__":

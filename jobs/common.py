@@ -1,65 +1,57 @@
-"""Shared pieces of the entry points: config lookup, error reporting."""
+"""Shared pieces of the entry points: `job_main` (the parser, --smoke-test, one-line errors), config lookup,
+argument types. A leaf: it imports no other job (the smoke farm is `jobs.smoke`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from farm.errors import ConfigError, ShadowfarmError
+
+if TYPE_CHECKING:
+    from farm.plan import Plan
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
-def resolve_config(name: str) -> Path:
-    """A YAML path, or the name of a bundled config (`quickstart` -> jobs/configs/quickstart.yaml)."""
-    path = Path(name)
-    if path.is_file() or path.suffix in (".yaml", ".yml"):
-        return path
-    bundled = CONFIGS / f"{name}.yaml"
-    return bundled if bundled.is_file() else path
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one line, `shadowfarm: error: ...`, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"shadowfarm: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def csv_list(text: str) -> tuple[str, ...]:
-    """`a, b,,c` -> ("a", "b", "c"): a comma-separated command-line value."""
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+def job_parser(prog: str, doc: str | None, add_arguments: Callable[[argparse.ArgumentParser], None], *,
+               smoke_help: str | None = None, epilog: str | None = None) -> ArgumentParser:
+    """The project's parser of one entry point: its options (`add_arguments`), and --smoke-test when
+    `smoke_help` is given (jobs whose options already hold --smoke-test pass none)."""
+    parser = ArgumentParser(prog=prog, description=doc, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    if smoke_help is not None:
+        parser.add_argument("--smoke-test", action="store_true", help=smoke_help)
+    return parser
 
 
-# The cheap attacks: a study's smoke test checks the plumbing end to end in seconds (transfer trains models).
-SMOKE_ATTACKS = "gap,augmentation,noise,calibrated,loss,lira_confidence"
-
-
-def study_main(argv: list[str] | None, *, prog: str, doc: str, add_arguments: Callable, run: Callable,
-               smoke_out: str, smoke_help: str, smoke_limits: Callable | None = None) -> int:
-    """`python -m jobs.<study>`: the study's options plus --smoke-test, which trains the smoke farm and runs
-    its cheap attacks (`python -m jobs.attack --smoke-test`), then the study on it (`smoke_limits(args)`
-    shrinks the study's own sizes)."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    parser.add_argument("--smoke-test", action="store_true", help=smoke_help)
+def job_main(argv: list[str] | None, parser: argparse.ArgumentParser, *, run: Callable[[argparse.Namespace], int],
+             smoke: Callable[[argparse.Namespace], None] | None = None, needs_run: bool = False) -> int:
+    """Parse `argv` and run the job: `smoke(args)` first with --smoke-test (it trains the smoke farm and
+    shrinks the job's sizes), then `run(args)`; user errors become one line and exit code 2 (`run_cli`).
+    `needs_run`: the job reads a run directory, --run, which --smoke-test may fill in."""
     args = parser.parse_args(argv)
 
     def go() -> int:
-        if args.smoke_test:
-            from jobs import attack
-
-            args.run = args.run or smoke_out
-            if smoke_limits is not None:
-                smoke_limits(args)
-            code = attack.main(["--smoke-test", "--run", args.run, "--quiet", "--no-report", "--bootstrap", "0",
-                                "--attacks", SMOKE_ATTACKS])
-            if code:
-                return code
-        if not args.run:
+        if smoke is not None and args.smoke_test:
+            smoke(args)
+        if needs_run and not args.run:
             raise ConfigError("--run: a run directory is required (or use --smoke-test)")
         return run(args)
 
     return run_cli(go)
-
-
-def default_out(config: Path) -> str:
-    return str(Path("runs") / config.stem)
 
 
 def error_line(exc: ShadowfarmError) -> str:
@@ -82,22 +74,34 @@ def run_cli(fn: Callable[[], int | None]) -> int:
         return 130
 
 
-SMOKE_RUN = "runs/quickstart-smoke"
+def resolve_config(name: str) -> Path:
+    """A YAML path, or the name of a bundled config (`quickstart` -> jobs/configs/quickstart.yaml)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    bundled = CONFIGS / f"{name}.yaml"
+    return bundled if bundled.is_file() else path
 
 
-def smoke_farm(run: str | None) -> str:
-    """Train (or resume) the smoke farm of `python -m jobs.train --smoke-test` into `run`; returns its path."""
-    from farm.errors import ShadowfarmError
-    from jobs import train
-
-    run = run or SMOKE_RUN
-    if train.main(["--smoke-test", "--out", run, "--quiet"]):
-        raise ShadowfarmError(f"the smoke farm in {run} could not be trained")
-    return run
+def default_out(config: Path) -> str:
+    return str(Path("runs") / config.stem)
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the project's error convention: one line, `shadowfarm: error: ...`, exit code 2."""
+def csv_list(text: str) -> tuple[str, ...]:
+    """`a, b,,c` -> ("a", "b", "c"): a comma-separated command-line value."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
-    def error(self, message: str):
-        self.exit(2, f"shadowfarm: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+def model_ids(text: str) -> tuple[int, ...]:
+    """`0,3` -> (0, 3): an argparse type for comma-separated model ids."""
+    try:
+        return tuple(int(part) for part in csv_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated model ids, got {text!r}") from None
+
+
+def train_summary(plan: Plan, trained: list[int]) -> str:
+    """The JSON line a farm's training prints: run, config hash, models, trained now, already done."""
+    n = plan.cfg.membership.n_models
+    return json.dumps({"run": plan.run.uri, "config_hash": plan.config_hash, "models": n,
+                       "trained_now": len(trained), "already_done": n - len(trained)})

@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 
 from farm.errors import ConfigError
-from jobs.attack import _ints
-from jobs.common import csv_list, resolve_config, run_cli
+from jobs.common import csv_list, job_main, job_parser, model_ids, resolve_config
 
 HELP = "the defense x attack matrix: one farm per training-time defense, every attack on each"
 
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
                              "'none' for none)")
     parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack the runs support)")
-    parser.add_argument("--targets", type=_ints, default=None,
+    parser.add_argument("--targets", type=model_ids, default=None,
                         help="comma-separated target model ids (default: the config's membership.target_ids)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field of every farm, e.g. --set train.epochs=20 (repeatable)")
@@ -84,15 +84,13 @@ def options_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.artifacts import STUDY_JSON
-    from attacks.report.defenses import format_matrix, write_study_report
-    from attacks.studies.defenses import baseline_run, run_study
+    from attacks.report.defenses import format_matrix
+    from attacks.studies.defenses import STUDY_JSON, run_study
     from farm.storage import RunDir
 
     options = options_from(args)
     log = (lambda *a, **k: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     table = run_study(options, progress=not args.quiet, log=log)
-    write_study_report(RunDir(options.out), table, baseline=baseline_run(options))
     print(format_matrix(table))
     seconds = RunDir(options.out).read_json(STUDY_JSON)["seconds"]
     print(json.dumps({"study": options.out, "farms": len(options.defenses), "rows": table.num_rows,
@@ -102,11 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.defenses", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    args = parser.parse_args(argv)
-    return run_cli(lambda: run(args))
+    return job_main(argv, job_parser("python -m jobs.defenses", __doc__, partial(add_arguments, positional=False)),
+                    run=run)
 
 
 if __name__ == "__main__":

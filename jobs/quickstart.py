@@ -11,15 +11,21 @@ import argparse
 import sys
 
 from jobs import attack, train
+from jobs.common import job_main, job_parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/quickstart")
+
+
+def quickstart(args: argparse.Namespace) -> int:
+    """The train job, then the attack job, on --out: what a user types for the demo."""
+    code = train.main(["--config", "quickstart", "--out", args.out])
+    return code or attack.main(["--run", args.out])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.quickstart", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/quickstart")
-    args = parser.parse_args(argv)
-    code = train.main(["--config", "quickstart", "--out", args.out])
-    return code or attack.main(["--run", args.out])
+    return job_main(argv, job_parser("python -m jobs.quickstart", __doc__, add_arguments), run=quickstart)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import sys
 
 from farm.errors import ConfigError, RunError
-from jobs.common import run_cli
+from jobs.common import job_main, job_parser
 
 HELP = "serve one model of a run (or a TorchScript file) as a label-only HTTP API"
 
@@ -85,11 +85,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_cli(lambda: serve(args))
+    return job_main(argv, job_parser("python -m jobs.serve", __doc__, add_arguments), run=serve)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from farm.errors import ConfigError
-from jobs.common import run_cli, smoke_farm
+from jobs.common import job_main, job_parser
+from jobs.smoke import smoke_farm
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -59,25 +59,23 @@ def calibration(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_studies(parser: argparse.ArgumentParser) -> None:
+    """The STUDY subcommand (one for now: calibration) with its options and --smoke-test."""
     sub = parser.add_subparsers(dest="study", required=True, metavar="STUDY")
     p = sub.add_parser("calibration", help="attack quality against the number of shadows")
     add_calibration_arguments(p, positional=False)
     p.add_argument("--smoke-test", action="store_true", help="a fresh smoke farm, shadows 1,2,4")
-    p.set_defaults(func=calibration)
-    args = parser.parse_args(argv)
 
-    def go() -> int:
-        if getattr(args, "smoke_test", False):
-            args.run = smoke_farm(args.run)
-            args.shadows = (1, 2, 4)
-        if not args.run:
-            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
-        return args.func(args)
 
-    return run_cli(go)
+def smoke(args: argparse.Namespace) -> None:
+    """--smoke-test: the smoke farm (`jobs.smoke`) in --run, with shadow counts 1, 2 and 4."""
+    args.run = smoke_farm(args.run)
+    args.shadows = (1, 2, 4)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(argv, job_parser("python -m jobs.study", __doc__, add_studies), run=calibration, smoke=smoke,
+                    needs_run=True)
 
 
 if __name__ == "__main__":

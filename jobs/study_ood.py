@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 from farm.errors import ConfigError
-from jobs.common import csv_list, study_main
+from jobs.common import csv_list, job_main, job_parser
+from jobs.smoke import attacked_smoke_farm
 
 HELP = "false positives of every attack on out-of-distribution inputs (noise, permuted, scaled, other data)"
-
-
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -47,10 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.artifacts import OOD
     from attacks.report.ood import format_ood
     from attacks.report.page import write_report
-    from attacks.studies.ood.study import OodOptions, ood_study
+    from attacks.studies.ood.study import OOD, OodOptions, ood_study
     from farm.storage import RunDir
 
     if args.boundary_inputs < 1:
@@ -68,16 +67,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _smoke_limits(args: argparse.Namespace) -> None:
+def smoke(args: argparse.Namespace) -> None:
+    """--smoke-test: the smoke farm with its cheap attacks (`jobs.smoke`) in --run, 50 inputs per family."""
+    args.run = attacked_smoke_farm(args.run or "runs/ood-smoke")
     args.n_inputs = min(args.n_inputs, 50)
     args.boundary_inputs = min(args.boundary_inputs, 10)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(argv, prog="python -m jobs.study_ood", doc=__doc__, add_arguments=add_arguments, run=run,
-                      smoke_out="runs/ood-smoke", smoke_limits=_smoke_limits,
-                      smoke_help="train the smoke farm and run its cheap attacks (python -m jobs.attack "
-                                 "--smoke-test) then run the study on it with 50 inputs per family")
+    parser = job_parser("python -m jobs.study_ood", __doc__, partial(add_arguments, positional=False),
+                        smoke_help="train the smoke farm and run its cheap attacks (as python -m jobs.attack "
+                                   "--smoke-test does) then run the study on it with 50 inputs per family")
+    return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
-from jobs.common import csv_list, study_main
+from jobs.common import csv_list, job_main, job_parser
+from jobs.smoke import attacked_smoke_farm
 
 HELP = "attack results on the population's outliers beside the whole population"
-
-
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -39,10 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.artifacts import WORST_CASE
     from attacks.report.page import write_report
     from attacks.report.worst_case import format_worst_case
-    from attacks.studies.worst_case import OutlierRule, describe, worst_case_study
+    from attacks.studies.worst_case import WORST_CASE, OutlierRule, describe, worst_case_study
     from farm.storage import RunDir
 
     rule = OutlierRule(rule=args.rule, k=args.k, fraction=args.fraction)
@@ -56,11 +55,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def smoke(args: argparse.Namespace) -> None:
+    """--smoke-test: the smoke farm with its cheap attacks (`jobs.smoke`) in --run."""
+    args.run = attacked_smoke_farm(args.run or "runs/worst-case-smoke")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return study_main(argv, prog="python -m jobs.study_worst_case", doc=__doc__, add_arguments=add_arguments, run=run,
-                      smoke_out="runs/worst-case-smoke",
-                      smoke_help="train the smoke farm and run its cheap attacks (python -m jobs.attack "
-                                 "--smoke-test) then run the study on it")
+    parser = job_parser("python -m jobs.study_worst_case", __doc__, partial(add_arguments, positional=False),
+                        smoke_help="train the smoke farm and run its cheap attacks (as python -m jobs.attack "
+                                   "--smoke-test does) then run the study on it")
+    return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)
 
 
 if __name__ == "__main__":

@@ -8,21 +8,19 @@ otherwise it starts a local Ray in-process. Re-running the same command resumes:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+from functools import partial
 
 from farm.config import config_hash, load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
 from farm.errors import ConfigError
+from farm.plan import plan_run
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
-from jobs.common import default_out, resolve_config, run_cli
-
-SMOKE = [
-    "membership.n_models=8", "train.epochs=2", "data.subsample=200", "farm.group_size=4",
-]
+from jobs.common import default_out, job_main, job_parser, resolve_config, train_summary
+from jobs.smoke import SMOKE_OVERRIDES
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -61,25 +59,19 @@ def move_aside(out: str, digest: str) -> str | None:
 
 def train(args: argparse.Namespace) -> int:
     config = resolve_config(args.config)
-    overrides = (SMOKE if args.smoke_test else []) + args.overrides
+    overrides = (SMOKE_OVERRIDES if args.smoke_test else []) + args.overrides
     cfg = load_config(config, overrides)
     out = args.out or (default_out(config) + ("-smoke" if args.smoke_test else ""))
     if args.new_run and (moved := move_aside(out, config_hash(cfg))):
         print(f"moved the run of another config aside: {moved}")
     plan = plan_run(cfg, out)
-    trained = train_farm(plan, progress=not args.quiet)
-    n = cfg.membership.n_models
-    print(json.dumps({"run": plan.run.uri, "config_hash": plan.config_hash, "models": n,
-                      "trained_now": len(trained), "already_done": n - len(trained)}))
+    print(train_summary(plan, train_farm(plan, progress=not args.quiet)))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    args = parser.parse_args(argv)
-    return run_cli(lambda: train(args))
+    return job_main(argv, job_parser("python -m jobs.train", __doc__, partial(add_arguments, positional=False)),
+                    run=train)
 
 
 if __name__ == "__main__":

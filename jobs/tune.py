@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 
 from farm.errors import ConfigError
-from jobs.common import run_cli, smoke_farm
+from jobs.common import job_main, job_parser
+from jobs.smoke import smoke_farm
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -57,24 +59,17 @@ def tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def smoke(args: argparse.Namespace) -> None:
+    """--smoke-test: the smoke farm (`jobs.smoke`) in --run, at most 4 trials and 2 pseudo-targets."""
+    args.run = smoke_farm(args.run)
+    args.num_samples = min(args.num_samples, 4)
+    args.pseudo_targets = min(args.pseudo_targets, 2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.tune", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, positional=False)
-    parser.add_argument("--smoke-test", action="store_true",
-                        help="tune the noise attack with 4 trials on a fresh smoke farm")
-
-    def go() -> int:
-        if args.smoke_test:
-            args.run = smoke_farm(args.run)
-            args.num_samples = min(args.num_samples, 4)
-            args.pseudo_targets = min(args.pseudo_targets, 2)
-        if not args.run:
-            raise ConfigError("--run: a run directory is required (or use --smoke-test)")
-        return tune(args)
-
-    args = parser.parse_args(argv)
-    return run_cli(go)
+    parser = job_parser("python -m jobs.tune", __doc__, partial(add_arguments, positional=False),
+                        smoke_help="tune the noise attack with 4 trials on a fresh smoke farm")
+    return job_main(argv, parser, run=tune, smoke=smoke, needs_run=True)
 
 
 if __name__ == "__main__":

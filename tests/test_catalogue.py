@@ -24,7 +24,8 @@ import pytest
 
 from attacks.oracles.base import CountingOracle
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 from jobs import cli
 from jobs.common import run_cli
 

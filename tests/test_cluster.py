@@ -33,10 +33,12 @@ import pytest
 import ray
 import yaml
 
+from farm.cluster import check_run_location
 from farm.config import load_config
-from farm.driver import check_run_location, load_plan, plan_run, verify_plan
 from farm.errors import RunError
+from farm.plan import load_plan, plan_run
 from farm.shards import model_dir
+from farm.verify import verify_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_FILES = ("cluster.yaml", "cluster-gcp.yaml")

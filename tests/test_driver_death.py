@@ -22,7 +22,8 @@ from polling import wait_for
 
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 from farm.shards import model_dir
 from farm.worker import HOLD_ENV
 from jobs import cli

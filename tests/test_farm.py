@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 
 from farm.config import load_config
-from farm.driver import load_plan, plan_run, train_farm, verify_plan
+from farm.driver import train_farm
 from farm.errors import RunError
+from farm.plan import load_plan, plan_run
 from farm.shards import fixed_list_to_numpy, membership_matrix, model_dir
 from farm.storage import RunDir
+from farm.verify import verify_plan
 from jobs import cli
 
 TINY = ["data.subsample=120", "membership.n_models=4", "train.epochs=2", "farm.group_size=2",

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import ray
 
+from farm.cluster import actor_config, actor_options, check_farm_resources, n_actors
 from farm.config import config_hash, load_config
-from farm.driver import _n_actors, actor_config, actor_options, check_farm_resources
 from farm.errors import ConfigError, RunError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,8 @@ import torch
 
 import farm.driver as driver
 from farm.config import load_config
+from farm.plan import plan_run
+from farm.verify import verify_plan
 from farm.worker import TrainerActor
 
 npz, out, n_actors, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
@@ -79,11 +81,11 @@ cfg = load_config("jobs/configs/cifar10.yaml", [
     "train.epochs=1", "train.batch_size=8", "queries=[clean]",
     "farm.group_size=2", "farm.num_actors=null",  # auto: min(8 CPUs / 2, 1 GPU / 0.25) = 4 actors
 ])
-plan = driver.plan_run(cfg, out)
+plan = plan_run(cfg, out)
 trained = driver.train_farm(plan, progress=False)
 report = ray.get(barrier.report.remote())
 report.update(trained=trained, farm={"num_gpus": cfg.farm.num_gpus, "num_cpus": cfg.farm.num_cpus},
-              problems=driver.verify_plan(plan))
+              problems=verify_plan(plan))
 print("RESULT " + json.dumps(report))
 '''
 
@@ -135,11 +137,11 @@ def test_actor_resources_and_device_follow_the_config():
 
 def test_actor_count_packs_fractional_gpus(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
-    assert _n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_cpus=1"]), 100) == 4
-    assert _n_actors(load_config(None, ["farm.num_gpus=0.1", "farm.num_cpus=0.5"]), 100) == 10  # 1 // 0.1 is 9.0
-    assert _n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_cpus=4"]), 100) == 2  # CPU-bound
-    assert _n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_cpus=1"]), 3) == 3  # no idle actors
+    assert n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_cpus=1"]), 100) == 4
+    assert n_actors(load_config(None, ["farm.num_gpus=0.1", "farm.num_cpus=0.5"]), 100) == 10  # 1 // 0.1 is 9.0
+    assert n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_cpus=4"]), 100) == 2  # CPU-bound
+    assert n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_cpus=1"]), 3) == 3  # no idle actors
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})  # e.g. autoscaling, no GPU node yet
     with pytest.raises(RunError, match="farm.num_actors"):
-        _n_actors(load_config(None, ["farm.num_gpus=0.25"]), 100)
-    assert _n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_actors=16"]), 100) == 16
+        n_actors(load_config(None, ["farm.num_gpus=0.25"]), 100)
+    assert n_actors(load_config(None, ["farm.num_gpus=0.25", "farm.num_actors=16"]), 100) == 16

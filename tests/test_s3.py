@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from farm.driver import load_plan, verify_plan
 from farm.errors import RunError
+from farm.plan import load_plan
 from farm.shards import model_dir
 from farm.storage import RunDir
+from farm.verify import verify_plan
 
 moto_server = pytest.importorskip("moto.server", reason="needs moto's server: pip install 'moto[server]'")
 boto3 = pytest.importorskip("boto3", reason="needs boto3 (comes with moto)")

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, model_dir
 from jobs import cli
 

@@ -16,9 +16,11 @@ import pytest
 from polling import wait_for
 
 from farm.config import load_config
-from farm.driver import load_plan, plan_run, train_farm, verify_plan
+from farm.driver import train_farm
+from farm.plan import load_plan, plan_run
 from farm.shards import load_weights, model_dir
 from farm.storage import RunDir
+from farm.verify import verify_plan
 from farm.worker import HOLD_ENV
 
 TINY = ["data.subsample=120", "membership.n_models=6", "train.epochs=2", "farm.group_size=2", "farm.num_actors=2",
