@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from attacks.artifacts import CALIBRATION
 from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import Section, escape
-from attacks.studies.calibration import STUDY
 from farm.storage import RunDir
 
 TITLE = "Calibration study"
@@ -39,9 +39,9 @@ def curve_png(rows: list[dict]) -> bytes:
 
 def calibration_section(run: RunDir) -> Section | None:
     """The section when the run has a calibration study (writing report/calibration.png), else None."""
-    if not run.is_file(STUDY):
+    if not run.is_file(CALIBRATION):
         return None
-    rows = run.read_table(STUDY).to_pylist()
+    rows = run.read_table(CALIBRATION).to_pylist()
     run.write_bytes(f"report/{PNG}", curve_png(rows))
     ks = sorted({r["n_shadows"] for r in rows})
     head = "".join(f"<th>{k}</th>" for k in ks)

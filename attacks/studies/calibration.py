@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from attacks.artifacts import CALIBRATION
 from attacks.loader import load_responses
 from attacks.registry import run_attack
 from attacks.runner import split_targets
@@ -27,7 +28,6 @@ from attacks.stats.shadow_game import shadow_scores
 from farm.driver import load_plan
 from farm.errors import ConfigError
 
-STUDY = "studies/calibration.parquet"
 VARIANTS = {
     "calibrated": ("calibrated", {"variant": "online", "empty": "global"}),
     "calibrated-offline": ("calibrated", {"variant": "offline", "empty": "global"}),
@@ -70,5 +70,5 @@ def calibration_study(run_uri: str, *, shadow_counts: Sequence[int] = (1, 2, 4, 
             for t in chosen_targets:
                 scores = fn(responses, target=t, shadows=shadows)
                 rows.append(_row(name, k, t, scores, responses.member[t], threshold))
-    plan.run.write_table(STUDY, pa.Table.from_pylist(rows))
+    plan.run.write_table(CALIBRATION, pa.Table.from_pylist(rows))
     return rows
