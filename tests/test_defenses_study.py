@@ -91,8 +91,8 @@ def test_defenses_job_smoke_test(ray_local, tmp_path, capsys):
     frame = read_matrix(RunDir(str(out))).to_pandas()
     farms = list(dict.fromkeys(frame["run"]))
     assert farms == [s.label for s in parse_defenses(defenses_job.SMOKE_DEFENSES)]
-    assert set(frame["output_defense"]) == {"none", "memguard", "top1", "round"}
-    assert len(frame) == len(farms) * 4 * len(defenses_job.SMOKE_ATTACKS)
+    assert set(frame["output_defense"]) == {"none", "memguard", "flatten", "top1", "round"}
+    assert len(frame) == len(farms) * 5 * len(defenses_job.SMOKE_ATTACKS)
     for _, group in frame[frame["label_only"]].groupby(["run", "attack"]):
         assert group["same_as_undefended"].all() and group["auc"].nunique() == 1
     dp = frame[frame["training_defense"] == "dp_sgd"]

@@ -163,7 +163,7 @@ def _notes(frame: pd.DataFrame) -> list[str]:
         "Each cell: AUC on the target(s); below it TPR at 1% FPR · balanced accuracy at the threshold chosen on "
         "shadow models. Test accuracy: mean over the farm's models, each on its own non-members; ε: the spent "
         "privacy budget (DP-SGD farms).",
-        "Rows “X + memguard/top1/round” apply an output-side defense to the logits of farm X: only the confidence "
+        "Rows “X + memguard/flatten/top1/round” apply an output defense to farm X's logits: only the confidence "
         "baselines see it. “=” marks label-only attacks whose inputs are bit-identical to the undefended farm's "
         "(masking keeps the arg-max), so their scores are the same by construction.",
         f"Runs: one directory per training setting ({escape(', '.join(dict.fromkeys(frame['run'])))}); each has its "
