@@ -5,7 +5,7 @@
     audit/<key>/target.json            the audited target (key: `attacks.audit.target_key`), budget, timings
     audit/<key>/<attack>/scores.parquet, metrics.json   `AUDIT_SCORES_SCHEMA`; audit/<key>/journal/: HTTP answers
     tune/<attack>/best.json            the setting `shadowfarm tune` chose (tune/_ray: Ray Tune's own files)
-    studies/worst_case.parquet, studies/outliers.parquet, studies/ood.parquet   the studies of one run
+    studies/worst_case.parquet, outliers.parquet, ood.parquet, calibration.parquet   the studies of one run
     study.json, studies/defenses.parquet   a defense study's folder (`MATRIX` is copied into its undefended farm)
 
 Schemas are built by `farm.shards.schema`, so every file names itself and its version in its metadata; a
@@ -31,6 +31,7 @@ TUNE_RAY_DIR = "tune/_ray"
 WORST_CASE = "studies/worst_case.parquet"
 OUTLIERS = "studies/outliers.parquet"
 OOD = "studies/ood.parquet"
+CALIBRATION = "studies/calibration.parquet"
 MATRIX = "studies/defenses.parquet"
 STUDY_JSON = "study.json"
 STUDY_METADATA = b"shadowfarm.study"
@@ -73,7 +74,7 @@ MATRIX_SCHEMA = schema([
     ("defense", pa.string()),  # "weight_decay=0.01", "none + top1": the training label, then the output defense
     ("training_defense", pa.string()),  # attacks.studies.defenses.TRAINING_DEFENSES name
     ("strength", _F),  # its value (NaN for none)
-    ("output_defense", pa.string()),  # none | memguard | top1 | round
+    ("output_defense", pa.string()),  # none | memguard | flatten | top1 | round
     ("attack", pa.string()),
     ("label_only", pa.bool_()),
     ("auc", _F),
