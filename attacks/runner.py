@@ -109,7 +109,7 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
         game = play(attack_with(name, chosen), attacked, targets=targets, shadows=shadows, n_pseudo=options.n_pseudo,
                     seed=options.seed, fprs=reported_fprs(options.fpr), on_target=lambda _: bar.update(1))
         metrics = metrics_of(name, game, settings=chosen, targets=targets, n_shadows=len(shadows),
-                                    options=options, tuned=tuned.get(name))
+                             options=options, tuned=tuned.get(name))
         metrics["seconds"] = time.perf_counter() - start
         metrics["settings_hash"] = hashes[name]
         _write(plan.run, name, targets, game, metrics)
@@ -120,7 +120,7 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
 
 
 def metrics_of(name: str, game: GameResult, *, settings: dict, targets: list[int], n_shadows: int,
-                      options: AttackOptions, tuned: dict | None) -> dict:
+               options: AttackOptions, tuned: dict | None) -> dict:
     """What metrics.json holds of one attack, but its time and settings hash: figures, then how they were made."""
     fprs = reported_fprs(options.fpr)
     metrics = evaluate(game.scores, game.member, thresholds=game.thresholds, fprs=fprs)
