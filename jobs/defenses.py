@@ -9,7 +9,8 @@ Training-time defenses (`--defenses`, default: all, each at its default strength
   none, weight_decay (1e-3:1e-2:3e-2:1e-1), label_smoothing (0.2), dropout (0.5), mixup (alpha 1),
   early_stopping (patience 3), train_augmentation (shifts of 1 pixel), dp_sgd (ε 8; batch 256, lr 0.01)
   e.g. --defenses none,weight_decay=0.01:0.1,dp_sgd=1:8
-Output-side defenses (`--output-defenses`, default: memguard,top1,round): confidence masking, seen only by
+Output-side defenses (`--output-defenses`, default: memguard,flatten,top1,round): confidence masking,
+seen only by
 the confidence baselines.
 """
 
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--defenses", type=csv_list, default=None,
                         help="comma-separated training-time defenses, each NAME or NAME=V1:V2 (default: all)")
     parser.add_argument("--output-defenses", type=csv_list, default=None,
-                        help="comma-separated output-side defenses: memguard, top1, round (default: all; "
+                        help="comma-separated output-side defenses: memguard, flatten, top1, round (default: all; "
                              "'none' for none)")
     parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack the runs support)")
@@ -84,13 +85,15 @@ def options_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.report.defenses import format_matrix
-    from attacks.studies.defenses import STUDY_JSON, run_study
+    from attacks.artifacts import STUDY_JSON
+    from attacks.report.defenses import format_matrix, write_study_report
+    from attacks.studies.defenses import baseline_run, run_study
     from farm.storage import RunDir
 
     options = options_from(args)
     log = (lambda *a, **k: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     table = run_study(options, progress=not args.quiet, log=log)
+    write_study_report(RunDir(options.out), table, baseline=baseline_run(options))
     print(format_matrix(table))
     seconds = RunDir(options.out).read_json(STUDY_JSON)["seconds"]
     print(json.dumps({"study": options.out, "farms": len(options.defenses), "rows": table.num_rows,

@@ -47,9 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attacks.artifacts import OOD
     from attacks.report.ood import format_ood
     from attacks.report.page import write_report
-    from attacks.studies.ood.study import OOD, OodOptions, ood_study
+    from attacks.studies.ood.study import OodOptions, ood_study
     from farm.storage import RunDir
 
     if args.boundary_inputs < 1:

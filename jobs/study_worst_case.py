@@ -39,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attacks.artifacts import WORST_CASE
     from attacks.report.page import write_report
     from attacks.report.worst_case import format_worst_case
-    from attacks.studies.worst_case import WORST_CASE, OutlierRule, describe, worst_case_study
+    from attacks.studies.worst_case import OutlierRule, describe, worst_case_study
     from farm.storage import RunDir
 
     rule = OutlierRule(rule=args.rule, k=args.k, fraction=args.fraction)
