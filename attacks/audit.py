@@ -47,8 +47,8 @@ from attacks.registry import attack_with, choose_attacks, get_attack, resolve_se
 from attacks.responses import Responses
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play, pseudo_targets
-from farm.driver import Plan, load_plan
 from farm.errors import ConfigError, DataError, RunError
+from farm.plan import Plan, load_plan
 from farm.queries import apply_query
 from farm.shards import RUN_JSON
 from farm.storage import RunDir

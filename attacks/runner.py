@@ -36,8 +36,8 @@ from attacks.responses import Responses
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs, tpr_at_fpr
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets
 from farm.config import MembershipConfig, from_dict
-from farm.driver import Plan, load_plan
 from farm.errors import ConfigError
+from farm.plan import Plan, load_plan
 from farm.shards import MEMBERSHIP
 from farm.storage import RunDir
 from farm.worker import hold_point

@@ -31,10 +31,11 @@ from attacks.responses import Responses
 from attacks.runner import split_targets
 from attacks.stats.metrics import DEFAULT_FPRS, auc, threshold_at_fpr, tpr_at_fpr, tpr_metric_name
 from attacks.stats.shadow_game import pseudo_targets, shadow_scores
+from farm.cluster import ensure_ray
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
-from farm.driver import Plan, ensure_ray, load_plan
 from farm.errors import ConfigError
+from farm.plan import Plan, load_plan
 
 TPR_METRICS = {tpr_metric_name(fpr): fpr for fpr in reversed(DEFAULT_FPRS)}  # "tpr@1%fpr": 0.01, ...
 METRICS = ("auc", *TPR_METRICS)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from farm.cluster import actor_config, actor_options, ensure_ray, n_actors, warn_if_not_shared
 from farm.errors import RunError
-from farm.plan import Plan, load_plan, open_run, plan_run  # noqa: F401  (attacks/ imports load_plan, plan_run here)
+from farm.plan import Plan, open_run
 from farm.verify import missing_models, verify_plan
 from farm.worker import TrainerActor
 

@@ -10,8 +10,7 @@ Training-time defenses (`--defenses`, default: all, each at its default strength
   early_stopping (patience 3), train_augmentation (shifts of 1 pixel), dp_sgd (ε 8; batch 256, lr 0.01)
   e.g. --defenses none,weight_decay=0.01:0.1,dp_sgd=1:8
 Output-side defenses (`--output-defenses`, default: memguard,flatten,top1,round): confidence masking,
-seen only by
-the confidence baselines.
+seen only by the confidence baselines.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ SMOKE = ["membership.n_models=6", "train.epochs=2", "data.subsample=200", "farm.
          "model.hidden=[16]"]
 SMOKE_DEFENSES = ("none", "weight_decay=0.1", "dp_sgd=8")
 SMOKE_SET_FOR = ("dp_sgd:train.dp_sgd.accountant=rdp",)  # RDP finds the noise multiplier faster than PRV
-SMOKE_ATTACKS = ("gap", "noise", "calibrated", "loss", "lira_confidence")
+MATRIX_SMOKE_ATTACKS = ("gap", "noise", "calibrated", "loss", "lira_confidence")
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -74,7 +73,7 @@ def options_from(args: argparse.Namespace):
     if args.pseudo_targets < 1:
         raise ConfigError(f"--pseudo-targets: expected at least 1, got {args.pseudo_targets}")
     defenses = args.defenses or (SMOKE_DEFENSES if args.smoke_test else DEFAULT_DEFENSES)
-    attacks = args.attacks or (SMOKE_ATTACKS if args.smoke_test else None)
+    attacks = args.attacks or (MATRIX_SMOKE_ATTACKS if args.smoke_test else None)
     out = args.out or f"runs/defenses-{config.stem}" + ("-smoke" if args.smoke_test else "")
     return StudyOptions(
         config=str(config), out=out, overrides=tuple((SMOKE if args.smoke_test else []) + args.overrides),

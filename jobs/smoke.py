@@ -16,7 +16,7 @@ SMOKE_RUN = "runs/quickstart-smoke"
 SMOKE_CONFIG = "quickstart"
 SMOKE_OVERRIDES = ["membership.n_models=8", "train.epochs=2", "data.subsample=200", "farm.group_size=4"]
 # The cheap attacks: a study's smoke test checks the plumbing end to end in seconds (transfer trains models).
-SMOKE_ATTACKS = ("gap", "augmentation", "noise", "calibrated", "loss", "lira_confidence")
+STUDY_SMOKE_ATTACKS = ("gap", "augmentation", "noise", "calibrated", "loss", "lira_confidence")
 
 
 def smoke_farm(run: str | None) -> str:
@@ -28,13 +28,13 @@ def smoke_farm(run: str | None) -> str:
 
 
 def attacked_smoke_farm(run: str) -> str:
-    """The smoke farm in `run` with `SMOKE_ATTACKS` run on it (2 pseudo-targets, no bootstrap); prints their
+    """The smoke farm in `run` with `STUDY_SMOKE_ATTACKS` run on it (2 pseudo-targets, no bootstrap); prints their
     table and returns `run`."""
     from attacks.report.core import format_table, summary_rows
     from attacks.runner import AttackOptions, attack_run
     from farm.storage import RunDir
 
     smoke_farm(run)
-    attack_run(run, AttackOptions(attacks=SMOKE_ATTACKS, n_pseudo=2, bootstrap=0), progress=False)
+    attack_run(run, AttackOptions(attacks=STUDY_SMOKE_ATTACKS, n_pseudo=2, bootstrap=0), progress=False)
     print(format_table(summary_rows(RunDir(run))))
     return run

@@ -9,8 +9,9 @@ import pytest
 from attacks.registry import ATTACKS
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
 from farm.errors import ConfigError
+from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
 from farm.storage import RunDir
 from jobs import attack as attack_job

@@ -14,7 +14,8 @@ from attacks.oracles.model import ModelOracle, export_torchscript
 from attacks.oracles.server import LabelServer
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, membership_matrix
 from farm.storage import RunDir
 from jobs import audit as audit_job

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 from jobs import bench_boundary
 
 TINY = ["data.subsample=120", "membership.n_models=4", "train.epochs=3", "farm.group_size=4", "farm.num_actors=1",

@@ -1,6 +1,7 @@
 """`python -m jobs.bench_scale --smoke-test`: a 16-model farm, verified, with its report lines."""
 
-from farm.driver import load_plan, verify_plan
+from farm.plan import load_plan
+from farm.verify import verify_plan
 from jobs import bench_scale
 
 

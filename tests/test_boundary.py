@@ -9,7 +9,8 @@ import pytest
 from attacks.compute.boundary import HsjaSettings, boundary_distances
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 
 TINY = ["data.subsample=80", "membership.n_models=6", "train.epochs=3", "farm.group_size=3", "model.hidden=[16]",
         "train.lr=0.01", "queries=[clean]"]

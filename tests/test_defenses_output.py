@@ -14,8 +14,9 @@ from attacks.registry import run_attack
 from attacks.runner import AttackOptions
 from attacks.studies.defenses import attack_farm, parse_defenses
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
 from farm.errors import ConfigError
+from farm.plan import plan_run
 from jobs.common import resolve_config
 
 LABEL_ONLY = ("gap", "augmentation", "noise", "calibrated")

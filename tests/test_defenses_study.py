@@ -92,7 +92,7 @@ def test_defenses_job_smoke_test(ray_local, tmp_path, capsys):
     farms = list(dict.fromkeys(frame["run"]))
     assert farms == [s.label for s in parse_defenses(defenses_job.SMOKE_DEFENSES)]
     assert set(frame["output_defense"]) == {"none", "memguard", "flatten", "top1", "round"}
-    assert len(frame) == len(farms) * 5 * len(defenses_job.SMOKE_ATTACKS)
+    assert len(frame) == len(farms) * 5 * len(defenses_job.MATRIX_SMOKE_ATTACKS)
     for _, group in frame[frame["label_only"]].groupby(["run", "attack"]):
         assert group["same_as_undefended"].all() and group["auc"].nunique() == 1
     dp = frame[frame["training_defense"] == "dp_sgd"]

@@ -22,8 +22,9 @@ from attacks.registry import ATTACKS
 from attacks.runner import AttackOptions, attack_run
 from farm.config import load_config, model_seed
 from farm.data import load_dataset
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
 from farm.membership import lira_membership
+from farm.plan import plan_run
 from farm.shards import load_weights, model_dir
 from farm.train import steps_per_epoch, train_group
 

@@ -23,8 +23,9 @@ from attacks.studies.ood.query import transfer_ood
 from attacks.studies.ood.study import other_dataset, substituted_scores
 from farm.config import load_config
 from farm.data import DatasetInfo
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
 from farm.errors import ConfigError
+from farm.plan import plan_run
 from farm.storage import RunDir
 from jobs import study_ood
 

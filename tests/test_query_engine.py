@@ -9,7 +9,8 @@ from attacks.compute.requery import query_set_key, requery, with_queries
 from attacks.loader import load_responses
 from attacks.registry import run_attack
 from farm.config import QuerySpec, load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 from farm.queries import expand_queries
 
 QUERIES = "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 4}]"

@@ -10,7 +10,8 @@ from attacks.runner import AttackOptions, attack_run
 from attacks.studies.calibration import calibration_study
 from attacks.tune import tune_attack
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
+from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
 from jobs import study as study_job
 

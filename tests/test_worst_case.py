@@ -13,8 +13,9 @@ from attacks.report.worst_case import format_worst_case
 from attacks.runner import AttackOptions, attack_run
 from attacks.studies.worst_case import OutlierRule, outlier_mask, subset_rows
 from farm.config import load_config
-from farm.driver import plan_run, train_farm
+from farm.driver import train_farm
 from farm.errors import ConfigError
+from farm.plan import plan_run
 from jobs import study_worst_case
 
 N_CLASSES, PER_CLASS, N_PLANTED, DIM = 4, 75, 24, 10

@@ -21,7 +21,8 @@ from attacks.compute.transfer import transfer_statistic
 from attacks.methods.boundary import STATISTIC as BOUNDARY
 from attacks.methods.transfer import STATISTIC as TRANSFER
 from attacks.responses import Responses
-from farm.driver import Plan, ensure_ray
+from farm.cluster import ensure_ray
+from farm.plan import Plan
 
 
 def hsja_settings(settings: dict, *, seed: int) -> HsjaSettings:

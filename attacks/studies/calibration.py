@@ -25,8 +25,8 @@ from attacks.registry import run_attack
 from attacks.runner import split_targets
 from attacks.stats.metrics import auc, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
 from attacks.stats.shadow_game import shadow_scores
-from farm.driver import load_plan
 from farm.errors import ConfigError
+from farm.plan import load_plan
 
 VARIANTS = {
     "calibrated": ("calibrated", {"variant": "online", "empty": "global"}),

@@ -47,10 +47,12 @@ from attacks.registry import attack_with, get_attack
 from attacks.runner import AttackOptions, attack_run, split_targets
 from attacks.stats.metrics import evaluate, fpr_column, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play
+from farm.cluster import ensure_ray
 from farm.config import from_dict, load_config, to_dict
 from farm.defenses import check_defenses
-from farm.driver import Plan, ensure_ray, plan_run, train_farm
+from farm.driver import train_farm
 from farm.errors import ConfigError, unknown_name
+from farm.plan import Plan, plan_run
 from farm.storage import RunDir
 
 

@@ -30,8 +30,8 @@ from attacks.methods.transfer import STATISTIC as TRANSFER
 from attacks.registry import attack_with, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets, shadow_scores
-from farm.driver import Plan
 from farm.errors import ConfigError, RunError
+from farm.plan import Plan
 from farm.storage import RunDir
 
 GAME_SEED = 0  # AttackOptions.seed for results written before metrics.json recorded it

@@ -42,8 +42,8 @@ from attacks.artifacts import (
 from attacks.loader import load_responses
 from attacks.stats.metrics import DEFAULT_FPRS, auc, fpr_column, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
 from attacks.studies.game import attack_games, prepare_game_statistics, shadow_game
-from farm.driver import load_plan
 from farm.errors import ConfigError, RunError, unknown_name
+from farm.plan import load_plan
 
 SUBSETS = ("population", "outliers")
 

@@ -49,9 +49,10 @@ from attacks.stats.metrics import BALANCED_ACCURACY, fpr_key, reported_fprs
 from attacks.studies.game import AttackGame, attack_games, prepare_game_statistics, replay, target_scores
 from attacks.studies.ood.inputs import DESCRIPTIONS, ood_inputs
 from attacks.studies.ood.query import boundary_ood, query_ood, transfer_ood
+from farm.cluster import ensure_ray
 from farm.config import DataConfig, SyntheticConfig
 from farm.data import load_dataset
-from farm.driver import ensure_ray, load_plan
+from farm.plan import load_plan
 
 LABEL_RULE = "the target's own clean prediction on the input"
 SUBSTITUTED = ("gap", "augmentation", "noise", "transfer", "boundary", "loss", "confidence_classifier")
