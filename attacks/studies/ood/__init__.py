@@ -1,0 +1,1 @@
+"""Out-of-distribution non-members (Hintersdorf et al.): the inputs, the models' answers, the study."""
