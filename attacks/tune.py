@@ -3,8 +3,15 @@
 The game: pseudo-targets drawn from the shadows (the run's non-target models) are attacked with the
 other shadows; the objective is the chosen metric on their pooled (score, member) pairs. The real
 targets are never touched: neither their membership nor their responses (re-queries run on the
-shadows only). A setting has two halves: query-set parameters (translation d, rotation r, flips,
-noise sigma and copies) that are re-queried through the query engine, and the attack's own settings.
+shadows only). The pseudo-targets are split in two: the selection half chooses the setting, in a game
+whose shadows leave out the held-out half (so, like the real target, they take no part in the choice);
+the held-out half, each attacked with all the other shadows as the target is, scores the chosen and the
+default setting, and those are the figures to expect on the target (the selection score is optimistic).
+The threshold for --fpr is chosen on all pseudo-targets, each attacked with all the other shadows (the
+attack stage's own shadow game). best.json records the targets and shadows it was tuned on: `--tuned`
+refuses it for a target that was among them (`attacks.tuned`). A setting has two halves: query-set
+parameters (translation d, rotation r, flips, noise sigma and copies) that are re-queried through the
+query engine, and the attack's own settings.
 
 Search algorithm: Optuna's TPE sampler (ray.tune.search.optuna.OptunaSearch), which models which
 regions of the space score well and samples there: better than random search for the same trial
@@ -28,9 +35,9 @@ from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
 from attacks.registry import attack_with, get_attack, resolve_settings
 from attacks.responses import Responses
-from attacks.runner import split_targets
+from attacks.runner import game_settings, split_targets
 from attacks.stats.metrics import DEFAULT_FPRS, auc, threshold_at_fpr, tpr_at_fpr, tpr_metric_name
-from attacks.stats.shadow_game import pseudo_targets, shadow_scores
+from attacks.stats.shadow_game import pseudo_targets
 from farm.cluster import ensure_ray
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
@@ -146,20 +153,24 @@ class Game:
     shadows: np.ndarray  # non-target models
     pseudo: np.ndarray  # shadows playing the target
     seed: int
+    target_shadows: int  # the real target's shadow count: "auto" global variance is decided from it
+
+    def settings(self, attack: str, config: dict | None) -> dict:
+        return game_settings(resolve_settings(attack, attack_settings(config)), n_shadows=self.target_shadows)
 
     def evaluate(self, attack: str, config: dict | None, *, local: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Pooled (scores, member) of the pseudo-targets for one setting (None: the default setting)."""
         config = dict(config or {})
         info = self.plan.dataset.info
         specs = search_space(attack, info).queries(config, info) if config else None
-        settings = resolve_settings(attack, attack_settings(config))
+        settings = self.settings(attack, config)
         responses = self.responses if specs is None else self._requeried(specs, local=local)
         responses = prepare_statistics(self.plan, responses, {attack: settings}, scored=self.pseudo.tolist(),
                                        everyone=self.shadows.tolist(), seed=self.seed, progress=False, local=local)
-        # shadow_scores only needs a model outside the shadows to stand for the target it protects
-        outsider = next(m for m in range(responses.n_models) if m not in set(self.shadows.tolist()))
-        return shadow_scores(attack_with(attack, settings), responses, target=outsider, shadows=self.shadows,
-                             n_pseudo=len(self.pseudo), seed=self.seed)
+        attack_fn = attack_with(attack, settings)  # each pseudo-target attacked with the game's other shadows
+        scores = [attack_fn(responses, target=int(p), shadows=self.shadows[self.shadows != p]) for p in self.pseudo]
+        return (np.concatenate(scores).astype(np.float64),
+                np.concatenate([responses.member[p] for p in self.pseudo]).astype(bool))
 
     def _requeried(self, specs: list[QuerySpec], *, local: bool) -> Responses:
         """The responses with the shadows' answers to another query set (the targets are never queried)."""
@@ -175,8 +186,22 @@ def _trial(config: dict, *, game: Game, attack: str, metric: str) -> None:
     tune.report({"score": metric_value(metric, scores, member), "auc": auc(scores, member)})
 
 
-def make_game(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int) -> Game:
-    return Game(plan, responses, shadows, pseudo_targets(shadows, n_pseudo=n_pseudo, seed=seed), seed)
+def make_games(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int) -> tuple[Game, Game]:
+    """(selection, full): the selection half of the pseudo-targets with the shadows but the held-out half, and
+    every pseudo-target with all the shadows (the held-out half's figures and the threshold come from it)."""
+    if n_pseudo < 2:
+        raise ConfigError(f"--pseudo-targets: expected at least 2 (half choose the setting, half score it), "
+                          f"got {n_pseudo}")
+    pseudo = pseudo_targets(shadows, n_pseudo=n_pseudo, seed=seed)
+    held_out = pseudo[1::2]
+    return (Game(plan, responses, np.setdiff1d(shadows, held_out), pseudo[0::2], seed, len(shadows)),
+            Game(plan, responses, shadows, pseudo, seed, len(shadows)))
+
+
+def held_out_figures(game: Game, held_out: np.ndarray, metric: str, scores: np.ndarray, member: np.ndarray) -> dict:
+    """{"score", "auc"} of the `held_out` pseudo-targets' rows of the full game's pooled (scores, member)."""
+    rows = np.repeat(np.isin(game.pseudo, held_out), game.responses.n_examples)
+    return {"score": metric_value(metric, scores[rows], member[rows]), "auc": auc(scores[rows], member[rows])}
 
 
 def run_search(game: Game, *, attack: str, metric: str, num_samples: int, cpus_per_trial: float,
@@ -217,25 +242,26 @@ def choose(default_score: float, trials: list[dict]) -> dict | None:
     return None if best is None or best["score"] <= default_score else best
 
 
-def chosen_setting(game: Game, attack: str, config: dict | None, *, metric: str, scores: np.ndarray,
-                   member: np.ndarray) -> dict:
-    """best.json's "chosen": the setting (None: the default one), its query set and its scores on the game."""
+def chosen_setting(game: Game, attack: str, config: dict | None, *, selection: dict, held_out: dict) -> dict:
+    """best.json's "chosen": the setting (None: the default one), its query set and its figures on the
+    selection pseudo-targets (score, auc) and on the held-out ones (held_out)."""
     info = game.plan.dataset.info
     specs = search_space(attack, info).queries(config, info) if config else None
     return {
         "source": "default" if config is None else "trial",
         "config": config or {},
         "queries": None if specs is None else [s.as_dict() for s in specs],
-        "settings": resolve_settings(attack, attack_settings(config)),
-        "score": metric_value(metric, scores, member),
-        "auc": auc(scores, member),
+        "settings": game.settings(attack, config),
+        "score": selection["score"], "auc": selection["auc"], "held_out": held_out,
     }
 
 
 def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str = "auc", fpr: float = 0.01,
-                n_pseudo: int = 4, seed: int = 0, cpus_per_trial: float = 1.0, max_concurrent: int = 2,
-                verbose: int = 1) -> dict:
-    """Search `attack`'s settings on the shadow game; writes tune/<attack>/best.json and returns it."""
+                n_pseudo: int = 8, seed: int = 0, cpus_per_trial: float = 1.0, max_concurrent: int = 2,
+                verbose: int = 1, targets: tuple[int, ...] | None = None) -> dict:
+    """Search `attack`'s settings on the shadow game; writes tune/<attack>/best.json and returns it.
+
+    targets: the models the setting is for (None: membership.target_ids); the shadows are all the others."""
     if metric not in METRICS:
         raise ConfigError(f"--metric: expected one of {', '.join(METRICS)}, got {metric!r}")
     if num_samples < 1:
@@ -243,24 +269,29 @@ def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str
     plan = load_plan(run_uri)
     search_space(attack, plan.dataset.info)
     responses = load_responses(plan.run)
-    _, shadows = split_targets(plan.cfg.membership)
+    targets, shadows = split_targets(plan.cfg.membership, targets)
+    selection, full = make_games(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed)
+    held_out = np.setdiff1d(full.pseudo, selection.pseudo)
     ensure_ray()
-    game = make_game(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed)
-    default_scores = game.evaluate(attack, None, local=False)
+    default_scores = selection.evaluate(attack, None, local=False)
     default = {"score": metric_value(metric, *default_scores), "auc": auc(*default_scores)}
     storage = plan.run.path(TUNE_RAY_DIR) if plan.run.local else None
-    trials = trial_rows(run_search(game, attack=attack, metric=metric, num_samples=num_samples,
+    trials = trial_rows(run_search(selection, attack=attack, metric=metric, num_samples=num_samples,
                                    cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent,
                                    storage_path=storage, seed=seed, verbose=verbose))
     best = choose(default["score"], trials)
     config = None if best is None else best["config"]
-    scores, member = game.evaluate(attack, config, local=False) if config else default_scores
+    default_full = full.evaluate(attack, None, local=False)
+    scores, member = full.evaluate(attack, config, local=False) if config else default_full
     out = {
         "attack": attack, "metric": metric, "fpr": fpr, "threshold": threshold_at_fpr(scores, member, fpr=fpr),
         "search_algorithm": "optuna TPE (ray.tune.search.optuna.OptunaSearch)", "num_samples": num_samples,
-        "pseudo_targets": game.pseudo.tolist(), "n_shadows": len(shadows), "seed": seed,
-        "default": default, "chosen": chosen_setting(game, attack, config, metric=metric, scores=scores,
-                                                     member=member),
+        "target_model_ids": targets, "shadows": shadows.tolist(), "pseudo_targets": full.pseudo.tolist(),
+        "selection_pseudo_targets": selection.pseudo.tolist(), "held_out_pseudo_targets": held_out.tolist(),
+        "n_shadows": len(shadows), "seed": seed,
+        "default": {**default, "held_out": held_out_figures(full, held_out, metric, *default_full)},
+        "chosen": chosen_setting(full, attack, config, selection=best or default,
+                                 held_out=held_out_figures(full, held_out, metric, scores, member)),
         "trials": trials, "failed_trials": sum(t["error"] is not None for t in trials),
     }
     plan.run.write_json(tune_best(attack), jsonable(out))

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
                         help="shadows that play the target to choose thresholds (default 4)")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals (0: none)")
     parser.add_argument("--tuned", action="store_true",
-                        help="use the settings and query sets chosen by `shadowfarm tune` (tune/<attack>/best.json)")
+                        help="use the setting, query set and threshold chosen by `shadowfarm tune` "
+                             "(tune/<attack>/best.json; tuned with the same --targets)")
     parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

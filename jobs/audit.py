@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
                         help="challenge a seeded sample of this many examples (default: the whole population)")
     parser.add_argument("--pseudo-targets", type=int, default=4, help="shadows that play the target (default 4)")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for intervals (0: none)")
+    parser.add_argument("--tuned", action="store_true",
+                        help="use `shadowfarm tune`'s setting, query set and threshold (tune/<attack>/best.json)")
     http = parser.add_argument_group("HTTP target")
     http.add_argument("--budget", type=int, default=None, help="at most this many queries in all (journal included)")
     http.add_argument("--batch-size", type=int, default=1024, help="inputs per request (default 1024)")
@@ -71,7 +73,7 @@ def options_from(args: argparse.Namespace):
     members = read_member_ids(args.members) if args.members else None
     return AuditOptions(attacks=args.attacks, shadows=args.shadows, settings=settings, fpr=args.fpr,
                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, examples=args.examples,
-                        members=members)
+                        members=members, tuned=args.tuned)
 
 
 def format_results(results: list[dict], fpr: float) -> str:

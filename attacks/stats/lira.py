@@ -56,7 +56,7 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
     stat = np.asarray(shadow_statistic, dtype=np.float64)
     member = np.asarray(shadow_member, dtype=bool)
     s = np.asarray(target_statistic, dtype=np.float64)
-    use_global = len(stat) < GLOBAL_VARIANCE_BELOW if global_variance == "auto" else bool(global_variance)
+    use_global = use_global_variance(global_variance, n_shadows=len(stat))
 
     if empty not in ("error", "global"):
         raise ConfigError(f"empty must be 'error' or 'global', got {empty!r}")
@@ -65,6 +65,14 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
         return norm.logcdf((s - mu_out) / sd_out)
     mu_in, sd_in = _gaussian_fit(stat, member, use_global=use_global, min_std=min_std, side="IN", empty=empty)
     return norm.logpdf(s, mu_in, sd_in) - norm.logpdf(s, mu_out, sd_out)
+
+
+def use_global_variance(global_variance: bool | str, *, n_shadows: int) -> bool:
+    """Whether `global_variance` (True, False or "auto") means a global variance with `n_shadows` shadows.
+
+    A game resolves "auto" once from its real target's shadow count (its pseudo-targets see one fewer), so
+    the target and the pseudo-targets that set its thresholds are scored by the same rule."""
+    return n_shadows < GLOBAL_VARIANCE_BELOW if global_variance == "auto" else bool(global_variance)
 
 
 def _gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_std: float,
