@@ -118,6 +118,38 @@ def attack_with(name: str, settings: dict | None) -> Callable[..., np.ndarray]:
     return attack
 
 
+# Membership modes (farm.config.MembershipConfig.mode). In a disjoint run (Shokri et al.) no shadow ever trains
+# on a target-pool example, so a variant that fits IN shadows per example cannot score the challenge set:
+# attack -> (the variants that need IN shadows, the variant chosen instead when no variant is asked for).
+NEEDS_IN_SHADOWS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "calibrated": (("online",), "offline"),
+    "lira_confidence": (("online",), "offline"),
+    "boundary": (("calibrated",), None),
+}
+
+
+def mode_settings(name: str, settings: dict | None, mode: str) -> tuple[dict | None, dict | None]:
+    """(settings, chosen) of attack `name` for a run in membership `mode`, before `resolve_settings`.
+
+    lira: `settings` unchanged, chosen None. disjoint: an asked-for variant that needs IN shadows is a
+    ConfigError; with no variant asked for, an attack whose default needs them gets its one-sided variant
+    (the offline LiRA test against the OUT shadows), and chosen = {"variant": ..., "reason": ...} says so.
+    """
+    if mode == "lira" or name not in NEEDS_IN_SHADOWS:
+        return settings, None
+    online, instead = NEEDS_IN_SHADOWS[name]
+    asked = (settings or {}).get("variant")
+    if asked in online:
+        raise ConfigError(f"attack {name!r}: variant {asked!r} needs IN shadows for every challenge example, and a "
+                          f"disjoint run's shadows never train on the target pool (use variant: "
+                          f"{instead or 'threshold'})")
+    if asked is not None or get_attack(name).defaults["variant"] not in online:
+        return settings, None
+    return {**(settings or {}), "variant": instead}, {
+        "variant": instead, "reason": "disjoint run: no shadow trained on a target-pool example, so the "
+                                      "per-example test is one-sided against the OUT shadows"}
+
+
 # Attacks left out of the default list because of their cost; they run when asked for by name.
 EXPLICIT_ONLY = ("boundary",)
 

@@ -21,6 +21,8 @@ class Responses:
     statistics: dict[str, float64[M, N]]   per-(model, example) statistics computed with model
                                 access (e.g. "transfer" scores, "boundary" distances); NaN where
                                 not computed
+    fit_examples: int[F] | None the examples whose shadow rows attack classifiers are fit on (None: all);
+                                a disjoint run's target view sets it to the shadow pool (`attacks.stats.shadow_game`)
     """
 
     member: np.ndarray
@@ -31,6 +33,7 @@ class Responses:
     logits: np.ndarray | None = None
     model_ids: np.ndarray | None = None
     statistics: dict = field(default_factory=dict)
+    fit_examples: np.ndarray | None = None
 
     @property
     def n_models(self) -> int:
@@ -46,6 +49,18 @@ class Responses:
 
     def without_logits(self) -> Responses:
         return replace(self, logits=None)
+
+    def restricted(self, examples: np.ndarray) -> Responses:
+        """The same models on the examples `examples` (int[K]) only: every per-example array sliced."""
+        examples = np.asarray(examples, dtype=np.intp)
+        return replace(self, member=self.member[:, examples], pred=self.pred[:, examples],
+                       labels=self.labels[examples], fit_examples=None,
+                       logits=None if self.logits is None else self.logits[:, examples],
+                       statistics={name: values[:, examples] for name, values in self.statistics.items()})
+
+    def fitting_on(self, examples: np.ndarray) -> Responses:
+        """A copy whose attack classifiers fit on the shadows' rows of `examples` (int[F]) only."""
+        return replace(self, fit_examples=np.asarray(examples, dtype=np.intp))
 
     def with_statistic(self, name: str, values: np.ndarray) -> Responses:
         """A copy with statistics[name] = values (float64[M, N])."""

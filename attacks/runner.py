@@ -4,15 +4,13 @@ For each attack and each target model t, the shadows are the run's models that a
 (`split_targets`: so no target's membership is ever read). Thresholds come from the shadow game
 (`attacks.stats.shadow_game.play`): pseudo-targets drawn from the shadows are attacked with the other
 shadows, and the thresholds for the requested FPRs and for best balanced accuracy are picked on their
-pooled scores, then applied to the targets (`--tuned`: `attacks.tuned`, best.json's setting, query set and,
-for its FPR on the same shadows, threshold). A "auto" global variance is decided once per game from the
-targets' shadow count (`game_settings`). Figures are pooled over the targets. Which attacks run is
+pooled scores, then applied to the targets. Figures are pooled over the targets. Which attacks run is
 `attacks.registry.choose_attacks`; the statistics that need models are computed first
 (`attacks.compute.statistics.prepare_statistics`).
 
 Resume: an attack whose scores.parquet and metrics.json exist and whose metrics.json holds the
-`settings_hash` of this call (`settings_hash`: its settings, targets, requested and reported FPRs, shadow
-game, seed, tuned choice, the run's config hash and its membership.parquet) is not run again; its metrics are read back.
+`settings_hash` of this call (`settings_hash`: its settings, targets, FPRs, shadow game, seed, tuned
+choice, the run's config hash and its membership.parquet) is not run again; its metrics are read back.
 Both files are written atomically, metrics.json last, so a killed attack stage leaves either an
 attack's two files or none that counts. To redo an attack, delete attacks/<name>/.
 """
@@ -23,22 +21,21 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from attacks.artifacts import ATTACK_SCORES_SCHEMA, attack_metrics, attack_scores, jsonable
+from attacks.artifacts import ATTACK_SCORES_SCHEMA, TUNE_DIR, attack_metrics, attack_scores, jsonable, tune_best
 from attacks.compute.requery import requery, with_queries
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
+from attacks.modes import challenge_of, for_mode
 from attacks.registry import attack_with, choose_attacks, get_attack, resolve_settings
 from attacks.responses import Responses
-from attacks.stats.lira import use_global_variance
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs, tpr_at_fpr
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets
-from attacks.tuned import load_tuned, tuned_thresholds
 from farm.config import MembershipConfig, from_dict
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
@@ -61,15 +58,27 @@ class AttackOptions:
     tuned: bool = False  # use tune/<attack>/best.json (settings and query set) where it exists
 
 
-def split_targets(membership: MembershipConfig, targets: Sequence[int] | None = None) -> tuple[list[int], np.ndarray]:
-    """(targets, shadows int[S]): `targets` (None: membership.target_ids) and every other model of the run."""
-    if membership.mode != "lira":
-        raise ConfigError("membership.mode: the attack stage supports lira-mode runs (disjoint: not yet)")
+def split_targets(membership: MembershipConfig, targets: Sequence[int] | None = None, *,
+                  modes: Sequence[str] = ("lira",)) -> tuple[list[int], np.ndarray]:
+    """(targets, shadows int[S]): `targets` (None: membership.target_ids) and the shadows.
+
+    lira: the shadows are every other model of the run. disjoint (Shokri et al.): the targets must be target
+    models (membership.target_ids: they trained on the target pool) and the shadows are the models that are
+    not (they trained on the shadow pool), whichever targets are attacked. `modes`: the membership modes the
+    caller supports (the attack stage and the audit: both; tuning and the studies: lira).
+    """
+    if membership.mode not in modes:
+        raise ConfigError(f"membership.mode: this command supports {' or '.join(modes)} runs, not "
+                          f"{membership.mode!r}")
     targets = list(targets if targets is not None else membership.target_ids)
     for t in targets:
         if not 0 <= t < membership.n_models:
             raise ConfigError(f"--targets: {t} is not a model id in [0, {membership.n_models})")
-    shadows = np.array([i for i in range(membership.n_models) if i not in set(targets)], dtype=np.intp)
+        if membership.mode == "disjoint" and t not in membership.target_ids:
+            raise ConfigError(f"--targets: model {t} is a shadow of this disjoint run (it trained on the shadow "
+                              f"pool); expected one of membership.target_ids {list(membership.target_ids)}")
+    not_shadows = set(membership.target_ids) if membership.mode == "disjoint" else set(targets)
+    shadows = np.array([i for i in range(membership.n_models) if i not in not_shadows], dtype=np.intp)
     if len(shadows) < 3:
         raise ConfigError(f"membership.n_models: {len(shadows)} shadows is too few (need at least 3)")
     return targets, shadows
@@ -82,24 +91,30 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     """
     plan = load_plan(run_uri)
     responses = load_responses(plan.run)
-    targets, shadows = split_targets(plan.cfg.membership, options.targets)
+    targets, shadows = split_targets(plan.cfg.membership, options.targets, modes=("lira", "disjoint"))
     names, skipped = choose_attacks(options.attacks, responses)
     for name in options.settings:
         get_attack(name)
-    tuned = load_tuned(plan.run, names, targets=targets) if options.tuned else {}
-    settings = {name: game_settings(resolve_settings(name, options.settings.get(name, tuned.get(name, {}).get(
-        "settings"))), n_shadows=len(shadows)) for name in names}
+    tuned = load_tuned(plan.run, names) if options.tuned else {}
+    settings = {name: resolve_settings(name, options.settings.get(name, tuned.get(name, {}).get("settings")))
+                for name in names}
+    settings, auto = for_mode(plan.cfg.membership.mode, settings,
+                              {name: options.settings.get(name, tuned.get(name, {}).get("settings")) for name in names})
     hashes = settings_hashes(plan, settings, targets=targets, options=options, tuned=tuned)
     finished = {name: metrics for name in names if (metrics := finished_metrics(plan.run, name, hashes[name]))}
     todo = {name: chosen for name, chosen in settings.items() if name not in finished}
     results = {**finished, **_run_attacks(plan, responses, todo, targets=targets, shadows=shadows, options=options,
-                                          tuned=tuned, hashes=hashes, progress=progress)}
+                                          tuned=tuned, hashes=hashes, auto=auto, progress=progress)}
     return [results[name] for name in names] + [{"attack": name, "skipped": reason} for name, reason in skipped.items()]
 
 
 def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: list[int], shadows: np.ndarray,
-                 options: AttackOptions, tuned: dict, hashes: dict, progress: bool) -> dict[str, dict]:
-    """{attack: metrics} of the attacks in `settings` (name -> resolved settings), each written when done."""
+                 options: AttackOptions, tuned: dict, hashes: dict, auto: dict, progress: bool) -> dict[str, dict]:
+    """{attack: metrics} of the attacks in `settings` (name -> resolved settings), each written when done.
+
+    A disjoint run's game scores the target pool with thresholds from the shadow pool (`play`'s target_pool)."""
+    mode = plan.cfg.membership.mode
+    target_pool = plan.target_pool if mode == "disjoint" else None
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
     responses = prepare_statistics(plan, responses, settings, scored=sorted(set(targets) | set(pseudo)),
                                    everyone=shadows.tolist(), seed=options.seed, progress=progress)
@@ -111,14 +126,12 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
         if tuned.get(name, {}).get("queries"):
             attacked = _requeried(plan, responses, tuned[name]["queries"], progress=progress)
         game = play(attack_with(name, chosen), attacked, targets=targets, shadows=shadows, n_pseudo=options.n_pseudo,
-                    seed=options.seed, fprs=reported_fprs(options.fpr), on_target=lambda _: bar.update(1))
-        thresholds, threshold_source = tuned_thresholds(game.thresholds, tuned.get(name), fpr=options.fpr,
-                                                        shadows=shadows)
-        game = replace(game, thresholds=thresholds)
+                    seed=options.seed, fprs=reported_fprs(options.fpr), on_target=lambda _: bar.update(1),
+                    target_pool=target_pool)
         metrics = metrics_of(name, game, settings=chosen, targets=targets, n_shadows=len(shadows),
                              options=options, tuned=tuned.get(name))
+        metrics.update(challenge_of(mode, plan.target_pool), auto_settings=auto.get(name))
         metrics["seconds"] = time.perf_counter() - start
-        metrics["tuned_threshold"] = threshold_source
         metrics["settings_hash"] = hashes[name]
         _write(plan.run, name, targets, game, metrics)
         results[name] = metrics
@@ -160,7 +173,6 @@ def settings_hash(name: str, *, settings: dict, targets: Sequence[int], fprs: Se
                   options: AttackOptions, tuned: dict | None, config_hash: str, membership_digest: str) -> str:
     """What an attack's outputs are a function of, hashed: equal hashes mean equal scores and metrics."""
     inputs = {"attack": name, "settings": settings, "targets": list(targets), "fprs": list(fprs),
-              "requested_fpr": options.fpr,
               "n_pseudo": options.n_pseudo, "bootstrap": options.bootstrap, "seed": options.seed, "tuned": tuned,
               "config_hash": config_hash, "membership_sha256": membership_digest,
               "schema": ATTACK_SCORES_SCHEMA.metadata[b"shadowfarm.schema_version"].decode()}
@@ -178,12 +190,18 @@ def finished_metrics(run: RunDir, name: str, digest: str) -> dict | None:
     return metrics if isinstance(metrics, dict) and metrics.get("settings_hash") == digest else None
 
 
-def game_settings(settings: dict, *, n_shadows: int) -> dict:
-    """Resolved attack settings with a "auto" global variance decided once for the game, from the real target's
-    `n_shadows`: its pseudo-targets see one shadow fewer and would otherwise switch rule at another count."""
-    if settings.get("global_variance") != "auto":
-        return settings
-    return {**settings, "global_variance": use_global_variance("auto", n_shadows=n_shadows)}
+def load_tuned(run: RunDir, names: Sequence[str]) -> dict:
+    """attack name -> the chosen setting of tune/<attack>/best.json, for the attacks that were tuned."""
+    found = {}
+    for name in names:
+        if run.is_file(tune_best(name)):
+            best = run.read_json(tune_best(name))
+            found[name] = {"settings": best["chosen"]["settings"], "queries": best["chosen"]["queries"],
+                           "threshold": best["threshold"], "fpr": best["fpr"], "metric": best["metric"]}
+    if not found:
+        raise ConfigError(f"--tuned: no tune results under {run.path(TUNE_DIR)}; "
+                          "run `shadowfarm tune RUN --attack NAME`")
+    return found
 
 
 def _requeried(plan: Plan, responses: Responses, specs: list[dict], *, progress: bool) -> Responses:
@@ -197,9 +215,10 @@ def _requeried(plan: Plan, responses: Responses, specs: list[dict], *, progress:
 
 def _write(run: RunDir, name: str, targets: Sequence[int], game: GameResult, metrics: dict) -> None:
     n = len(game.scores) // len(targets)
+    examples = np.arange(n) if game.examples is None else game.examples
     table = pa.table({
         "target_model_id": np.repeat(np.asarray(targets, dtype=np.int32), n),
-        "example_id": np.tile(np.arange(n, dtype=np.int32), len(targets)),
+        "example_id": np.tile(np.asarray(examples, dtype=np.int32), len(targets)),
         "member": game.member,
         "score": game.scores,
     }, schema=ATTACK_SCORES_SCHEMA)

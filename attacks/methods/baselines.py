@@ -87,30 +87,43 @@ def confidence_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.concatenate([probs, logit_scaled_confidence(logits, labels)[..., None]], axis=-1)
 
 
-def confidence_classifier(responses: Responses, *, target: int, shadows: Sequence[int], max_iter: int = 100,
-                          max_fit_rows: int | None = 200_000, seed: int = 0) -> np.ndarray:
+def confidence_classifier(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "pooled",
+                          max_iter: int = 100, max_fit_rows: int | None = 200_000, seed: int = 0) -> np.ndarray:
     """Shokri-style attack model on confidence vectors, fit on shadow rows with membership labels.
 
+    variant "pooled": one attack model for every class on `confidence_features` (sorted confidences);
+    "per_class": Shokri et al.'s design, one attack model per true class on `class_features` (the
+    unsorted confidence vector: within one class the class identity is fixed, so nothing needs sorting).
     Classifier: scikit-learn HistGradientBoostingClassifier (`max_iter` boosting rounds, no early
     stopping, `seed`): nonlinear like Shokri's MLP, but fast, deterministic and scale-free (the
-    features mix probabilities and logits). Features: `confidence_features`. At most `max_fit_rows`
-    (shadow, example) rows, subsampled with `seed`. Returns float64[N]: P(member) for the target.
+    features mix probabilities and logits). At most `max_fit_rows` (shadow, example) rows, subsampled
+    with `seed` (`fit_on_shadows`; a disjoint run fits on the shadow pool). Returns float64[N]: P(member).
     """
     # Imported here: sklearn.ensemble takes seconds to import and most runs never call this baseline.
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    if variant not in ("pooled", "per_class"):
+        raise ConfigError(f"attack 'confidence_classifier': unknown variant {variant!r} (valid: per_class, pooled)")
     shadows = check_game(responses, target=target, shadows=shadows)
     if max_iter < 1:
         raise ConfigError(f"max_iter must be at least 1, got {max_iter}")
     _require_logits(responses, attack="confidence_classifier")
+    features = class_features if variant == "per_class" else confidence_features
 
     def row_features(models: np.ndarray, examples: np.ndarray) -> np.ndarray:
-        return confidence_features(responses.logits[models, examples], responses.labels[examples])
+        return features(responses.logits[models, examples], responses.labels[examples])
 
     return fit_on_shadows(
         lambda: HistGradientBoostingClassifier(max_iter=max_iter, early_stopping=False, random_state=seed),
         responses, row_features=row_features, target=target, shadows=shadows, max_rows=max_fit_rows,
-        seed=seed)
+        seed=seed, per_class=variant == "per_class")
+
+
+def class_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-class attack features (Shokri et al.): the softmax vector in class order, plus the logit-scaled
+    true-label confidence. logits: float[..., N, C]; labels: int[N]; returns float64[..., N, C + 1]."""
+    probs = softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+    return np.concatenate([probs, logit_scaled_confidence(logits, labels)[..., None]], axis=-1)
 
 
 def lira_confidence(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",

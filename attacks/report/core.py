@@ -30,7 +30,9 @@ def summary_rows(run: RunDir) -> list[dict]:
     """One flat dict per attack result, label-only attacks first, then baselines; each by AUC descending.
 
     Keys: attack (its folder name under attacks/), label_only, description, settings, target_model_ids,
-    seconds; auc, auc_ci ((low, high) or None); for key in "0.01", "0.001": f"tpr_at_fpr_{key}", f"tpr_at_fpr_{key}_ci",
+    seconds; membership_mode ("lira" when not recorded), challenge_set, n_shadow_pool_examples and
+    auto_settings (the variant the mode chose, or None), as metrics.json records them (`attacks.modes`);
+    auc, auc_ci ((low, high) or None); for key in "0.01", "0.001": f"tpr_at_fpr_{key}", f"tpr_at_fpr_{key}_ci",
     f"false_positives_allowed_{key}" (0: the figure rests on zero false positives); balanced_accuracy and
     advantage at the threshold chosen on shadows; oracle_balanced_accuracy; n_members; n_nonmembers;
     requested_fpr with realized_fpr, realized_tpr on the target at the shadow threshold for it. Missing
@@ -51,6 +53,8 @@ def summary_rows(run: RunDir) -> list[dict]:
         row = {"attack": name, "label_only": bool(m["label_only"]),
                "description": m.get("description", ""), "settings": m.get("settings", {}),
                "target_model_ids": m.get("target_model_ids", []), "seconds": m.get("seconds"),
+               "membership_mode": m.get("membership_mode", "lira"), "challenge_set": m.get("challenge_set"),
+               "n_shadow_pool_examples": m.get("n_shadow_pool_examples"), "auto_settings": m.get("auto_settings"),
                "auc": m["auc"], "auc_ci": _pair(m.get("auc_ci"))}
         for key, _ in FPR_LEVELS:
             row[f"tpr_at_fpr_{key}"] = m["tpr_at_fpr"].get(key)

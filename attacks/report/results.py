@@ -56,10 +56,28 @@ def results_html(rows: Sequence[dict]) -> str:
              "Oracle balanced accuracy picks its threshold with the target's own membership: an upper bound, "
              'not an attack. A realized FPR in <span class="warn">red</span> exceeds the requested FPR: the '
              "threshold chosen on shadows did not transfer exactly to the target."]
+    notes.append(_mode_note(rows))
     if any_zero_fp:
         notes.append("† rests on zero allowed false positives (FPR × non-members &lt; 1): the figure counts the "
                      "members scored above every non-member.")
     return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>" + notes_html(notes)
+
+
+def _mode_note(rows: Sequence[dict]) -> str:
+    """Which membership mode the figures come from and what the challenge set is."""
+    modes = sorted({r["membership_mode"] for r in rows})
+    if modes != ["disjoint"]:
+        return ("Membership mode: <b>" + escape(", ".join(modes)) + "</b> (LiRA's design): every model trains on a "
+                "random half of the population; the challenge set is the whole population, and thresholds and "
+                "attack models come from the shadows' IN/OUT rows.")
+    auto = sorted(r["attack"] for r in rows if r.get("auto_settings"))
+    chosen = (f" Chosen for this mode: the offline variant of {escape(', '.join(auto))} (no shadow is IN on a "
+              "challenge example, so the per-example test is one-sided against the OUT shadows).") if auto else ""
+    pool = rows[0].get("n_shadow_pool_examples")
+    return ("Membership mode: <b>disjoint</b> (Shokri et al.): the challenge set is the <b>target pool</b> "
+            f"({rows[0]['n_members'] + rows[0]['n_nonmembers']:,} rows over the targets), the examples the targets "
+            f"may train on; the shadows trained on the shadow pool ({pool if pool is not None else '?'} examples) "
+            "only, and thresholds and attack models come from the shadow game on the shadow pool." + chosen)
 
 
 def attacks_html(rows: Sequence[dict]) -> str:
