@@ -19,7 +19,9 @@ file, or a model of the run (`model:K`; demos and tests). The flow:
    (attacks.stats.metrics.evaluate).
 
 The shadows are the run's models minus its `membership.target_ids` (as in `shadowfarm attack`, so serving
-the run's target model gives the scores `shadowfarm attack` gives it), or an explicit list. Label-only
+the run's target model gives the scores `shadowfarm attack` gives it), or an explicit list; a `model:K` target
+is dropped from them (one line on stderr). `tuned`: tune/<attack>/best.json's setting, query set (the target
+answers it through its oracle) and threshold (`attacks.tuned`). Label-only
 attacks only: the target answers labels. Writes `<run>/audit/<target key>/` (key: a hash of the target's
 URL or path): target.json, <attack>/scores.parquet (`attacks.artifacts.AUDIT_SCORES_SCHEMA`), <attack>/metrics.json,
 and the HTTP journal/ (attacks.oracles.journal).
@@ -30,7 +32,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -46,8 +49,10 @@ from attacks.oracles.journal import Journal
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
 from attacks.registry import attack_with, choose_attacks, get_attack, resolve_settings
 from attacks.responses import Responses
+from attacks.runner import game_settings
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play, pseudo_targets
+from attacks.tuned import load_tuned, run_model, tuned_responses, tuned_thresholds, without_target
 from farm.errors import ConfigError, DataError, RunError
 from farm.plan import Plan, load_plan
 from farm.queries import apply_query
@@ -71,6 +76,7 @@ class AuditOptions:
     seed: int = 0
     examples: int | None = None
     members: tuple[int, ...] | None = None
+    tuned: bool = False  # use tune/<attack>/best.json: setting, query set, and threshold for its FPR (attacks.tuned)
 
 
 def target_key(target: str) -> str:
@@ -140,11 +146,12 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
     plan = load_plan(run_uri)
     mode, pool = plan.cfg.membership.mode, plan.target_pool
     responses = load_responses(plan.run, logits=False)
-    shadows = _shadows(options.shadows, plan.cfg.membership.target_ids, responses.n_models)
+    shadows = without_target(_shadows(options.shadows, plan.cfg.membership.target_ids, responses.n_models), target)
     names, skipped = audit_attacks(plan.cfg.membership, shadows, options.attacks, *choose_attacks(
         options.attacks, responses, subject="this target (it answers labels only)"))
-    settings, auto = for_mode(mode, {name: resolve_settings(name, options.settings.get(name)) for name in names},
-                              options.settings)
+    tuned = load_tuned(plan.run, names, targets=run_model(target)) if options.tuned else {}
+    settings, auto = for_mode(mode, {name: game_settings(resolve_settings(name, options.settings.get(
+        name, tuned.get(name, {}).get("settings"))), n_shadows=len(shadows)) for name in names}, options.settings)
     for name in set(options.settings) - set(names):
         get_attack(name)
     examples = np.flatnonzero(pool)[challenge_examples(int(pool.sum()), examples=options.examples, seed=options.seed)]
@@ -156,9 +163,14 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
     responses = audit_statistics(plan, responses, oracle, settings, examples=examples, pseudo=pseudo,
                                  shadows=shadows.tolist(), seed=options.seed, progress=progress)
-    results = [_audit_attack(plan.run, name, responses, settings[name], target=target, examples=examples,
-                             shadows=shadows, n_pseudo_targets=len(pseudo), options=options,
-                             ground_truth=member is not None, target_pool=column_pool,
+    answer = partial(target_pred, oracle, info=plan.dataset.info, x=plan.dataset.x, examples=examples,
+                     progress=progress)
+    results = [_audit_attack(plan.run, name, tuned_responses(plan, responses, answer, tuned.get(name),
+                                                             examples=examples, shadows=shadows, progress=progress),
+                             settings[name],
+                             target=target, examples=examples, shadows=shadows, n_pseudo_targets=len(pseudo),
+                             options=options, ground_truth=member is not None, target_pool=column_pool,
+                             tuned=tuned.get(name),
                              about={**challenge_of(mode, pool), "n_challenge_examples": len(examples),
                                     "auto_settings": auto.get(name)})
                for name in names]
@@ -191,17 +203,21 @@ def _with_target_answers(plan: Plan, responses: Responses, oracle, *, examples: 
 
 def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, *, target: str,
                   examples: np.ndarray, shadows: np.ndarray, n_pseudo_targets: int, options: AuditOptions,
-                  ground_truth: bool, target_pool: np.ndarray | None = None, about: dict | None = None) -> dict:
+                  ground_truth: bool, target_pool: np.ndarray | None = None, about: dict | None = None,
+                  tuned: dict | None = None) -> dict:
     """One attack on the target (the last row of `responses`, on the challenge `examples`): its result, with
     its files written."""
     fprs = reported_fprs(options.fpr)
     game = play(attack_with(name, settings), responses, targets=[responses.n_models - 1], shadows=shadows,
                 n_pseudo=options.n_pseudo, seed=options.seed, fprs=fprs, target_pool=target_pool)
+    thresholds, threshold_source = tuned_thresholds(game.thresholds, tuned, fpr=options.fpr, shadows=shadows)
+    game = replace(game, thresholds=thresholds)
     flagged = game.scores >= game.thresholds[fpr_key(options.fpr)]
     result = {"attack": name, "description": get_attack(name).description, "settings": settings,
               "target": target, "requested_fpr": options.fpr, "shadow_thresholds": game.thresholds,
               "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
               "n_pseudo_targets": n_pseudo_targets, "seed": options.seed, "ground_truth": ground_truth,
+              "tuned": tuned, "queries": (tuned or {}).get("queries"), "tuned_threshold": threshold_source,
               **(about or {})}
     if ground_truth:
         result.update(evaluate(game.scores, game.member, thresholds=game.thresholds, fprs=fprs))

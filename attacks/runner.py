@@ -4,13 +4,15 @@ For each attack and each target model t, the shadows are the run's models that a
 (`split_targets`: so no target's membership is ever read). Thresholds come from the shadow game
 (`attacks.stats.shadow_game.play`): pseudo-targets drawn from the shadows are attacked with the other
 shadows, and the thresholds for the requested FPRs and for best balanced accuracy are picked on their
-pooled scores, then applied to the targets. Figures are pooled over the targets. Which attacks run is
+pooled scores, then applied to the targets (`--tuned`: `attacks.tuned`, best.json's setting, query set and,
+for its FPR on the same shadows, threshold). A "auto" global variance is decided once per game from the
+targets' shadow count (`game_settings`). Figures are pooled over the targets. Which attacks run is
 `attacks.registry.choose_attacks`; the statistics that need models are computed first
 (`attacks.compute.statistics.prepare_statistics`).
 
 Resume: an attack whose scores.parquet and metrics.json exist and whose metrics.json holds the
-`settings_hash` of this call (`settings_hash`: its settings, targets, FPRs, shadow game, seed, tuned
-choice, the run's config hash and its membership.parquet) is not run again; its metrics are read back.
+`settings_hash` of this call (`settings_hash`: its settings, targets, requested and reported FPRs, shadow
+game, seed, tuned choice, the run's config hash and its membership.parquet) is not run again; its metrics are read back.
 Both files are written atomically, metrics.json last, so a killed attack stage leaves either an
 attack's two files or none that counts. To redo an attack, delete attacks/<name>/.
 """
@@ -21,21 +23,23 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from attacks.artifacts import ATTACK_SCORES_SCHEMA, TUNE_DIR, attack_metrics, attack_scores, jsonable, tune_best
+from attacks.artifacts import ATTACK_SCORES_SCHEMA, attack_metrics, attack_scores, jsonable
 from attacks.compute.requery import requery, with_queries
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
 from attacks.modes import challenge_of, for_mode
 from attacks.registry import attack_with, choose_attacks, get_attack, resolve_settings
 from attacks.responses import Responses
+from attacks.stats.lira import use_global_variance
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs, tpr_at_fpr
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets
+from attacks.tuned import load_tuned, tuned_thresholds
 from farm.config import MembershipConfig, from_dict
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
@@ -95,9 +99,9 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     names, skipped = choose_attacks(options.attacks, responses)
     for name in options.settings:
         get_attack(name)
-    tuned = load_tuned(plan.run, names) if options.tuned else {}
-    settings = {name: resolve_settings(name, options.settings.get(name, tuned.get(name, {}).get("settings")))
-                for name in names}
+    tuned = load_tuned(plan.run, names, targets=targets) if options.tuned else {}
+    settings = {name: game_settings(resolve_settings(name, options.settings.get(name, tuned.get(name, {}).get(
+        "settings"))), n_shadows=len(shadows)) for name in names}
     settings, auto = for_mode(plan.cfg.membership.mode, settings,
                               {name: options.settings.get(name, tuned.get(name, {}).get("settings")) for name in names})
     hashes = settings_hashes(plan, settings, targets=targets, options=options, tuned=tuned)
@@ -128,10 +132,14 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
         game = play(attack_with(name, chosen), attacked, targets=targets, shadows=shadows, n_pseudo=options.n_pseudo,
                     seed=options.seed, fprs=reported_fprs(options.fpr), on_target=lambda _: bar.update(1),
                     target_pool=target_pool)
+        thresholds, threshold_source = tuned_thresholds(game.thresholds, tuned.get(name), fpr=options.fpr,
+                                                        shadows=shadows)
+        game = replace(game, thresholds=thresholds)
         metrics = metrics_of(name, game, settings=chosen, targets=targets, n_shadows=len(shadows),
                              options=options, tuned=tuned.get(name))
         metrics.update(challenge_of(mode, plan.target_pool), auto_settings=auto.get(name))
         metrics["seconds"] = time.perf_counter() - start
+        metrics["tuned_threshold"] = threshold_source
         metrics["settings_hash"] = hashes[name]
         _write(plan.run, name, targets, game, metrics)
         results[name] = metrics
@@ -173,6 +181,7 @@ def settings_hash(name: str, *, settings: dict, targets: Sequence[int], fprs: Se
                   options: AttackOptions, tuned: dict | None, config_hash: str, membership_digest: str) -> str:
     """What an attack's outputs are a function of, hashed: equal hashes mean equal scores and metrics."""
     inputs = {"attack": name, "settings": settings, "targets": list(targets), "fprs": list(fprs),
+              "requested_fpr": options.fpr,
               "n_pseudo": options.n_pseudo, "bootstrap": options.bootstrap, "seed": options.seed, "tuned": tuned,
               "config_hash": config_hash, "membership_sha256": membership_digest,
               "schema": ATTACK_SCORES_SCHEMA.metadata[b"shadowfarm.schema_version"].decode()}
@@ -190,18 +199,12 @@ def finished_metrics(run: RunDir, name: str, digest: str) -> dict | None:
     return metrics if isinstance(metrics, dict) and metrics.get("settings_hash") == digest else None
 
 
-def load_tuned(run: RunDir, names: Sequence[str]) -> dict:
-    """attack name -> the chosen setting of tune/<attack>/best.json, for the attacks that were tuned."""
-    found = {}
-    for name in names:
-        if run.is_file(tune_best(name)):
-            best = run.read_json(tune_best(name))
-            found[name] = {"settings": best["chosen"]["settings"], "queries": best["chosen"]["queries"],
-                           "threshold": best["threshold"], "fpr": best["fpr"], "metric": best["metric"]}
-    if not found:
-        raise ConfigError(f"--tuned: no tune results under {run.path(TUNE_DIR)}; "
-                          "run `shadowfarm tune RUN --attack NAME`")
-    return found
+def game_settings(settings: dict, *, n_shadows: int) -> dict:
+    """Resolved attack settings with a "auto" global variance decided once for the game, from the real target's
+    `n_shadows`: its pseudo-targets see one shadow fewer and would otherwise switch rule at another count."""
+    if settings.get("global_variance") != "auto":
+        return settings
+    return {**settings, "global_variance": use_global_variance("auto", n_shadows=n_shadows)}
 
 
 def _requeried(plan: Plan, responses: Responses, specs: list[dict], *, progress: bool) -> Responses:
