@@ -64,7 +64,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
           description="per-example IN/OUT Gaussians of the fraction of correct perturbed queries "
                       "(LiRA applied to label-only statistics)"),
     _spec("transfer", transfer.transfer, label_only=True, needs=("clean",),
-          description="loss at the target's label of models trained on target-relabelled data "
+          description="confidence or loss at the true label of local models trained on the attacker's data "
+                      "relabelled by the target; threshold or per-example calibration from shadows "
                       "(Li & Zhang, Label-Leaks)"),
     _spec("boundary", boundary.boundary, label_only=True, needs=("clean",),
           description="L2 distance to the decision boundary by batched HopSkipJump, threshold or per-example "

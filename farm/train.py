@@ -93,7 +93,8 @@ def train_group(
 ) -> TrainedGroup:
     """Train G models on their member rows.
 
-    x: float32[N, *info.shape] and y: int64[N] on the training device; member: bool[G, N];
+    x: float32[N, *info.shape] and y: int64[N] (or int64[G, N]: per-model labels) on the training device;
+    member: bool[G, N];
     seeds: G per-model seeds. `vectorize=False` (or a model vmap cannot serve) trains them one
     after another with a plain loop; `train_cfg.dp_sgd` always does (one Opacus model at a time).
     With early stopping, each model's validation split comes from its own members (`farm.defenses`).
@@ -112,8 +113,8 @@ def train_group(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seeds[0]) % (2**63))
         if train_cfg.dp_sgd is not None:
-            details = [{"dp_sgd": train_dp_model(m, x=x, y=y, rows=r, cfg=train_cfg, seed=s)}
-                       for m, r, s in zip(models, rows, seeds, strict=True)]
+            details = [{"dp_sgd": train_dp_model(m, x=x, y=y if y.ndim == 1 else y[g], rows=r, cfg=train_cfg, seed=s)}
+                       for g, (m, r, s) in enumerate(zip(models, rows, seeds, strict=True))]
             result = TrainedGroup([m.state_dict() for m in models], _stacked_predict(models), 0.0, False, details)
         else:
             n_steps = n_steps_per_epoch * train_cfg.epochs
@@ -128,9 +129,14 @@ def train_group(
     return result
 
 
+def _labels(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """labels [G, B] of rows idx [G, B]: y int64[N] shared, or int64[G, N] per model."""
+    return y[idx] if y.ndim == 1 else torch.gather(y, 1, idx)
+
+
 def _step_inputs(x, y, idx, draws: EpochDraws | None, s: int):
     """(inputs [G, B, ...], labels [G, B], lam [G] | None, perm [G, B] | None) of step s of an epoch."""
-    xb, yb = x[idx], y[idx]
+    xb, yb = x[idx], _labels(y, idx)
     if draws is None:
         return xb, yb, None, None
     xb = augment(xb, flip=None if draws.flip is None else draws.flip[s],
@@ -153,7 +159,7 @@ def _validation_loss(forward, val_rows: list[np.ndarray], x, y, *, chunk: int = 
     for i in range(0, width, chunk):
         idx = index[:, i : i + chunk]
         logits = forward(x[idx])
-        losses.append(F.cross_entropy(logits.permute(0, 2, 1), y[idx], reduction="none"))
+        losses.append(F.cross_entropy(logits.permute(0, 2, 1), _labels(y, idx), reduction="none"))
     loss = torch.cat(losses, dim=1)
     return ((loss * mask).sum(1) / mask.sum(1)).double().cpu().numpy()
 
@@ -168,7 +174,9 @@ def _stacked_predict(models):
 
 def _train_loop(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, steps: int) -> TrainedGroup:
     details = [{} for _ in models]
+    labels = y
     for g, (model, stream) in enumerate(zip(models, streams, strict=True)):
+        y = labels if labels.ndim == 1 else labels[g]
         model.train()
         opt = make_optimizer(model.parameters(), cfg)
         draws = BatchDraws(cfg, [seeds[g]], batch_size=stream.shape[1], device=x.device) if active(cfg) else None

@@ -1,6 +1,7 @@
 """The statistics that need model access, computed before the pure attacks read them from `responses.statistics`.
 
-- "transfer" (Label-Leaks): for each attacked model, the loss of models trained on its clean labels
+- "transfer" (Label-Leaks): for each attacked model (every shadow too for the calibrated variant), the
+  confidence or loss at the true label of models trained on its clean labels
   (`attacks.compute.transfer.transfer_statistic`);
 - "boundary": HopSkipJump distances to the decision boundary (`attacks.compute.boundary.boundary_distances`,
   cached in the run per example chunk).
@@ -44,9 +45,10 @@ def prepare_statistics(plan: Plan, responses: Responses, settings: dict, *, scor
     if not local:
         ensure_ray()
     if TRANSFER in settings:
-        stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
-                                  models=sorted(scored), n_models=settings[TRANSFER]["n_models"], seed=seed,
-                                  local=local)
+        chosen = settings[TRANSFER]
+        models = sorted(scored) if chosen["variant"] == "threshold" else sorted(set(scored) | set(everyone))
+        stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x, models=models,
+                                  n_models=chosen["n_models"], score=chosen["score"], seed=seed, local=local)
         responses = responses.with_statistic(TRANSFER, stat)
     if BOUNDARY in settings:
         chosen = settings[BOUNDARY]
@@ -65,9 +67,11 @@ def audit_statistics(plan: Plan, responses: Responses, oracle, settings: dict, *
     target = responses.n_models - 1
     if TRANSFER in settings:
         ensure_ray()
+        chosen = settings[TRANSFER]
+        models = pseudo if chosen["variant"] == "threshold" else sorted(set(shadows) | set(pseudo))
         stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x[examples],
-                                  models=sorted(pseudo) + [target], n_models=settings[TRANSFER]["n_models"],
-                                  seed=seed)
+                                  models=sorted(models) + [target], n_models=chosen["n_models"],
+                                  score=chosen["score"], seed=seed)
         responses = responses.with_statistic(TRANSFER, stat)
     if BOUNDARY in settings:
         ensure_ray()

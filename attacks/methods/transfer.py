@@ -1,4 +1,8 @@
-"""The `transfer` attack on the precomputed "transfer" statistic (`attacks.compute.transfer`). Pure."""
+"""The `transfer` attack on the precomputed "transfer" statistic (`attacks.compute.transfer`). Pure.
+
+The statistic is, per (model, example), the confidence (or minus the loss) at the example's ground-truth label
+of local models trained on data relabelled by that model (Li & Zhang, Label-Leaks §4): higher = member.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,36 @@ from collections.abc import Sequence
 import numpy as np
 
 from attacks.responses import Responses
+from attacks.stats.lira import lira_scores
 from farm.errors import ConfigError
 
 STATISTIC = "transfer"  # the per-(model, example) statistic in Responses.statistics
+VARIANTS = ("threshold", "calibrated")
 
 
-def transfer(responses: Responses, *, target: int, shadows: Sequence[int], n_models: int = 4) -> np.ndarray:
-    """Scores float64[N]: the target's precomputed "transfer" statistic (higher = member).
+def transfer(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "calibrated",
+             score: str = "confidence", n_models: int = 1, global_variance: bool | str = "auto") -> np.ndarray:
+    """Scores float64[N] from the precomputed "transfer" statistic (higher = member).
 
-    n_models (transfer models per relabelled model) is used by the preparation step.
+    variant "threshold": the target's statistic (a global threshold is then chosen on shadows);
+    "calibrated": per-example LiRA (online) of the statistic over the shadows' (needs every shadow's), on the
+    logit of the confidence (score "confidence") or on minus the loss ("loss").
+    score and n_models (transfer models per relabelled model) are used by the preparation step.
     """
     values = responses.statistics.get(STATISTIC)
     if values is None or np.isnan(values[target]).any():
         raise ConfigError("attack 'transfer' needs transfer models trained on the target's labels; "
                           "run it through `shadowfarm attack`")
-    return np.asarray(values[target], dtype=np.float64)
+    if variant == "threshold":
+        return np.asarray(values[target], dtype=np.float64)
+    if variant != "calibrated":
+        raise ConfigError(f"attack 'transfer': unknown variant {variant!r} (valid: {', '.join(VARIANTS)})")
+    shadows = np.asarray(shadows, dtype=np.intp)
+    if np.isnan(values[shadows]).any():
+        raise ConfigError("attack 'transfer' variant 'calibrated' needs the transfer statistic of every shadow")
+    stat = np.asarray(values, dtype=np.float64)
+    if score == "confidence":
+        p = np.clip(stat, 1e-6, 1 - 1e-6)
+        stat = np.log(p) - np.log1p(-p)
+    return lira_scores(target_statistic=stat[target], shadow_statistic=stat[shadows],
+                       shadow_member=responses.member[shadows], variant="online", global_variance=global_variance)

@@ -6,8 +6,8 @@
   attacker's own shadows; for the target, the same access the farm's recorded logits assume).
   Perturbations are drawn for the whole OOD batch in every task, so every model sees identical inputs.
 - `transfer_ood`: the target's transfer models (`attacks.compute.transfer.train_transfer_models`: trained on the
-  population relabelled by the target, same seeds as the attack stage) scored on the OOD inputs at the target's
-  labels; none of them trained on an OOD input, so every one counts.
+  population relabelled by the target, same seeds as the attack stage) scored on the OOD inputs at their
+  "labels" (the study's rule: the target's own clean prediction), with the attack's score.
 - `boundary_ood`: HopSkipJump distances of the OOD inputs for a target, with the attack's settings.
 
 Every fan-out is one `attacks.compute.tasks.map_tasks` (bounded, completion order). Nothing here is cached on
@@ -24,7 +24,7 @@ import torch
 
 from attacks.compute.boundary import HsjaSettings
 from attacks.compute.tasks import map_tasks
-from attacks.compute.transfer import train_transfer_models, transfer_seed
+from attacks.compute.transfer import check_settings, train_transfer_models, transfer_seed
 from farm.config import ModelConfig, RunConfig
 from farm.data import DatasetInfo
 from farm.queries import Query, apply_query
@@ -78,27 +78,30 @@ def query_ood(*, run_uri: str, cfg: RunConfig, info: DatasetInfo, queries: Seque
 
 
 @ray.remote
-def _transfer_task(cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, x_ood: np.ndarray,
-                   ood_labels: np.ndarray, n_models: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _transfer_task(cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, truth: np.ndarray,
+                   x_ood: np.ndarray, ood_labels: np.ndarray, n_models: int, score: str,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(1)
-    # The attack stage's trainer and seeds, so the population statistic equals transfer_statistic's; the OOD
-    # inputs are scored by all n_models models (none trained on them).
-    models = train_transfer_models(cfg=cfg, info=info, x=x, labels=labels, n_models=n_models, seed=seed)
-    return models.out_of_training_score(x, labels), -models.losses(x_ood, ood_labels).mean(0)
+    # The attack stage's trainer and seeds, so the population statistic equals transfer_statistic's.
+    models = train_transfer_models(cfg=cfg, info=info, x=x, labels=labels[None], n_models=n_models, seeds=[seed])
+    return models.scores(x, truth, score)[0], models.scores(x_ood, ood_labels, score)[0]
 
 
-def transfer_ood(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, target_labels: dict[int, np.ndarray],
-                 x_ood: np.ndarray, ood_labels: dict[int, np.ndarray], n_models: int, seed: int,
+def transfer_ood(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, truth: np.ndarray,
+                 target_labels: dict[int, np.ndarray], x_ood: np.ndarray, ood_labels: dict[int, np.ndarray],
+                 n_models: int, score: str = "confidence", seed: int,
                  progress: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """{target: (population statistic float64[N], OOD statistic float64[n])} of the transfer attack.
 
-    target_labels[t]: int[N] the target's clean labels of the population (what the attack relabels with);
-    ood_labels[t]: int[n] its labels of the OOD inputs.
+    truth: int[N] the population's true labels; target_labels[t]: int[N] the target's clean labels of the
+    population (what the attack relabels with); ood_labels[t]: int[n] the OOD inputs' labels (the study's rule).
     """
+    check_settings(n_models=n_models, score=score)
     x_ref, ood_ref = ray.put(x), ray.put(np.ascontiguousarray(x_ood, dtype=np.float32))
+    truth = np.asarray(truth, dtype=np.int64)
     targets = sorted(target_labels)
-    results = map_tasks(lambda t: _transfer_task.remote(cfg, info, x_ref, target_labels[t].astype(np.int64), ood_ref,
-                                                        ood_labels[t].astype(np.int64), n_models,
+    results = map_tasks(lambda t: _transfer_task.remote(cfg, info, x_ref, target_labels[t].astype(np.int64), truth,
+                                                        ood_ref, ood_labels[t].astype(np.int64), n_models, score,
                                                         transfer_seed(seed, t)),
                         targets, desc="OOD transfer", progress=progress)
     return dict(zip(targets, results, strict=True))

@@ -251,11 +251,12 @@ def _ood_statistics(game: AttackGame, plan, responses: Responses, *, x_ood: np.n
                     labels: np.ndarray, progress: bool) -> dict[int, dict[str, np.ndarray]]:
     """{target: {statistic: float[n_used]}}: the OOD inputs' transfer losses or boundary distances per target."""
     if game.name == "transfer":
-        extra = transfer_ood(cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x,
+        extra = transfer_ood(cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x, truth=responses.labels,
                              target_labels={t: responses.pred[t, :, responses.queries_of("clean")[0]]
                                             for t in game.targets},
                              x_ood=x_ood, ood_labels={t: labels[t] for t in game.targets},
-                             n_models=game.settings["n_models"], seed=game.seed, progress=progress)
+                             n_models=game.settings["n_models"], score=game.settings["score"], seed=game.seed,
+                             progress=progress)
         return {t: {"transfer": extra[t][1]} for t in game.targets}
     if game.name == "boundary":
         return {t: {"boundary": boundary_ood(run_uri=plan.run.uri, target=t, x=x_ood[used], labels=labels[t, used],
