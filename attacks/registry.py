@@ -126,6 +126,7 @@ NEEDS_IN_SHADOWS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "calibrated": (("online",), "offline"),
     "lira_confidence": (("online",), "offline"),
     "boundary": (("calibrated",), None),
+    "transfer": (("calibrated",), "threshold"),
 }
 
 
