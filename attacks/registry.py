@@ -65,7 +65,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
                       "(LiRA applied to label-only statistics)"),
     _spec("transfer", transfer.transfer, label_only=True, needs=("clean",),
           description="confidence or loss at the true label of local models trained on the attacker's data "
-                      "relabelled by the target; threshold or per-example calibration from shadows "
+                      "relabelled by the target; default: its gain on the local models that trained on the "
+                      "example over those that did not; or threshold, or per-example calibration from shadows "
                       "(Li & Zhang, Label-Leaks)"),
     _spec("boundary", boundary.boundary, label_only=True, needs=("clean",),
           description="L2 distance to the decision boundary by batched HopSkipJump, threshold or per-example "

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from attacks.compute.boundary import HsjaSettings, boundary_distances
 from attacks.compute.transfer import transfer_statistic
 from attacks.methods.boundary import STATISTIC as BOUNDARY
+from attacks.methods.transfer import SPLIT
 from attacks.methods.transfer import STATISTIC as TRANSFER
 from attacks.responses import Responses
 from farm.cluster import ensure_ray
@@ -46,9 +47,11 @@ def prepare_statistics(plan: Plan, responses: Responses, settings: dict, *, scor
         ensure_ray()
     if TRANSFER in settings:
         chosen = settings[TRANSFER]
-        models = sorted(scored) if chosen["variant"] == "threshold" else sorted(set(scored) | set(everyone))
+        alone = chosen["variant"] != "calibrated"
+        models = sorted(scored) if alone else sorted(set(scored) | set(everyone))
         stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x, models=models,
-                                  n_models=chosen["n_models"], score=chosen["score"], seed=seed, local=local)
+                                  n_models=chosen["n_models"], score=chosen["score"], seed=seed,
+                                  split=chosen["variant"] in SPLIT, local=local)
         responses = responses.with_statistic(TRANSFER, stat)
     if BOUNDARY in settings:
         chosen = settings[BOUNDARY]
@@ -68,10 +71,10 @@ def audit_statistics(plan: Plan, responses: Responses, oracle, settings: dict, *
     if TRANSFER in settings:
         ensure_ray()
         chosen = settings[TRANSFER]
-        models = pseudo if chosen["variant"] == "threshold" else sorted(set(shadows) | set(pseudo))
+        models = pseudo if chosen["variant"] != "calibrated" else sorted(set(shadows) | set(pseudo))
         stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x[examples],
                                   models=sorted(models) + [target], n_models=chosen["n_models"],
-                                  score=chosen["score"], seed=seed)
+                                  score=chosen["score"], seed=seed, split=chosen["variant"] in SPLIT)
         responses = responses.with_statistic(TRANSFER, stat)
     if BOUNDARY in settings:
         ensure_ray()

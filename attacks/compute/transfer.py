@@ -31,6 +31,7 @@ from attacks.responses import Responses
 from farm.config import RunConfig, model_seed
 from farm.data import DatasetInfo
 from farm.errors import ConfigError
+from farm.membership import lira_membership
 from farm.train import TrainedGroup, predict_in_chunks, steps_per_epoch, train_group
 
 SCORES = ("confidence", "loss")
@@ -41,10 +42,12 @@ def transfer_seed(seed: int, model_id: int) -> int:
     return model_seed(seed, 10_000 + model_id)
 
 
-def check_settings(*, n_models: int, score: str) -> None:
-    """ConfigError naming the field when the transfer settings are out of range."""
-    if not isinstance(n_models, int) or n_models < 1:
-        raise ConfigError(f"attack 'transfer': n_models must be an integer >= 1, got {n_models!r}")
+def check_settings(*, n_models: int, score: str, split: bool = False) -> None:
+    """ConfigError naming the field when the transfer settings are out of range (split: IN/OUT halves, which
+    need at least 2 transfer models)."""
+    least = 2 if split else 1
+    if not isinstance(n_models, int) or n_models < least:
+        raise ConfigError(f"attack 'transfer': n_models must be an integer >= {least}, got {n_models!r}")
     if score not in SCORES:
         raise ConfigError(f"attack 'transfer': unknown score {score!r} (valid: {', '.join(SCORES)})")
 
@@ -56,27 +59,38 @@ class TransferModels:
     group: TrainedGroup
     n_models: int
 
-    def scores(self, x: np.ndarray, labels: np.ndarray, score: str) -> np.ndarray:
-        """float64[R, n]: per relabelled model, the mean over its transfer models of the softmax probability
-        (score "confidence") or minus the cross-entropy ("loss") at labels int[n] (or int[R, n]) on x."""
+    def values(self, x: np.ndarray, labels: np.ndarray, score: str, *, logit: bool = False) -> np.ndarray:
+        """float64[R, K, n]: per transfer model, the softmax probability (score "confidence"; its logit when
+        logit=True) or minus the cross-entropy ("loss") at labels int[n] (or int[R, n]) on x."""
         logits = predict_in_chunks(self.group.predict, torch.tensor(x))  # [R * K, n, C]
         y = torch.tensor(np.asarray(labels, dtype=np.int64))
         y = y.expand(len(logits) // self.n_models, -1) if y.ndim == 1 else y
         y = y.repeat_interleave(self.n_models, dim=0)
-        logp = -F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none")  # [R * K, n]
-        value = logp.exp() if score == "confidence" else logp
-        return value.double().reshape(-1, self.n_models, logits.shape[1]).mean(1).numpy()
+        logp = -F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").double()  # [R * K, n]
+        if score == "confidence":
+            logp = logp - torch.log(-torch.expm1(logp.clamp(max=-1e-12))) if logit else logp.exp()
+        return logp.reshape(-1, self.n_models, logits.shape[1]).numpy()
+
+    def scores(self, x: np.ndarray, labels: np.ndarray, score: str) -> np.ndarray:
+        """float64[R, n]: per relabelled model, the mean over its transfer models of `values`."""
+        return self.values(x, labels, score).mean(1)
+
+
+def split_membership(seeds: Sequence[int], *, n_models: int, n_examples: int) -> np.ndarray:
+    """bool[R, K, N]: for each relabelled model (its transfer seed), which of its K transfer models train on
+    which example: a balanced random half each (`farm.membership.lira_membership`, seeded by the transfer seed)."""
+    return np.stack([lira_membership(n_models=n_models, n_examples=n_examples, p_in=0.5, seed=s) for s in seeds])
 
 
 def train_transfer_models(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, n_models: int,
-                          seeds: Sequence[int]) -> TransferModels:
-    """`n_models` models of the run's kind per row of labels int[R, N], trained on all of x float32[N, *shape]
-    relabelled with that row; seeds: R transfer seeds (`transfer_seed`), model k of row r seeded
-    model_seed(seeds[r], k)."""
+                          seeds: Sequence[int], member: np.ndarray | None = None) -> TransferModels:
+    """`n_models` models of the run's kind per row of labels int[R, N], trained on x float32[N, *shape]
+    relabelled with that row (all of it, or the rows of member bool[R, K, N]); seeds: R transfer seeds
+    (`transfer_seed`), model k of row r seeded model_seed(seeds[r], k)."""
     labels = np.asarray(labels, dtype=np.int64)
     xt = torch.tensor(x)  # a copy: x may be read-only
     yt = torch.tensor(np.repeat(labels, n_models, axis=0))  # [R * K, N]: per-model labels
-    member = np.ones(yt.shape, dtype=bool)
+    member = np.ones(yt.shape, dtype=bool) if member is None else np.asarray(member).reshape(yt.shape)
     group = train_group(model_cfg=cfg.model, train_cfg=cfg.train, info=info, x=xt, y=yt, member=member,
                         seeds=[model_seed(s, k) for s in seeds for k in range(n_models)],
                         n_steps_per_epoch=steps_per_epoch(member, cfg.train.batch_size))
@@ -84,18 +98,31 @@ def train_transfer_models(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, l
 
 
 def transfer_scores(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, truth: np.ndarray,
-                    n_models: int, score: str, seeds: Sequence[int]) -> np.ndarray:
+                    n_models: int, score: str, seeds: Sequence[int], split: bool = False) -> np.ndarray:
     """float64[R, N]: the transfer statistic of R relabelled models (labels int[R, N], what each target gave)
-    at the ground-truth labels truth int[N]."""
-    models = train_transfer_models(cfg=cfg, info=info, x=x, labels=labels, n_models=n_models, seeds=seeds)
-    return models.scores(x, truth, score)
+    at the ground-truth labels truth int[N].
+
+    split=False: the mean over transfer models trained on all the data; split=True: each transfer model
+    trains on a balanced half (`split_membership`) and the statistic is the mean over the models that trained
+    on the example minus the mean over those that did not, of the logit confidence (or minus the loss).
+    """
+    if not split:
+        models = train_transfer_models(cfg=cfg, info=info, x=x, labels=labels, n_models=n_models, seeds=seeds)
+        return models.scores(x, truth, score)
+    member = split_membership(seeds, n_models=n_models, n_examples=len(x))
+    models = train_transfer_models(cfg=cfg, info=info, x=x, labels=labels, n_models=n_models, seeds=seeds,
+                                   member=member)
+    values = models.values(x, truth, score, logit=True)  # [R, K, N]
+    inside = (values * member).sum(1) / member.sum(1)
+    outside = (values * ~member).sum(1) / (~member).sum(1)
+    return inside - outside
 
 
 @ray.remote
-def _transfer_task(cfg, info, x, labels, truth, n_models, score, seeds):
+def _transfer_task(cfg, info, x, labels, truth, n_models, score, seeds, split):
     torch.set_num_threads(1)
     return transfer_scores(cfg=cfg, info=info, x=x, labels=labels, truth=truth, n_models=n_models, score=score,
-                           seeds=seeds)
+                           seeds=seeds, split=split)
 
 
 def model_groups(models: Sequence[int], *, n_models: int, group_size: int) -> list[list[int]]:
@@ -111,10 +138,11 @@ def model_groups(models: Sequence[int], *, n_models: int, group_size: int) -> li
 
 def transfer_statistic(responses: Responses, *, cfg: RunConfig, info: DatasetInfo, x: np.ndarray,
                        models: Sequence[int], n_models: int = 4, score: str = "confidence", seed: int = 0,
-                       local: bool = False) -> np.ndarray:
-    """float64[M, N] "transfer" statistic for `models` (NaN rows for the others), one Ray task per group of
-    models (local=True: in this process). Reads only the models' clean labels and the examples' true labels."""
-    check_settings(n_models=n_models, score=score)
+                       split: bool = False, local: bool = False) -> np.ndarray:
+    """float64[M, N] "transfer" statistic for `models` (NaN rows for the others; split: `transfer_scores`), one
+    Ray task per group of models (local=True: in this process). Reads only the models' clean labels and the
+    examples' true labels."""
+    check_settings(n_models=n_models, score=score, split=split)
     clean = responses.queries_of("clean")
     if len(clean) == 0:
         raise ConfigError("attack 'transfer' needs the target's clean labels: add 'clean' to the run's queries")
@@ -123,12 +151,12 @@ def transfer_statistic(responses: Responses, *, cfg: RunConfig, info: DatasetInf
 
     def args(group: list[int]) -> tuple:
         labels = responses.pred[group][:, :, clean[0]].astype(np.int64)
-        return labels, truth, n_models, score, [transfer_seed(seed, m) for m in group]
+        return labels, truth, n_models, score, [transfer_seed(seed, m) for m in group], split
 
     out = np.full(responses.member.shape, np.nan)
     if local:
         results = [transfer_scores(cfg=cfg, info=info, x=x, labels=a[0], truth=a[1], n_models=n_models, score=score,
-                                   seeds=a[4]) for a in map(args, groups)]
+                                   seeds=a[4], split=split) for a in map(args, groups)]
     else:
         x_ref = ray.put(x)
         results = map_tasks(lambda g: _transfer_task.remote(cfg, info, x_ref, *args(g)), groups, desc="transfer",

@@ -7,7 +7,8 @@
   Perturbations are drawn for the whole OOD batch in every task, so every model sees identical inputs.
 - `transfer_ood`: the target's transfer models (`attacks.compute.transfer.train_transfer_models`: trained on the
   population relabelled by the target, same seeds as the attack stage) scored on the OOD inputs at their
-  "labels" (the study's rule: the target's own clean prediction), with the attack's score.
+  "labels" (the study's rule: the target's own clean prediction), with the attack's score; the IN/OUT
+  variant's models train on halves of the population and the OOD inputs (labelled by the target) together.
 - `boundary_ood`: HopSkipJump distances of the OOD inputs for a target, with the attack's settings.
 
 Every fan-out is one `attacks.compute.tasks.map_tasks` (bounded, completion order). Nothing here is cached on
@@ -24,7 +25,8 @@ import torch
 
 from attacks.compute.boundary import HsjaSettings
 from attacks.compute.tasks import map_tasks
-from attacks.compute.transfer import check_settings, train_transfer_models, transfer_seed
+from attacks.compute.transfer import check_settings, train_transfer_models, transfer_scores, transfer_seed
+from attacks.methods.transfer import SPLIT
 from farm.config import ModelConfig, RunConfig
 from farm.data import DatasetInfo
 from farm.queries import Query, apply_query
@@ -80,8 +82,13 @@ def query_ood(*, run_uri: str, cfg: RunConfig, info: DatasetInfo, queries: Seque
 @ray.remote
 def _transfer_task(cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, truth: np.ndarray,
                    x_ood: np.ndarray, ood_labels: np.ndarray, n_models: int, score: str,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+                   seed: int, split: bool) -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(1)
+    if split:  # the OOD inputs join the relabelled data (labelled by the target), so halves of the models fit them
+        both = transfer_scores(cfg=cfg, info=info, x=np.concatenate([x, x_ood]), labels=np.concatenate(
+            [labels, ood_labels])[None], truth=np.concatenate([truth, ood_labels]), n_models=n_models, score=score,
+            seeds=[seed], split=True)[0]
+        return both[:len(x)], both[len(x):]
     # The attack stage's trainer and seeds, so the population statistic equals transfer_statistic's.
     models = train_transfer_models(cfg=cfg, info=info, x=x, labels=labels[None], n_models=n_models, seeds=[seed])
     return models.scores(x, truth, score)[0], models.scores(x_ood, ood_labels, score)[0]
@@ -89,20 +96,24 @@ def _transfer_task(cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.
 
 def transfer_ood(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, truth: np.ndarray,
                  target_labels: dict[int, np.ndarray], x_ood: np.ndarray, ood_labels: dict[int, np.ndarray],
-                 n_models: int, score: str = "confidence", seed: int,
+                 n_models: int, score: str = "confidence", seed: int, variant: str = "threshold",
                  progress: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """{target: (population statistic float64[N], OOD statistic float64[n])} of the transfer attack.
 
     truth: int[N] the population's true labels; target_labels[t]: int[N] the target's clean labels of the
     population (what the attack relabels with); ood_labels[t]: int[n] the OOD inputs' labels (the study's rule).
+    variant: the attack's; for an IN/OUT one (`attacks.methods.transfer.SPLIT`) the transfer models train on
+    halves of the population and OOD inputs together (the population statistic then differs slightly from the
+    attack stage's, whose models never saw the OOD inputs).
     """
-    check_settings(n_models=n_models, score=score)
+    split = variant in SPLIT
+    check_settings(n_models=n_models, score=score, split=split)
     x_ref, ood_ref = ray.put(x), ray.put(np.ascontiguousarray(x_ood, dtype=np.float32))
     truth = np.asarray(truth, dtype=np.int64)
     targets = sorted(target_labels)
     results = map_tasks(lambda t: _transfer_task.remote(cfg, info, x_ref, target_labels[t].astype(np.int64), truth,
                                                         ood_ref, ood_labels[t].astype(np.int64), n_models, score,
-                                                        transfer_seed(seed, t)),
+                                                        transfer_seed(seed, t), split),
                         targets, desc="OOD transfer", progress=progress)
     return dict(zip(targets, results, strict=True))
 

@@ -256,7 +256,7 @@ def _ood_statistics(game: AttackGame, plan, responses: Responses, *, x_ood: np.n
                                             for t in game.targets},
                              x_ood=x_ood, ood_labels={t: labels[t] for t in game.targets},
                              n_models=game.settings["n_models"], score=game.settings["score"], seed=game.seed,
-                             progress=progress)
+                             variant=game.settings["variant"], progress=progress)
         return {t: {"transfer": extra[t][1]} for t in game.targets}
     if game.name == "boundary":
         return {t: {"boundary": boundary_ood(run_uri=plan.run.uri, target=t, x=x_ood[used], labels=labels[t, used],
