@@ -29,34 +29,28 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import traceback
-from pathlib import Path
 
 import numpy as np
-import ray
 import torch
 
 from attacks.compute.hsja import hopskipjump
 from attacks.oracles.model import ModelOracle
 from farm.config import load_config
 from farm.data import DatasetInfo, load_dataset
-from farm.driver import train_farm
 from farm.membership import make_membership
 from farm.models import build_model
-from farm.plan import plan_run
-from farm.worker import peak_rss_mb
+from farm.train import predict_in_chunks
 from jobs.bench_farm import machine
 from jobs.bench_gpu_parts import (
     TimedOracle,
     Workload,
     cifar_like,
     datasheet_peak,
-    group_intervals,
     group_memory,
     matmul_peak,
-    most_at_once,
+    section_packing,
     step_flops,
     test_accuracy,
     train_models,
@@ -146,8 +140,8 @@ def _compare(work: Workload, loop, vmapped) -> str:
     """How far the last model trained both ways differs: weights and labels on the population."""
     a, b = loop.state_dicts[-1], vmapped.state_dicts[-1]
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    with torch.no_grad():
-        agree = float((loop.predict(work.x)[-1].argmax(-1) == vmapped.predict(work.x)[-1].argmax(-1)).float().mean())
+    labels = [predict_in_chunks(group.predict, work.x)[-1].argmax(-1) for group in (loop, vmapped)]
+    agree = float((labels[0] == labels[1]).float().mean())
     return f"same model both ways: max |weight difference| {diff:.2e}, labels agree on {100 * agree:.2f}% of N"
 
 
@@ -181,7 +175,7 @@ def section_memory(device, sizes, args, state) -> None:
     if device.type != "cuda":
         print("peak GPU memory needs CUDA: on the CPU the same groups train and the process's peak RSS is shown")
     print(f"{'group_size':>10} | " + " | ".join(f"{w.name:>22}" for w in works)
-          + f"   (MiB, one group training {sizes['memory_steps']} steps)")
+          + f"   (MiB, one group training {sizes['memory_steps']} steps; 1: the plain loop)")
     out_of_memory = set()
     for size in sizes["memory_sizes"]:
         cells = []
@@ -194,6 +188,8 @@ def section_memory(device, sizes, args, state) -> None:
                     peak, before = group_memory(w, size, steps=sizes["memory_steps"])
                     cells.append(f"{peak:>9.0f} ({peak - before:>7.0f} own)")
                 else:
+                    from farm.worker import peak_rss_mb  # imports Ray: only here, on the CPU
+
                     train_models(w, list(range(size)), size, n_steps_per_epoch=sizes["memory_steps"])
                     cells.append(f"{peak_rss_mb():>13.0f} RSS max")
             except torch.cuda.OutOfMemoryError:
@@ -201,61 +197,6 @@ def section_memory(device, sizes, args, state) -> None:
                 torch.cuda.empty_cache()
                 cells.append(f"{'out of memory':>22}")
         print(f"{size:>10} | " + " | ".join(cells))
-
-
-def _start_ray(device, args) -> bool:
-    """Start a local Ray for the packing farms (True when this job started it)."""
-    if ray.is_initialized():
-        return False
-    if device.type == "cuda":
-        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-    else:  # --packing-on-cpu: one logical GPU; the actors hold their share and train on the CPU
-        os.environ.setdefault("RAY_ACCEPT_CLUSTER_WITHOUT_LOCAL_GPU", "1")
-        ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    return True
-
-
-def section_packing(device, sizes, args, state) -> None:
-    if device.type != "cuda" and not args.packing_on_cpu:
-        print("packing: skipped on the CPU (needs a CUDA device; --packing-on-cpu runs it with a logical Ray GPU)")
-        return
-    folder = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
-    x, y = cifar_like(sizes["pack_images"], seed=1)
-    np.savez(folder / "cifar-like.npz", x=x, y=y)
-    base = ["data.name=npz", f"data.path={folder / 'cifar-like.npz'}", "model.name=cnn",
-            f"membership.n_models={sizes['pack_models']}", "membership.target_ids=[0]",
-            f"train.epochs={sizes['pack_epochs']}", "train.optimizer=sgd", "train.lr=0.05",
-            f"train.batch_size={sizes['image_batch']}", "queries=[clean]",
-            f"farm.group_size={sizes['pack_group']}", "farm.num_cpus=2",
-            f"farm.device={'cuda' if device.type == 'cuda' else 'auto'}"]
-    started = _start_ray(device, args)
-    print(f"ray: {ray.cluster_resources().get('GPU', 0):g} GPU(s), {ray.cluster_resources().get('CPU', 0):g} CPUs | "
-          f"{sizes['pack_models']} CNNs in groups of {sizes['pack_group']}, {sizes['pack_images']} images, "
-          f"{sizes['pack_epochs']} epochs, clean queries")
-    rates = []
-    try:
-        for name, extra in (("4 actors, num_gpus 0.25", ["farm.num_gpus=0.25", "farm.num_actors=4"]),
-                            ("1 actor, num_gpus 1", ["farm.num_gpus=1", "farm.num_actors=1"])):
-            plan = plan_run(load_config(None, base + extra), str(folder / name.split(",")[0].replace(" ", "-")))
-            start = time.perf_counter()
-            trained = train_farm(plan, progress=False)
-            wall = time.perf_counter() - start
-            intervals = group_intervals(Path(plan.run.uri), sizes["pack_models"])
-            span = max(e for _, e, _ in intervals) - min(s for s, _, _ in intervals)
-            busy = sum(e - s for s, e, _ in intervals)
-            devices = sorted({load_metrics_device(plan, m) for m in trained})
-            rates.append(len(trained) / wall * 3600)
-            print(f"  {name:>24}: {len(trained)} models in {wall:.1f} s wall ({rates[-1]:,.0f} models/hour, actor "
-                  f"start included) | {len(intervals)} groups, at most {most_at_once(intervals)} training at once, "
-                  f"mean {busy / span:.2f} at once over the {span:.1f} s span | device {', '.join(devices)}")
-    finally:
-        if started:
-            ray.shutdown()
-    print(f"  ratio packed/single: {rates[0] / rates[1]:.2f}x models/hour (wall clock)")
-
-
-def load_metrics_device(plan, model_id: int) -> str:
-    return plan.run.read_json(f"models/model_id={model_id:05d}/metrics.json")["device"]
 
 
 def section_hsja(device, sizes, args, state) -> None:
@@ -267,8 +208,8 @@ def section_hsja(device, sizes, args, state) -> None:
     model = build_model(work.cfg.model, info=work.info)
     model.load_state_dict(group.state_dicts[0])
     n = sizes["hsja_examples"]
-    with torch.no_grad():  # correctly classified examples first: a misclassified one costs 1 query, no attack
-        correct = (group.predict(work.x)[0].argmax(-1) == work.y).cpu().numpy()
+    # correctly classified examples first: a misclassified one costs 1 query, no attack
+    correct = (predict_in_chunks(group.predict, work.x)[0].argmax(-1) == work.y).cpu().numpy()
     pick = np.concatenate([np.flatnonzero(correct), np.flatnonzero(~correct)])[:n]
     x, y = work.x.cpu().numpy()[pick], work.y.cpu().numpy()[pick]
     oracle = TimedOracle(ModelOracle(model, device=device, input_shape=work.info.shape).predict_labels)

@@ -1,11 +1,14 @@
 """Pieces of the GPU benchmark (jobs/bench_gpu.py): the device's peak (datasheet and measured), CIFAR-size
 synthetic images, FLOPs of a training step, timed training of a workload, peak memory of a group, the packed
-farm's group intervals from its metrics.json files, and a timed label oracle for HopSkipJump."""
+farm (`section_packing`: plan_run + train_farm, group intervals from metrics.json) and a timed label oracle."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from farm.config import RunConfig, model_seed
+from farm.config import RunConfig, load_config, model_seed
 from farm.data import DatasetInfo
 from farm.models import build_model
-from farm.train import steps_per_epoch, train_group
+from farm.train import predict_in_chunks, steps_per_epoch, train_group
 
 # Dense (no sparsity) datasheet peaks, TFLOP/s: fp32 (CUDA cores), tf32 and bf16 (tensor cores). The first key
 # found in torch.cuda.get_device_name() wins, so the more specific names come first.
@@ -125,8 +128,7 @@ def train_models(work: Workload, model_ids: list[int], group_size: int, *, n_ste
 
 def test_accuracy(work: Workload, group, model_ids: list[int]) -> float:
     """Mean accuracy of the group's models on their non-members."""
-    with torch.no_grad():
-        correct = (group.predict(work.x).argmax(-1) == work.y).cpu().numpy()
+    correct = (predict_in_chunks(group.predict, work.x).argmax(-1) == work.y).cpu().numpy()
     return float(np.mean([correct[g][~work.member[m]].mean() for g, m in enumerate(model_ids)]))
 
 
@@ -179,3 +181,65 @@ class TimedOracle:
         self.seconds += time.perf_counter() - start
         self.rows += len(x)
         return labels
+
+
+def _start_ray(device, args, ray) -> bool:
+    """Start a local Ray for the packing farms (True when this job started it)."""
+    if ray.is_initialized():
+        return False
+    if device.type == "cuda":
+        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    else:  # --packing-on-cpu: one logical GPU; the actors hold their share and train on the CPU
+        os.environ.setdefault("RAY_ACCEPT_CLUSTER_WITHOUT_LOCAL_GPU", "1")
+        ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    return True
+
+
+def section_packing(device, sizes, args, state) -> None:
+    if device.type != "cuda" and not args.packing_on_cpu:
+        print("packing: skipped on the CPU (needs a CUDA device; --packing-on-cpu runs it with a logical Ray GPU)")
+        return
+    if importlib.util.find_spec("ray") is None:  # the other sections need no Ray: they run where it is missing
+        print("packing: skipped: Ray is not installed in this Python (pip install 'ray[default]==2.60.0')")
+        return
+    import ray
+
+    from farm.driver import train_farm
+    from farm.plan import plan_run
+    folder = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    x, y = cifar_like(sizes["pack_images"], seed=1)
+    np.savez(folder / "cifar-like.npz", x=x, y=y)
+    base = ["data.name=npz", f"data.path={folder / 'cifar-like.npz'}", "model.name=cnn",
+            f"membership.n_models={sizes['pack_models']}", "membership.target_ids=[0]",
+            f"train.epochs={sizes['pack_epochs']}", "train.optimizer=sgd", "train.lr=0.05",
+            f"train.batch_size={sizes['image_batch']}", "queries=[clean]",
+            f"farm.group_size={sizes['pack_group']}", "farm.num_cpus=2",
+            f"farm.device={'cuda' if device.type == 'cuda' else 'auto'}"]
+    started = _start_ray(device, args, ray)
+    print(f"ray: {ray.cluster_resources().get('GPU', 0):g} GPU(s), {ray.cluster_resources().get('CPU', 0):g} CPUs | "
+          f"{sizes['pack_models']} CNNs in groups of {sizes['pack_group']}, {sizes['pack_images']} images, "
+          f"{sizes['pack_epochs']} epochs, clean queries")
+    rates = []
+    try:
+        for name, extra in (("4 actors, num_gpus 0.25", ["farm.num_gpus=0.25", "farm.num_actors=4"]),
+                            ("1 actor, num_gpus 1", ["farm.num_gpus=1", "farm.num_actors=1"])):
+            plan = plan_run(load_config(None, base + extra), str(folder / name.split(",")[0].replace(" ", "-")))
+            start = time.perf_counter()
+            trained = train_farm(plan, progress=False)
+            wall = time.perf_counter() - start
+            intervals = group_intervals(Path(plan.run.uri), sizes["pack_models"])
+            span = max(e for _, e, _ in intervals) - min(s for s, _, _ in intervals)
+            busy = sum(e - s for s, e, _ in intervals)
+            devices = sorted({load_metrics_device(plan, m) for m in trained})
+            rates.append(len(trained) / wall * 3600)
+            print(f"  {name:>24}: {len(trained)} models in {wall:.1f} s wall ({rates[-1]:,.0f} models/hour, actor "
+                  f"start included) | {len(intervals)} groups, at most {most_at_once(intervals)} training at once, "
+                  f"mean {busy / span:.2f} at once over the {span:.1f} s span | device {', '.join(devices)}")
+    finally:
+        if started:
+            ray.shutdown()
+    print(f"  ratio packed/single: {rates[0] / rates[1]:.2f}x models/hour (wall clock)")
+
+
+def load_metrics_device(plan, model_id: int) -> str:
+    return plan.run.read_json(f"models/model_id={model_id:05d}/metrics.json")["device"]
