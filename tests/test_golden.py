@@ -44,10 +44,9 @@ GOLDEN = {  # attack: (auc, balanced_accuracy, sum of scores, sum of squared sco
     "lira_confidence": (0.6493212669683258, 0.6176470588235294, -28.732930657607188, 152.85960552988632),
     "loss": (0.7171945701357466, 0.6278280542986426, -48.954117947803105, 58.53941434704421),
     "noise": (0.829185520361991, 0.7816742081447964, 43.5, 33.75),
-    # issue 15: transfer's default is now the calibrated variant (per-example LiRA on the logit of the transfer
-    # confidence); the planted statistic is not a probability, so most of it clips to (1e-6, 1 - 1e-6): these
-    # numbers pin the math, not a meaningful AUC.
-    "transfer": (0.4343891402714932, 0.45022624434389136, -2.1397637091246575, 28.90207006170808),
+    # issue 15: transfer's default is now the in_out variant, which scores the target's own (IN-minus-OUT)
+    # statistic as it stands: the planted statistic itself, thresholded on the shadows.
+    "transfer": (0.5520361990950226, 0.5158371040723981, -1.927162904698015, 58.5879036792326),
 }
 
 
