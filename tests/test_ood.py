@@ -166,7 +166,8 @@ def test_transfer_ood_reproduces_the_attack_stages_statistic(tiny_run):
     expected = transfer_statistic(responses, cfg=tiny_run.cfg, info=tiny_run.dataset.info, x=tiny_run.dataset.x,
                                   models=[0], n_models=2, seed=0)[0]
     x_ood = tiny_run.dataset.x[:5]
-    got = transfer_ood(cfg=tiny_run.cfg, info=tiny_run.dataset.info, x=tiny_run.dataset.x, target_labels={0: clean},
+    got = transfer_ood(cfg=tiny_run.cfg, info=tiny_run.dataset.info, x=tiny_run.dataset.x, truth=responses.labels,
+                       target_labels={0: clean},
                        x_ood=x_ood, ood_labels={0: clean[:5]}, n_models=2, seed=0)
     assert np.array_equal(got[0][0], expected) and got[0][1].shape == (5,)
 
