@@ -8,7 +8,9 @@ is flagged as a member at the threshold chosen on shadows for --fpr.
 
 --target: an http(s) URL of a label-only API (`shadowfarm serve`'s format), `model:K` (a model of the run), or
 a TorchScript file. HTTP answers are journaled under RUN/audit/<target hash>/journal/, so a re-run after a
-crash or an error asks only for what is missing; --budget caps the queries sent, journal included. The bearer
+crash or an error asks only for what is missing; --protocol v2 speaks the Open Inference Protocol (KServe,
+Triton, MLServer, Seldon): --target http://HOST:PORT/v2/models/NAME, or the server's URL with --model-name NAME;
+--budget caps the queries sent, journal included. The bearer
 token comes from the environment variable named by --token-env, never from the command line.
 Writes RUN/audit/<target hash>/{target.json, <attack>/scores.parquet, <attack>/metrics.json}.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import urllib.parse
 from functools import partial
 
 from farm.errors import ConfigError
@@ -62,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
     http.add_argument("--backoff", type=float, default=0.5, help="first retry delay, doubled each time (0.5 s)")
     http.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
     http.add_argument("--encoding", choices=("binary", "json"), default="binary", help="request format (binary)")
+    http.add_argument("--protocol", choices=("shadowfarm", "v2"), default="shadowfarm",
+                      help="shadowfarm (`shadowfarm serve`'s /predict, default) or v2 (Open Inference Protocol)")
+    http.add_argument("--model-name", help="v2: the model's name, when --target is the server's URL")
+    http.add_argument("--output-name", help="v2: the output to read, labels or scores (default: the first)")
     http.add_argument("--token-env", metavar="VARIABLE", help="environment variable holding the bearer token")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -101,6 +108,19 @@ def format_results(results: list[dict], fpr: float) -> str:
     return "\n".join(lines)
 
 
+def v2_target(args: argparse.Namespace) -> str:
+    """--target, with /v2/models/<--model-name> appended for --protocol v2; ConfigError for a misplaced flag."""
+    if args.protocol != "v2":
+        if args.model_name or args.output_name:
+            raise ConfigError("--model-name/--output-name: only with --protocol v2")
+        return args.target
+    if not args.model_name:
+        return args.target
+    if "/v2/models/" in args.target:
+        raise ConfigError(f"--model-name {args.model_name}: --target {args.target} already names a model")
+    return f"{args.target.rstrip('/')}/v2/models/{urllib.parse.quote(args.model_name, safe='')}"
+
+
 def audit(args: argparse.Namespace) -> int:
     from attacks.audit import audit_run, open_target, target_key
     from attacks.oracles.http_client import HttpSettings
@@ -110,7 +130,9 @@ def audit(args: argparse.Namespace) -> int:
     if not 0 < args.fpr < 1:
         raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
     http = HttpSettings(batch_size=args.batch_size, concurrency=args.concurrency, timeout=args.timeout,
-                        retries=args.retries, backoff=args.backoff, rate=args.rate, encoding=args.encoding)
+                        retries=args.retries, backoff=args.backoff, rate=args.rate, encoding=args.encoding,
+                        protocol=args.protocol, output_name=args.output_name)
+    args.target = v2_target(args)
     oracle, name = open_target(args.run, args.target, budget=args.budget, http=http,
                                token=read_token(args.token_env))
     provenance = {"token_env": args.token_env, "http": vars(http) if name.startswith("http") else None,

@@ -5,6 +5,8 @@ the binary format (Content-Type application/x-shadowfarm-batch: b"SFB1", uint32 
 values, little-endian -> int32 labels); GET /stats counts the inputs answered. Listens on 127.0.0.1 unless
 --host says otherwise; --port 0 picks a free port (the URL is printed). With --token-env VARIABLE, requests
 need `Authorization: Bearer <the variable's value>` (read from the environment only, never written).
+The Open Inference Protocol (v2: KServe, Triton, MLServer) is answered too, for the model named by --model-name
+(default "model"): GET /v2/health/ready, GET /v2/models/NAME, POST /v2/models/NAME/infer.
 There is no output-side defense option: the API releases labels only, and every output-side defense keeps the
 arg-max, so none would change an answer.
 """
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one and print the URL)")
     parser.add_argument("--token-env", metavar="VARIABLE",
                         help="require `Authorization: Bearer <token>`, the token read from this environment variable")
+    parser.add_argument("--model-name", default="model",
+                        help="the model's name in the v2 API, /v2/models/NAME (default: model)")
     parser.add_argument("--max-batch", type=int, default=65536, help="inputs per request at most (default 65536)")
 
 
@@ -64,7 +68,7 @@ def make_server(args: argparse.Namespace):
     if args.max_batch < 1:
         raise ConfigError(f"--max-batch: expected at least 1, got {args.max_batch}")
     return LabelServer(oracle, host=args.host, port=args.port, token=read_token(args.token_env),
-                       max_batch=args.max_batch)
+                       max_batch=args.max_batch, model_name=args.model_name)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -73,7 +77,8 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:  # the port is taken, the address is not ours
         raise ConfigError(f"serve: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
     what = f"model {args.model_id} of {args.run}" if args.model_id is not None else args.torchscript
-    print(f"serving {what} at {server.url} (labels only; GET /stats; Ctrl-C stops)", flush=True)
+    print(f"serving {what} at {server.url} and {server.v2_url} (v2) (labels only; GET /stats; Ctrl-C stops)",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

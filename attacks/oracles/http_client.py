@@ -16,6 +16,14 @@ backoff * 2**k seconds (k = 0, 1, ...; at most 60 s); then, or at once for a 4xx
 (wrong count, not integers, labels outside [0, num_classes)), `TargetError` with one line naming the
 target and the cause. Requests already answered stay journaled.
 
+Protocol (`HttpSettings.protocol`): "shadowfarm" (attacks.oracles.protocol, `shadowfarm serve`'s /predict) or
+"v2", the Open Inference Protocol of KServe, Triton, MLServer and Seldon (attacks.oracles.protocol_v2): the URL
+names the model (`.../v2/models/NAME`); its metadata is read once (not a query) to find the input's name,
+datatype (FP32, or FP64) and shape (checked against the run's); answers are labels (an integer output) or
+scores (a float output [B, C]) of which only the arg-max is kept, so the attack stays label-only and the
+journal holds labels only. `output_name` picks the output (default: the first). Only the URL, the body and
+the decoding differ: retries, rate, concurrency, budget and journal are the same.
+
 Token: given as a string (the CLI reads it from an environment variable); sent as `Authorization: Bearer`;
 never stored in files, messages or the repr. A target URL with credentials in it is refused.
 """
@@ -32,10 +40,11 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from attacks.oracles import protocol
+from attacks.oracles import protocol, protocol_v2
 from attacks.oracles.base import QueryBudgetExceeded
 from attacks.oracles.journal import Journal, row_keys
 from farm.errors import ConfigError, DataError, ShadowfarmError
@@ -58,7 +67,9 @@ class HttpSettings:
     retries: int = 3
     backoff: float = 0.5
     rate: float | None = None
-    encoding: str = "binary"  # or "json"
+    encoding: str = "binary"  # or "json" (protocol "shadowfarm" only; v2 is JSON)
+    protocol: str = "shadowfarm"  # or "v2"
+    output_name: str | None = None  # v2: the output to read (default: the first)
 
     def __post_init__(self):
         for name, low in (("batch_size", 1), ("concurrency", 1), ("retries", 0)):
@@ -70,6 +81,8 @@ class HttpSettings:
                               f"{self.backoff!r}, {self.rate!r}")
         if self.encoding not in ("binary", "json"):
             raise ConfigError(f"encoding: expected binary or json, got {self.encoding!r}")
+        if self.protocol not in ("shadowfarm", "v2"):
+            raise ConfigError(f"protocol: expected shadowfarm or v2, got {self.protocol!r}")
 
 
 def check_target_url(url: str) -> str:
@@ -107,6 +120,12 @@ class HttpOracle:
         self._lock, self._next_start = threading.Lock(), 0.0
         loopback = urllib.parse.urlsplit(url).hostname in _LOOPBACK
         self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if loopback else []))
+        self._infer_url, self._spec, self._spec_lock = url, None, threading.Lock()
+        if settings.protocol == "v2":
+            try:
+                self._meta_url, self._infer_url, self._model = protocol_v2.model_urls(url)
+            except DataError as exc:
+                raise ConfigError(str(exc)) from None
 
     def __repr__(self) -> str:
         return f"HttpOracle({self.url!r}, queries_used={self.queries_used}, budget={self.budget})"
@@ -165,20 +184,10 @@ class HttpOracle:
         return out
 
     def _request(self, x: np.ndarray, keys: list[bytes]) -> np.ndarray:
-        binary = self.settings.encoding == "binary"
-        body = protocol.encode_batch(x) if binary else protocol.encode_json_batch(x)
-        for attempt in range(self.settings.retries + 1):
-            self._reserve(len(x), retry=attempt > 0)
-            self._wait_for_rate()
-            try:
-                payload = self._post(body, protocol.BATCH if binary else protocol.JSON)
-                break
-            except _Retryable as exc:
-                if attempt == self.settings.retries:
-                    raise TargetError(f"{self.url}: {exc} (gave up after {attempt + 1} attempts)") from None
-                self._sleep(min(self.settings.backoff * 2 ** attempt, _MAX_BACKOFF))
+        body, content_type, decode = self._codec(x)
+        payload = self._send(lambda: self._post(body, content_type, self._infer_url), len(x))
         try:
-            labels = (protocol.decode_labels if binary else protocol.decode_json_labels)(payload, len(x))
+            labels = decode(payload, len(x))
         except DataError as exc:
             raise TargetError(f"{self.url}: malformed response: {exc}") from None
         if self.num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
@@ -187,6 +196,44 @@ class HttpOracle:
         if self.journal is not None:
             self.journal.append(keys, labels)
         return labels
+
+    def _codec(self, x: np.ndarray) -> tuple[bytes, str, Callable[[bytes, int], np.ndarray]]:
+        """(body, content type, decode(payload, n) -> labels) of a request for `x` in the target's protocol."""
+        if self.settings.protocol == "v2":
+            decode = partial(protocol_v2.decode_response, output_name=self.settings.output_name)
+            return protocol_v2.encode_request(x, self._v2_input()), protocol.JSON, decode
+        if self.settings.encoding == "binary":
+            return protocol.encode_batch(x), protocol.BATCH, protocol.decode_labels
+        return protocol.encode_json_batch(x), protocol.JSON, protocol.decode_json_labels
+
+    def _v2_input(self) -> protocol_v2.InputSpec:
+        """The v2 model's input, from its metadata (read once, retried like a request, not counted as queries)."""
+        with self._spec_lock:
+            if self._spec is None:
+                payload = self._send(lambda: self._post(None, None, self._meta_url), 0)
+                try:
+                    meta = json.loads(payload)
+                except ValueError:
+                    raise TargetError(f"{self.url}: malformed metadata from GET {self._meta_url}: not JSON") from None
+                try:
+                    self._spec = protocol_v2.input_spec(meta, self._model, self.input_shape)
+                except DataError as exc:
+                    raise TargetError(f"{self.url}: {exc}") from None
+            return self._spec
+
+    def _send(self, send: Callable[[], bytes], n: int) -> bytes:
+        """send()'s answer, retried after a _Retryable failure; each attempt first reserves `n` queries."""
+        for attempt in range(self.settings.retries + 1):
+            if n:
+                self._reserve(n, retry=attempt > 0)
+            self._wait_for_rate()
+            try:
+                return send()
+            except _Retryable as exc:
+                if attempt == self.settings.retries:
+                    raise TargetError(f"{self.url}: {exc} (gave up after {attempt + 1} attempts)") from None
+                self._sleep(min(self.settings.backoff * 2 ** attempt, _MAX_BACKOFF))
+        raise AssertionError("unreachable")
 
     def _reserve(self, n: int, *, retry: bool) -> None:
         with self._lock:
@@ -206,11 +253,12 @@ class HttpOracle:
         if start > now:
             self._sleep(start - now)
 
-    def _post(self, body: bytes, content_type: str) -> bytes:
-        headers = {"Content-Type": content_type}
+    def _post(self, body: bytes | None, content_type: str | None, url: str) -> bytes:
+        """POST `body` to `url` (GET when body is None); _Retryable or TargetError on failure."""
+        headers = {"Content-Type": content_type} if content_type else {}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(url, data=body, headers=headers, method="GET" if body is None else "POST")
         try:
             with self._opener.open(request, timeout=self.settings.timeout) as response:
                 return response.read()

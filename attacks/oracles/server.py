@@ -10,6 +10,11 @@ computed, just before they are sent, so an auditor can check how many queries it
 No output-side defense option: the API returns labels only, and every output-side defense (memguard, top1,
 round; DESIGN §7) keeps the arg-max, so it would not change a single answer.
 
+Open Inference Protocol ("v2", attacks.oracles.protocol_v2) beside it, for the model named `model_name`:
+GET /v2/health/ready (and /live), GET /v2/models/{name} (metadata; /ready), POST /v2/models/{name}/infer
+(one FP32/FP64 input -> one INT64 output `label` of shape [B]), also under /versions/1/. Same token, body limit
+and counts: a v2 request is answered by the same `answer`, so /stats counts its inputs like the others.
+
 Bearer token: given as a string by the caller (the CLI reads it from an environment variable); compared in
 constant time; never logged. Request lines are not logged either.
 """
@@ -19,12 +24,13 @@ from __future__ import annotations
 import hmac
 import json
 import threading
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from attacks.oracles import protocol
+from attacks.oracles import protocol, protocol_v2
 from attacks.oracles.base import LabelOracle
 from farm.errors import DataError
 
@@ -37,9 +43,13 @@ class LabelServer:
     """
 
     def __init__(self, oracle: LabelOracle, *, host: str = "127.0.0.1", port: int = 0, path: str = "/predict",
-                 token: str | None = None, max_batch: int = 65536,
+                 token: str | None = None, max_batch: int = 65536, model_name: str = "model",
                  on_answer: Callable[[int], None] | None = None):
         self.oracle, self.path, self.max_batch, self.on_answer = oracle, path, max_batch, on_answer
+        self.model_name = model_name
+        model = f"/v2/models/{urllib.parse.quote(model_name, safe='')}"
+        self.v2_model_paths, self.v2_infer_paths = (model, model + "/versions/1"), (model + "/infer",
+                                                                                   model + "/versions/1/infer")
         self.input_shape = getattr(oracle, "input_shape", None)
         features = int(np.prod(self.input_shape)) if self.input_shape is not None else 1 << 16
         self.max_bytes = 1024 + 32 * max_batch * features  # JSON needs up to ~25 bytes per float32
@@ -53,6 +63,11 @@ class LabelServer:
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}{self.path}"
+
+    @property
+    def v2_url(self) -> str:
+        """The model's v2 URL (`HttpOracle(..., protocol="v2")` reads its metadata there, infers at /infer)."""
+        return self.url.removesuffix(self.path) + self.v2_model_paths[0]
 
     def stats(self) -> dict:
         with self._lock:
@@ -81,6 +96,16 @@ class LabelServer:
             return True
         given = (header or "").encode()
         return hmac.compare_digest(given, b"Bearer " + self._token)
+
+    def get(self, path: str) -> dict | None:
+        """The JSON answer to GET `path`: /stats, v2 metadata, health and readiness; None: unknown path."""
+        if path == "/stats":
+            return self.stats()
+        if path in self.v2_model_paths:
+            return protocol_v2.metadata(self.model_name, self.input_shape)
+        if path in ("/v2/health/ready", "/v2/health/live", *(p + "/ready" for p in self.v2_model_paths)):
+            return {}
+        return {"name": "shadowfarm", "extensions": []} if path == "/v2" else None
 
     def answer(self, x: np.ndarray) -> np.ndarray:
         if len(x) > self.max_batch:
@@ -129,9 +154,10 @@ def _handler(server: LabelServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self):  # noqa: N802 - http.server's naming
             if not server.authorized(self.headers.get("Authorization")):
                 return self._error(401, "missing or wrong bearer token")
-            if self.path.split("?")[0] != "/stats":
-                return self._error(404, f"unknown path {self.path!r}; GET /stats or POST {server.path}")
-            self._send(200, json.dumps(server.stats()).encode(), protocol.JSON)
+            answer = server.get(self.path.split("?")[0].rstrip("/"))
+            if answer is None:
+                return self._error(404, f"unknown path {self.path!r}; GET /stats or {server.v2_model_paths[0]}")
+            self._send(200, json.dumps(answer).encode(), protocol.JSON)
 
         def do_POST(self):  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
@@ -141,19 +167,24 @@ def _handler(server: LabelServer) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length > 0 else b""  # read it whatever follows: keep-alive
             if not server.authorized(self.headers.get("Authorization")):
                 return self._error(401, "missing or wrong bearer token")
-            if self.path.split("?")[0] != server.path:
-                return self._error(404, f"unknown path {self.path!r}; POST {server.path}")
-            binary = (self.headers.get("Content-Type") or "").split(";")[0].strip() == protocol.BATCH
+            path = self.path.split("?")[0]
+            v2 = path in server.v2_infer_paths
+            if path != server.path and not v2:
+                return self._error(404, f"unknown path {self.path!r}; POST {server.path} or {server.v2_infer_paths[0]}")
+            binary = not v2 and (self.headers.get("Content-Type") or "").split(";")[0].strip() == protocol.BATCH
+            decode = protocol.decode_batch if binary else protocol.decode_json_batch
+            decode = protocol_v2.decode_request if v2 else decode
             try:
-                x = protocol.decode_batch(body) if binary else protocol.decode_json_batch(body)
-                labels = server.answer(x)
+                labels = server.answer(decode(body))
             except DataError as exc:
                 return self._error(400, str(exc))
             except _HttpError as exc:
                 return self._error(exc.status, str(exc))
             except RuntimeError as exc:  # the model failed: the client may retry a 5xx
                 return self._error(500, f"model error: {' '.join(str(exc).split())[:200]}")
-            if binary:
+            if v2:
+                self._send(200, protocol_v2.encode_response(labels, server.model_name), protocol.JSON)
+            elif binary:
                 self._send(200, protocol.encode_labels(labels), protocol.LABELS)
             else:
                 self._send(200, protocol.encode_json_labels(labels), protocol.JSON)
