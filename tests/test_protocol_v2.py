@@ -163,3 +163,36 @@ def test_a_bad_token_gives_todays_401_line(model, tmp_path):
         assert len(good.predict_labels(_batch(2))) == 2 and server.stats()["inputs_answered"] == 2
     finally:
         server.stop()
+
+
+TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
+        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
+
+
+def test_cli_audit_over_v2_equals_the_in_process_scores(ray_local, tmp_path, capsys):
+    from attacks.audit import journal_dir, target_key
+    from farm.config import load_config
+    from farm.driver import train_farm
+    from farm.plan import plan_run
+    from jobs import cli
+
+    run = str(tmp_path / "farm")
+    train_farm(plan_run(load_config(None, TINY), run), progress=False)
+    server = LabelServer(ModelOracle.from_run(run, 0), model_name="m0").start()
+    base = server.url.removesuffix("/predict")
+    common = ["--attacks", "augmentation,noise", "--pseudo-targets", "2", "--bootstrap", "0", "--quiet"]
+    try:
+        assert cli.main(["audit", run, "--target", base, "--protocol", "v2", "--model-name", "m0",
+                         "--batch-size", "100", *common]) == 0
+        assert cli.main(["audit", run, "--target", "model:0", *common]) == 0
+    finally:
+        server.stop()
+    for attack in ("augmentation", "noise"):
+        a = pd.read_parquet(f"{run}/audit/{target_key(server.v2_url)}/{attack}/scores.parquet")
+        b = pd.read_parquet(f"{run}/audit/{target_key('model:0')}/{attack}/scores.parquet")
+        assert len(a) == 120
+        pd.testing.assert_frame_equal(a, b)
+    journal = Journal(RunDir(run), journal_dir(server.v2_url))
+    assert len(journal) == server.stats()["inputs_answered"] > 0
+    assert cli.main(["audit", run, "--target", base, "--model-name", "m0", *common]) == 2
+    assert "--model-name/--output-name: only with --protocol v2" in capsys.readouterr().err
