@@ -11,6 +11,7 @@ inside a Ray job would resolve inside the job's temporary copy of the working di
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import sys
@@ -22,11 +23,31 @@ from farm.errors import ConfigError, RunError
 from farm.storage import RunDir
 from farm.worker import HOLD_ENV
 
+# Ray's logger of token authentication and its note on every new local cluster (mode unset: token auth on).
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_AUTH_BANNER = "Token authentication is enabled for this Ray cluster"
+
+
+def _drop_auth_banner(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_AUTH_BANNER)
+
 
 def ensure_ray() -> None:
-    """Connect to the cluster named by RAY_ADDRESS (as under `ray job submit`) or start a local Ray."""
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    """Connect to the cluster named by RAY_ADDRESS (set by `ray job submit` in its driver, or by the user:
+    an address, or `auto` for the `ray start` cluster on this machine) or start a local Ray.
+
+    Never `ray.init()` without an address: that joins the cluster named in /tmp/ray/ray_current_cluster, and
+    a head killed without `ray stop` leaves it behind, so every command would hang on a dead GCS. The local
+    Ray keeps Ray's default token authentication (a token in ~/.ray/auth_token); only Ray's note saying so
+    is dropped, as it is printed by every command and needs no action."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        auth_logger = logging.getLogger(_AUTH_LOGGER)
+        if _drop_auth_banner not in auth_logger.filters:
+            auth_logger.addFilter(_drop_auth_banner)
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
 
 
 def check_farm_resources(cfg: RunConfig) -> None:
@@ -37,13 +58,18 @@ def check_farm_resources(cfg: RunConfig) -> None:
                           "for one; 0.25 packs four trainer actors on a GPU)")
 
 
+def in_ray_job() -> bool:
+    """Whether this process is the driver of a Ray job (`ray job submit`): Ray sets this for every job driver."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
 def check_run_location(out: str) -> None:
     """Refuse a relative local run directory in the driver of a Ray job (`ray job submit`): it would resolve
     inside the job's temporary copy of the working directory, deleted with the Ray session and invisible
-    to the submitter. Ray sets RAY_JOB_CONFIG_JSON_ENV_VAR for every job driver."""
+    to the submitter."""
     if "://" in str(out) or os.path.isabs(os.path.expanduser(str(out))):
         return
-    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+    if in_ray_job():
         raise RunError(f"{out}: a relative run directory inside a Ray job resolves inside the job's temporary "
                        f"working directory ({os.getcwd()}); give s3://bucket/path, gs://bucket/path "
                        "or an absolute path on a file system every node shares")

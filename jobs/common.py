@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +86,19 @@ def resolve_config(name: str) -> Path:
 
 def default_out(config: Path) -> str:
     return str(Path("runs") / config.stem)
+
+
+def smoke_out(name: str) -> str:
+    """The run directory of a smoke test given none: runs/<name>; in the driver of a Ray job, where a relative
+    one is refused (farm.cluster.check_run_location), <system temp>/shadowfarm-smoke/<name>, said on stderr.
+    (On a cluster of several nodes that path is the driver's node only: give --out on shared storage.)"""
+    from farm.cluster import in_ray_job
+
+    if not in_ray_job():
+        return str(Path("runs") / name)
+    out = str(Path(tempfile.gettempdir()) / "shadowfarm-smoke" / name)
+    print(f"shadowfarm: inside a Ray job: the smoke run directory is {out}", file=sys.stderr)
+    return out
 
 
 def csv_list(text: str) -> tuple[str, ...]:

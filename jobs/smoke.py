@@ -10,9 +10,9 @@ from __future__ import annotations
 from farm.config import load_config
 from farm.driver import train_farm
 from farm.plan import plan_run
-from jobs.common import resolve_config, train_summary
+from jobs.common import resolve_config, smoke_out, train_summary
 
-SMOKE_RUN = "runs/quickstart-smoke"
+SMOKE_RUN = "quickstart-smoke"  # under runs/ (or the system temp dir inside a Ray job: jobs.common.smoke_out)
 SMOKE_CONFIG = "quickstart"
 SMOKE_OVERRIDES = ["membership.n_models=8", "train.epochs=2", "data.subsample=200", "farm.group_size=4"]
 # The cheap attacks: a study's smoke test checks the plumbing end to end in seconds (transfer trains models).
@@ -20,8 +20,8 @@ STUDY_SMOKE_ATTACKS = ("gap", "augmentation", "noise", "calibrated", "loss", "li
 
 
 def smoke_farm(run: str | None) -> str:
-    """Train (or resume) the smoke farm into `run` (default runs/quickstart-smoke); returns its path."""
-    run = run or SMOKE_RUN
+    """Train (or resume) the smoke farm into `run` (default `smoke_out(SMOKE_RUN)`); returns its path."""
+    run = run or smoke_out(SMOKE_RUN)
     plan = plan_run(load_config(resolve_config(SMOKE_CONFIG), SMOKE_OVERRIDES), run)
     print(train_summary(plan, train_farm(plan, progress=False)))
     return run

@@ -19,7 +19,7 @@ from farm.errors import ConfigError
 from farm.plan import plan_run
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
-from jobs.common import default_out, job_main, job_parser, resolve_config, train_summary
+from jobs.common import default_out, job_main, job_parser, resolve_config, smoke_out, train_summary
 from jobs.smoke import SMOKE_OVERRIDES
 
 
@@ -61,7 +61,7 @@ def train(args: argparse.Namespace) -> int:
     config = resolve_config(args.config)
     overrides = (SMOKE_OVERRIDES if args.smoke_test else []) + args.overrides
     cfg = load_config(config, overrides)
-    out = args.out or (default_out(config) + ("-smoke" if args.smoke_test else ""))
+    out = args.out or (smoke_out(f"{config.stem}-smoke") if args.smoke_test else default_out(config))
     if args.new_run and (moved := move_aside(out, config_hash(cfg))):
         print(f"moved the run of another config aside: {moved}")
     plan = plan_run(cfg, out)

@@ -77,3 +77,19 @@ def test_a_relative_run_directory_is_refused_inside_a_ray_job(monkeypatch, tmp_p
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
     check_run_location("runs/x")  # outside a job: a local run, as always
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_smoke_test_inside_a_ray_job_defaults_to_a_directory_the_job_may_use(monkeypatch, tmp_path, capsys):
+    """`ray job submit -- python -m jobs.train --smoke-test` (no --out): an absolute directory, not the refused
+    relative runs/<name>-smoke."""
+    from jobs.common import smoke_out
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert smoke_out("quickstart-smoke") == "runs/quickstart-smoke"  # outside a job: as always
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    out = smoke_out("quickstart-smoke")
+    assert out == str(tmp_path / "shadowfarm-smoke" / "quickstart-smoke")
+    check_run_location(out)  # not refused
+    assert out in capsys.readouterr().err  # the user is told where it went

@@ -216,15 +216,27 @@ def test_smoke_jobs_through_ray_job_submit(tmp_path):
               "--attacks", "gap,augmentation,calibrated"]
     tune = ["python", "-m", "jobs.tune", "--smoke-test", "--run", str(run), "--attack", "noise", "--num-samples", "2"]
     study = ["python", "-m", "jobs.study", "calibration", "--smoke-test", "--run", str(run)]
+    # no --out: the smoke test picks a directory a job may use (jobs.common.smoke_out), not a relative one
+    default = ["python", "-m", "jobs.train", "--smoke-test", "--quiet"]
+    default_run = Path(tempfile.gettempdir()) / "shadowfarm-smoke" / "quickstart-smoke"
+    existed = default_run.exists()  # a user's smoke run there is kept; the test's own is removed
     suffix = secrets.token_hex(4)
     logs = {}
     with ray_head() as head:
-        for name, entrypoint in (("train", train), ("attack", attack), ("tune", tune), ("study", study)):
+        jobs = (("default", default), ("train", train), ("attack", attack), ("tune", tune), ("study", study))
+        for name, entrypoint in jobs:
             head.submit(f"sf-{name}-{suffix}", entrypoint)
             status = head.wait(f"sf-{name}-{suffix}")
             logs[name] = head.logs(f"sf-{name}-{suffix}")
             assert status == "SUCCEEDED", f"{name}:\n{logs[name][-5000:]}"
     train_logs, attack_logs = logs["train"], logs["attack"]
+
+    default_summary = json.loads(next(line for line in logs["default"].splitlines() if line.startswith("{")))
+    assert default_summary["run"] == str(default_run) and default_summary["models"] == 8
+    assert f"the smoke run directory is {default_run}" in logs["default"]
+    assert verify_plan(load_plan(str(default_run))) == []
+    if not existed:
+        shutil.rmtree(default_run)
 
     summary = json.loads(next(line for line in train_logs.splitlines() if line.startswith("{")))
     assert summary["run"] == str(run) and summary["models"] == 8 and summary["trained_now"] == 8
