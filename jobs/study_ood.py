@@ -19,7 +19,7 @@ import sys
 from functools import partial
 
 from farm.errors import ConfigError
-from jobs.common import csv_list, job_main, job_parser
+from jobs.common import csv_list, job_main, job_parser, smoke_out
 from jobs.smoke import attacked_smoke_farm
 
 HELP = "false positives of every attack on out-of-distribution inputs (noise, permuted, scaled, other data)"
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def smoke(args: argparse.Namespace) -> None:
     """--smoke-test: the smoke farm with its cheap attacks (`jobs.smoke`) in --run, 50 inputs per family."""
-    args.run = attacked_smoke_farm(args.run or "runs/ood-smoke")
+    args.run = attacked_smoke_farm(args.run or smoke_out("ood-smoke"))
     args.n_inputs = min(args.n_inputs, 50)
     args.boundary_inputs = min(args.boundary_inputs, 10)
 

@@ -16,7 +16,7 @@ import argparse
 import sys
 from functools import partial
 
-from jobs.common import csv_list, job_main, job_parser
+from jobs.common import csv_list, job_main, job_parser, smoke_out
 from jobs.smoke import attacked_smoke_farm
 
 HELP = "attack results on the population's outliers beside the whole population"
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 def smoke(args: argparse.Namespace) -> None:
     """--smoke-test: the smoke farm with its cheap attacks (`jobs.smoke`) in --run."""
-    args.run = attacked_smoke_farm(args.run or "runs/worst-case-smoke")
+    args.run = attacked_smoke_farm(args.run or smoke_out("worst-case-smoke"))
 
 
 def main(argv: list[str] | None = None) -> int:
