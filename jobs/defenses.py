@@ -21,7 +21,7 @@ import sys
 from functools import partial
 
 from farm.errors import ConfigError
-from jobs.common import csv_list, job_main, job_parser, model_ids, resolve_config
+from jobs.common import csv_list, job_main, job_parser, model_ids, resolve_config, smoke_out
 
 HELP = "the defense x attack matrix: one farm per training-time defense, every attack on each"
 
@@ -74,7 +74,8 @@ def options_from(args: argparse.Namespace):
         raise ConfigError(f"--pseudo-targets: expected at least 1, got {args.pseudo_targets}")
     defenses = args.defenses or (SMOKE_DEFENSES if args.smoke_test else DEFAULT_DEFENSES)
     attacks = args.attacks or (MATRIX_SMOKE_ATTACKS if args.smoke_test else None)
-    out = args.out or f"runs/defenses-{config.stem}" + ("-smoke" if args.smoke_test else "")
+    name = f"defenses-{config.stem}"
+    out = args.out or (smoke_out(f"{name}-smoke") if args.smoke_test else f"runs/{name}")
     return StudyOptions(
         config=str(config), out=out, overrides=tuple((SMOKE if args.smoke_test else []) + args.overrides),
         defenses=tuple(parse_defenses(defenses, set_for=(*(SMOKE_SET_FOR if args.smoke_test else ()), *args.set_for))),
