@@ -76,10 +76,12 @@ def test_killed_trainer_actor(undisturbed, tmp_path, monkeypatch, kills):
         killer.join()
     assert not errors, errors
     assert trained_now == list(range(6))
-    # the killed group was started once more after each kill; after two, by a new actor (the driver's)
+    # each kill interrupts a group, which is started once more; after two kills, by a new actor (the driver's).
+    # Which group the restarted actor starts first is up to Ray (it retries both of the actor's queued
+    # groups), so count the extra starts over all groups, not the starts of one.
     markers = list(hold.glob("train-*"))
     tags = [p.name.rsplit(".", 1)[0] for p in markers]
-    assert max(tags.count(t) for t in set(tags)) >= kills + 1
+    assert len(tags) - len(set(tags)) >= kills
     assert len({p.read_text() for p in markers}) == (2 if kills == 1 else 3)
 
     run = plan.run
