@@ -23,13 +23,7 @@ LABEL_ONLY = ("gap", "augmentation", "noise", "calibrated")
 BASELINES = ("loss", "confidence_classifier", "lira_confidence")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """memguard runs many small batched ops: a second intra-op thread only adds waiting on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _settings(name: str, logits: np.ndarray) -> dict:

@@ -17,13 +17,7 @@ from farm.errors import ConfigError
 SHADOWS = np.arange(1, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Batched tiny tensors: a second intra-op thread only adds waiting on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
