@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,13 +70,24 @@ def index_stream(members: np.ndarray, *, seed: int, n_steps: int, batch_size: in
     return np.concatenate(passes)[:need].reshape(n_steps, batch_size)
 
 
-def _init_models(model_cfg: ModelConfig, info: DatasetInfo, seeds: Sequence[int], device) -> list[torch.nn.Module]:
+def _init_models(model_cfg: ModelConfig, info: DatasetInfo, seeds: Sequence[int], device,
+                 init_model: Callable[[torch.nn.Module], None] | None = None) -> list[torch.nn.Module]:
+    """G models, each initialized from its own seed, then given to `init_model` (e.g. `farm.teacher`'s transfer:
+    the teacher's weights, frozen layers) when set."""
     models = []
     for seed in seeds:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed % (2**63))
-            models.append(build_model(model_cfg, info=info).to(device))
+            model = build_model(model_cfg, info=info)
+        if init_model is not None:
+            init_model(model)
+        models.append(model.to(device))
     return models
+
+
+def _trainable(params) -> list[torch.Tensor]:
+    """The parameters the optimizer steps: frozen ones (requires_grad False, `farm.teacher`) never change."""
+    return [p for p in params if p.requires_grad]
 
 
 def train_group(
@@ -90,6 +101,7 @@ def train_group(
     seeds: Sequence[int],
     n_steps_per_epoch: int,
     vectorize: bool = True,
+    init_model: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrainedGroup:
     """Train G models on their member rows.
 
@@ -98,10 +110,11 @@ def train_group(
     seeds: G per-model seeds. `vectorize=False` (or a model vmap cannot serve) trains them one
     after another with a plain loop; `train_cfg.dp_sgd` always does (one Opacus model at a time).
     With early stopping, each model's validation split comes from its own members (`farm.defenses`).
+    `init_model(model)` runs on each freshly built model (transfer learning: `farm.teacher.fine_tune_init`).
     """
     device = x.device
     start = time.perf_counter()
-    models = _init_models(model_cfg, info, seeds, device)
+    models = _init_models(model_cfg, info, seeds, device, init_model)
     rows = [np.flatnonzero(row) for row in member]
     val_rows = None
     if train_cfg.early_stopping.patience > 0:
@@ -178,7 +191,7 @@ def _train_loop(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, ste
     for g, (model, stream) in enumerate(zip(models, streams, strict=True)):
         y = labels if labels.ndim == 1 else labels[g]
         model.train()
-        opt = make_optimizer(model.parameters(), cfg)
+        opt = make_optimizer(_trainable(model.parameters()), cfg)
         draws = BatchDraws(cfg, [seeds[g]], batch_size=stream.shape[1], device=x.device) if active(cfg) else None
         stopper = None if val_rows is None else EarlyStopping(patience=cfg.early_stopping.patience, n_models=1)
         for epoch in range(cfg.epochs):
@@ -211,7 +224,7 @@ def _train_vmapped(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, 
     base = copy.deepcopy(models[0]).to("meta")
 
     batched = torch.vmap(lambda p, b, xb: functional_call(base, (p, b), (xb,)), randomness="different")
-    opt = make_optimizer(list(params.values()), cfg)
+    opt = make_optimizer(_trainable(params.values()), cfg)
     index = torch.stack(streams, dim=1)  # [n_steps, G, B]
     n_models, batch_size = index.shape[1], index.shape[2]
     draws = BatchDraws(cfg, seeds, batch_size=batch_size, device=x.device) if active(cfg) else None
