@@ -8,6 +8,7 @@ import sys
 from jobs import attack as attack_job
 from jobs import audit as audit_job
 from jobs import defenses as defenses_job
+from jobs import mlserver as mlserver_job
 from jobs import serve as serve_job
 from jobs import study as study_job
 from jobs import study_ood, study_worst_case
@@ -30,6 +31,7 @@ EPILOG = """examples:
   shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
   shadowfarm serve runs/quickstart --model-id 0 --port 8000   # label-only HTTP API of model 0
   shadowfarm audit runs/quickstart --target http://127.0.0.1:8000/predict --members members.txt
+  shadowfarm export-mlserver runs/quickstart --model-id 0 mlserver-0   # then: mlserver start mlserver-0
 """
 
 
@@ -96,6 +98,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         job.add_arguments(p)
         p.set_defaults(func=getattr(job, name))
+    p = sub.add_parser("export-mlserver", help=mlserver_job.HELP, description=mlserver_job.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    mlserver_job.add_arguments(p)
+    p.set_defaults(func=mlserver_job.export)
     p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
     p.add_argument("run", help="run directory")
     p.set_defaults(func=report)

@@ -1,0 +1,138 @@
+"""A real MLServer (mlserver==1.7.1 from PyPI, in its own venv made on first use by jobs.mlserver_env) serving
+models of a tiny farm exported by `shadowfarm export-mlserver`: the labels and the arg-max of the scores it
+answers over the Open Inference Protocol equal the in-process oracle's, and `shadowfarm audit --protocol v2`
+of it writes the same scores as the audit of model:0.
+
+Loopback only; the test starts and stops the server. Skipped (with the reason) only when pip cannot fetch
+mlserver from any package index; any other failure to make the venv fails the test.
+"""
+
+import json
+import socket
+import subprocess
+import urllib.request
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import pytest
+from polling import wait_for
+
+from attacks.oracles.http_client import HttpOracle, HttpSettings
+from attacks.oracles.model import ModelOracle, _load_run_model
+from farm.errors import ConfigError
+from farm.readers import read_digits
+from jobs import cli
+from jobs.mlserver import export_mlserver, layer_arrays
+from jobs.mlserver_env import MlserverEnvError, mlserver_env
+
+TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
+        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
+V2 = HttpSettings(batch_size=1024, concurrency=2, backoff=0.0, retries=1, protocol="v2")
+
+
+@pytest.fixture(scope="module")
+def mlserver():
+    try:
+        return mlserver_env()
+    except MlserverEnvError as exc:
+        if exc.index_unreachable:
+            pytest.skip(f"pip cannot fetch mlserver==1.7.1 from a package index: {exc}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def run(ray_local, tmp_path_factory):
+    from farm.config import load_config
+    from farm.driver import train_farm
+    from farm.plan import plan_run
+
+    path = str(tmp_path_factory.mktemp("mlserver") / "farm")
+    train_farm(plan_run(load_config(None, TINY), path), progress=False)
+    return path
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def serving(executable, folder, port: int, log):
+    """`mlserver start folder` until the block ends; fails with the log's tail if it exits or is not ready."""
+    process = subprocess.Popen([str(executable), "start", str(folder)], cwd=folder, stdout=log, stderr=log)
+    try:
+        def up():
+            assert process.poll() is None, f"mlserver exited {process.returncode}: {log.name}"
+            return _ready(f"http://127.0.0.1:{port}/v2/health/ready")
+        wait_for(up, "MLServer to be ready", limit=180)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _queries() -> np.ndarray:
+    """Digits and noisy copies: 1797 x 3 inputs float32[1, 8, 8], many near decision boundaries."""
+    x = read_digits()[0].astype(np.float32)
+    noisy = x[None] + np.random.default_rng(0).normal(0, 0.3, size=(2, *x.shape)).astype(np.float32)
+    return np.concatenate([x, *noisy])
+
+
+def test_a_real_mlserver_over_v2_gives_the_in_process_labels_and_audit_scores(mlserver, run, tmp_path):
+    folder = tmp_path / "mlserver"
+    port, grpc_port = _free_ports(2)
+    assert cli.main(["export-mlserver", run, str(folder), "--model-id", "0", "--name", "m0", "--port", str(port),
+                     "--grpc-port", str(grpc_port)]) == 0
+    export_mlserver(run, 0, str(folder), name="m0-scores", output="scores", port=port, grpc_port=grpc_port)
+    meta = json.loads((folder / "m0" / "model-settings.json").read_text())
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    base = f"http://127.0.0.1:{port}"
+    common = ["--attacks", "augmentation,noise", "--pseudo-targets", "2", "--bootstrap", "0", "--quiet"]
+    with open(tmp_path / "mlserver.log", "w") as log, serving(mlserver, folder, port, log):
+        x = _queries()
+        expected = ModelOracle.from_run(run, 0).predict_labels(x)
+        for name in ("m0", "m0-scores"):
+            got = HttpOracle(f"{base}/v2/models/{name}", input_shape=(1, 8, 8), num_classes=10,
+                             settings=V2).predict_labels(x)
+            assert int((got != expected).sum()) == 0, f"{name}: labels differ from torch's on some of {len(x)}"
+        assert cli.main(["audit", run, "--target", base, "--protocol", "v2", "--model-name", "m0", *common]) == 0
+    assert cli.main(["audit", run, "--target", "model:0", *common]) == 0
+    from attacks.audit import target_key
+
+    for attack in ("augmentation", "noise"):
+        a = pd.read_parquet(f"{run}/audit/{target_key(f'{base}/v2/models/m0')}/{attack}/scores.parquet")
+        b = pd.read_parquet(f"{run}/audit/{target_key('model:0')}/{attack}/scores.parquet")
+        assert len(a) == 120
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_only_flatten_linear_relu_dropout_models_export(run, tmp_path):
+    from torch import nn
+
+    model, _ = _load_run_model(run, 0)
+    arrays = layer_arrays(model)
+    assert arrays["layers"].tolist() == ["flatten", "linear", "relu", "linear"]
+    assert arrays["weight1"].dtype == np.float32 and arrays["weight1"].shape == (32, 64)
+    with pytest.raises(ConfigError, match="layer Conv2d cannot be exported"):
+        layer_arrays(nn.Sequential(nn.Flatten(), nn.Conv2d(1, 2, 3)))
+    with pytest.raises(ConfigError, match="--output: expected labels or scores"):
+        export_mlserver(run, 0, str(tmp_path / "x"), output="probs")
+    assert not (tmp_path / "x").exists()
