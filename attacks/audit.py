@@ -148,7 +148,7 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
     responses = load_responses(plan.run, logits=False)
     shadows = without_target(_shadows(options.shadows, plan.cfg.membership.target_ids, responses.n_models), target)
     names, skipped = audit_attacks(plan.cfg.membership, shadows, options.attacks, *choose_attacks(
-        options.attacks, responses, subject="this target (it answers labels only)"))
+        options.attacks, responses, subject="this target (it answers labels only)", weights=False))
     tuned = load_tuned(plan.run, names, targets=run_model(target)) if options.tuned else {}
     settings, auto = for_mode(mode, {name: game_settings(resolve_settings(name, options.settings.get(
         name, tuned.get(name, {}).get("settings"))), n_shadows=len(shadows)) for name in names}, options.settings)

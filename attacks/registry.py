@@ -7,7 +7,9 @@ responses without logits, so this holds by construction) and work when `logits` 
 
 `transfer` (Label-Leaks) and `boundary` need model access: the stage computes those per-(model, example)
 statistics first (`attacks.compute.statistics.prepare_statistics`) into `responses.statistics`; the
-registered functions only read them.
+registered functions only read them. So do the white-box attacks (`gradient_norm`, `whitebox_classifier`,
+`stolen_memories`, `attacks.methods.whitebox`), which read statistics of the models' weights (per-example
+gradients): neither label-only nor confidence, their type is "white-box" (`AttackSpec.kind`).
 
 `choose_attacks` picks the attacks a run (or an audited target) supports: every registered attack that
 `applicable` lets through, except the costly `EXPLICIT_ONLY` ones, which run when asked for by name.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks.methods import baselines, boundary, calibrated, choquette_choo, transfer
+from attacks.methods import baselines, boundary, calibrated, choquette_choo, transfer, whitebox
 from attacks.responses import Responses
 from attacks.stats.correctness import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS, query_indices
 from farm.errors import ConfigError, unknown_name
@@ -33,7 +35,8 @@ class AttackSpec:
 
     name: registry key; fn: the attack function; label_only: reads only predicted labels;
     needs: query kinds of which at least one must be in the run (empty: none required);
-    defaults: the settings fn accepts, with their defaults; description: one line for reports.
+    defaults: the settings fn accepts, with their defaults; description: one line for reports;
+    white_box: reads statistics of the models' weights (needs the weights of the target, not its answers).
     """
 
     name: str
@@ -42,14 +45,20 @@ class AttackSpec:
     needs: tuple[str, ...]
     defaults: dict = field(default_factory=dict)
     description: str = ""
+    white_box: bool = False
+
+    @property
+    def kind(self) -> str:
+        """The attack's type in reports: "label-only", "confidence" or "white-box"."""
+        return "label-only" if self.label_only else "white-box" if self.white_box else "confidence"
 
 
 def _spec(name: str, fn: Callable[..., np.ndarray], *, label_only: bool, needs: tuple[str, ...],
-          description: str) -> AttackSpec:
+          description: str, white_box: bool = False) -> AttackSpec:
     # Defaults are read from the signature so that the registry can never drift from the function.
     defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("target", "shadows")}
-    return AttackSpec(name, fn, label_only, needs, defaults, description)
+    return AttackSpec(name, fn, label_only, needs, defaults, description, white_box)
 
 
 ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
@@ -78,7 +87,21 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
                       "(Shokri et al.; needs logits)"),
     _spec("lira_confidence", baselines.lira_confidence, label_only=False, needs=(),
           description="LiRA on the logit-scaled true-label confidence (Carlini et al.; needs logits)"),
+    _spec("gradient_norm", whitebox.gradient_norm, label_only=False, needs=(), white_box=True,
+          description="norm of the loss gradient at the true label, threshold or per-example calibration from "
+                      "shadows (Rezaei & Liu; needs the weights)"),
+    _spec("whitebox_classifier", whitebox.whitebox_classifier, label_only=False, needs=(), white_box=True,
+          description="per-layer gradient norms, activations, loss and label to an attack model fit on shadows "
+                      "(Nasr et al.; needs the weights)"),
+    _spec("stolen_memories", whitebox.stolen_memories, label_only=False, needs=(), white_box=True,
+          description="per-example white-box evidence calibrated on shadows into P(member); member when >= the "
+                      "precision asked for (Leino & Fredrikson; needs the weights)"),
 )}
+
+
+def attack_type(name: str, label_only: bool) -> str:
+    """The type of a result named `name` (a registered attack's `kind`; else from its label_only flag)."""
+    return ATTACKS[name].kind if name in ATTACKS else "label-only" if label_only else "confidence"
 
 
 def get_attack(name: str) -> AttackSpec:
@@ -128,6 +151,8 @@ NEEDS_IN_SHADOWS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "lira_confidence": (("online",), "offline"),
     "boundary": (("calibrated",), None),
     "transfer": (("calibrated",), "threshold"),
+    "gradient_norm": (("calibrated",), "offline"),
+    "stolen_memories": (("online",), "offline"),
 }
 
 
@@ -157,9 +182,12 @@ def mode_settings(name: str, settings: dict | None, mode: str) -> tuple[dict | N
 EXPLICIT_ONLY = ("boundary",)
 
 
-def applicable(name: str, responses: Responses) -> str | None:
-    """Why attack `name` cannot run on these responses, or None when it can."""
+def applicable(name: str, responses: Responses, *, weights: bool = True) -> str | None:
+    """Why attack `name` cannot run on these responses (weights: whether the models' weights are at hand), or None
+    when it can."""
     spec = get_attack(name)
+    if spec.white_box:
+        return None if weights else "white-box: needs the target's weights, not only its answers"
     if not spec.label_only and responses.logits is None:
         return "the shards have no logits (confidence baseline)"
     if spec.needs and not len(query_indices(responses, kinds=spec.needs)):
@@ -167,18 +195,19 @@ def applicable(name: str, responses: Responses) -> str | None:
     return None
 
 
-def choose_attacks(names: Sequence[str] | None, responses: Responses, *,
-                   subject: str = "this run") -> tuple[list[str], dict[str, str]]:
-    """(attacks to run, {skipped attack: reason}); explicitly requested attacks must apply to `subject`."""
+def choose_attacks(names: Sequence[str] | None, responses: Responses, *, subject: str = "this run",
+                   weights: bool = True) -> tuple[list[str], dict[str, str]]:
+    """(attacks to run, {skipped attack: reason}); explicitly requested attacks must apply to `subject`
+    (weights: whether its models' weights are at hand, for the white-box attacks)."""
     if names is not None:
         for name in names:
-            reason = applicable(name, responses)
+            reason = applicable(name, responses, weights=weights)
             if reason:
                 raise ConfigError(f"attack {name!r} cannot run on {subject}: {reason}")
         return list(names), {}
     chosen, skipped = [], {}
     for name in ATTACKS:
-        reason = applicable(name, responses)
+        reason = applicable(name, responses, weights=weights)
         if name in EXPLICIT_ONLY and not reason:
             reason = f"runs HopSkipJump on every example (many queries); ask for it with --attacks {name}"
         if reason:

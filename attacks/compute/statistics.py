@@ -4,7 +4,9 @@
   confidence or loss at the true label of models trained on its clean labels
   (`attacks.compute.transfer.transfer_statistic`);
 - "boundary": HopSkipJump distances to the decision boundary (`attacks.compute.boundary.boundary_distances`,
-  cached in the run per example chunk).
+  cached in the run per example chunk);
+- "whitebox_*" (the white-box attacks, `WHITE_BOX`): loss, gradient norms and activations of every model from its
+  saved weights (`attacks.compute.whitebox.whitebox_statistics`, cached in the run per model and example chunk).
 
 `prepare_statistics` computes them for the run's models (the attack stage, tuning, the studies);
 `audit_statistics` for the run's shadows plus an audited target that answers through an oracle.
@@ -19,12 +21,17 @@ from tqdm.auto import tqdm
 
 from attacks.compute.boundary import HsjaSettings, boundary_distances
 from attacks.compute.transfer import transfer_statistic
+from attacks.compute.whitebox import whitebox_statistics
 from attacks.methods.boundary import STATISTIC as BOUNDARY
 from attacks.methods.transfer import SPLIT
 from attacks.methods.transfer import STATISTIC as TRANSFER
+from attacks.registry import ATTACKS
 from attacks.responses import Responses
 from farm.cluster import ensure_ray
 from farm.plan import Plan
+
+WHITE_BOX = tuple(name for name, spec in ATTACKS.items() if spec.white_box)
+MODEL_STATISTICS = (TRANSFER, BOUNDARY, *WHITE_BOX)  # the attacks whose statistics `prepare_statistics` computes
 
 
 def hsja_settings(settings: dict, *, seed: int) -> HsjaSettings:
@@ -41,7 +48,7 @@ def prepare_statistics(plan: Plan, responses: Responses, settings: dict, *, scor
     that are attacked (targets, pseudo-targets); everyone: all models a per-example calibration reads.
     local=True: in this process, no Ray.
     """
-    if TRANSFER not in settings and BOUNDARY not in settings:
+    if not set(settings) & set(MODEL_STATISTICS):
         return responses
     if not local:
         ensure_ray()
@@ -60,6 +67,13 @@ def prepare_statistics(plan: Plan, responses: Responses, settings: dict, *, scor
                                   bounds=plan.dataset.info.bounds, models=models, n_models=responses.n_models,
                                   settings=hsja_settings(chosen, seed=seed), progress=progress, local=local)
         responses = responses.with_statistic(BOUNDARY, stat)
+    if set(settings) & set(WHITE_BOX):
+        stats = whitebox_statistics(plan.run, model_cfg=plan.cfg.model, info=plan.dataset.info, x=plan.dataset.x,
+                                    labels=plan.dataset.y, models=sorted(set(scored) | set(everyone)),
+                                    n_models=responses.n_models, group_size=plan.cfg.farm.group_size,
+                                    progress=progress, local=local)
+        for name, values in stats.items():
+            responses = responses.with_statistic(name, values)
     return responses
 
 

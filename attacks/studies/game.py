@@ -24,9 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names
-from attacks.compute.statistics import prepare_statistics
-from attacks.methods.boundary import STATISTIC as BOUNDARY
-from attacks.methods.transfer import STATISTIC as TRANSFER
+from attacks.compute.statistics import MODEL_STATISTICS, prepare_statistics
 from attacks.registry import attack_with, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets, shadow_scores
@@ -86,10 +84,10 @@ def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = No
 
 def prepare_game_statistics(plan: Plan, responses: Responses, games: Sequence[AttackGame], *,
                             progress: bool = False) -> Responses:
-    """`responses` with the "transfer" / "boundary" statistics every game needs, computed exactly as the
-    attack stage computes them."""
+    """`responses` with the "transfer" / "boundary" / white-box statistics every game needs, computed exactly as
+    the attack stage computes them."""
     for game in games:
-        if game.name in (TRANSFER, BOUNDARY):
+        if game.name in MODEL_STATISTICS:
             responses = prepare_statistics(plan, responses, {game.name: game.settings},
                                            scored=sorted(set(game.targets) | set(game.pseudo_targets.tolist())),
                                            everyone=game.shadows.tolist(), seed=game.seed, progress=progress)
