@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names, attack_scores
+from attacks.methods.whitebox import precision_check
+from attacks.registry import attack_type
 from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import pct, text_table
 from attacks.stats.metrics import roc_curve
@@ -29,7 +31,9 @@ _REQUIRED = ("auc", "label_only", "tpr_at_fpr", "n_members", "n_nonmembers")
 def summary_rows(run: RunDir) -> list[dict]:
     """One flat dict per attack result, label-only attacks first, then baselines; each by AUC descending.
 
-    Keys: attack (its folder name under attacks/), label_only, description, settings, target_model_ids,
+    Keys: attack (its folder name under attacks/), label_only, type (label-only, confidence or white-box),
+    precision_check (stolen_memories: `precision_check` of its decisions on the targets, else None), description,
+    settings, target_model_ids,
     seconds; membership_mode ("lira" when not recorded), challenge_set, n_shadow_pool_examples and
     auto_settings (the variant the mode chose, or None), as metrics.json records them (`attacks.modes`);
     auc, auc_ci ((low, high) or None); for key in "0.01", "0.001": f"tpr_at_fpr_{key}", f"tpr_at_fpr_{key}_ci",
@@ -50,7 +54,8 @@ def summary_rows(run: RunDir) -> list[dict]:
                            "rerun the attack")
         requested = m.get("requested_fpr")
         at_shadow = (m.get("at_shadow_thresholds") or {}).get(f"{requested:g}" if requested is not None else "", {})
-        row = {"attack": name, "label_only": bool(m["label_only"]),
+        row = {"attack": name, "label_only": bool(m["label_only"]), "type": attack_type(name, bool(m["label_only"])),
+               "precision_check": _precision_check(run, name, m.get("settings", {})),
                "description": m.get("description", ""), "settings": m.get("settings", {}),
                "target_model_ids": m.get("target_model_ids", []), "seconds": m.get("seconds"),
                "membership_mode": m.get("membership_mode", "lira"), "challenge_set": m.get("challenge_set"),
@@ -66,6 +71,24 @@ def summary_rows(run: RunDir) -> list[dict]:
                    realized_fpr=at_shadow.get("fpr"), realized_tpr=at_shadow.get("tpr"))
         rows.append(row)
     return sorted(rows, key=lambda r: (not r["label_only"], -r["auc"], r["attack"]))
+
+
+def _precision_check(run: RunDir, name: str, settings: dict) -> dict | None:
+    """stolen_memories' promised vs realized precision on its targets (from its scores.parquet); None otherwise."""
+    if name != "stolen_memories" or "precision" not in settings or not run.is_file(attack_scores(name)):
+        return None
+    table = run.read_table(attack_scores(name), columns=["member", "score"])
+    return precision_check(table["score"].to_numpy(), table["member"].to_numpy(zero_copy_only=False),
+                           precision=float(settings["precision"]))
+
+
+def precision_line(row: dict) -> str:
+    """One line: what stolen_memories' calibration promised on the targets' flagged examples, and what they are."""
+    c = row["precision_check"]
+    if not c["n_flagged"]:
+        return f"{row['attack']}: no example reached P(member) >= {c['precision']:g}; nothing flagged"
+    return (f"{row['attack']}: {c['n_flagged']:,} flagged at P(member) >= {c['precision']:g}; precision promised "
+            f"{pct(c['promised'])} (mean calibrated P(member)), realized on the target(s) {pct(c['realized'])}")
 
 
 def _pair(value) -> tuple[float, float] | None:
@@ -86,31 +109,36 @@ def format_table(rows: Sequence[dict]) -> str:
     body = []
     for r in rows:
         tprs = [pct(r[f"tpr_at_fpr_{key}"]) + ("*" if zero_fp(r, key) else " ") for key, _ in FPR_LEVELS]
-        body.append((r["attack"], "label-only" if r["label_only"] else "confidence", f"{r['auc']:.3f}", *tprs,
+        body.append((r["attack"], r["type"], f"{r['auc']:.3f}", *tprs,
                      pct(r["balanced_accuracy"]), f"{r['n_nonmembers']:,}"))
     out = text_table(headers, body)
     if any(zero_fp(r, key) for r in rows for key, _ in FPR_LEVELS):
         out.append("* rests on zero allowed false positives (FPR x non-members < 1)")
     out.append("bal. acc at the threshold chosen on shadow models; AUC and TPR@FPR pooled over targets")
+    out += [precision_line(r) for r in rows if r.get("precision_check")]
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------- ROC plot
 
 
-def roc_png(curves: Sequence[tuple[str, bool, float, np.ndarray, np.ndarray]], *, n_nonmembers: int) -> bytes:
-    """Log-log ROC plot as PNG bytes. curves: (label, label_only, auc, fpr float[K], tpr float[K]).
+LINE_STYLES = {"label-only": "-", "confidence": "--", "white-box": "-."}
+
+
+def roc_png(curves: Sequence[tuple[str, str, float, np.ndarray, np.ndarray]], *, n_nonmembers: int) -> bytes:
+    """Log-log ROC plot as PNG bytes. curves: (label, type, auc, fpr float[K], tpr float[K]).
 
     Both axes start at max(1e-4, 1 / n_nonmembers), the smallest resolvable nonzero FPR. Segments
     between ROC points are drawn as the straight lines of linear ROC space (randomized thresholds),
-    sampled densely so they bend honestly on log axes. Label-only attacks solid, baselines dashed.
+    sampled densely so they bend honestly on log axes. Label-only attacks solid, confidence dashed, white-box
+    dash-dotted (`LINE_STYLES`).
     """
     fig = new_figure(figsize=(6.4, 5.4), dpi=150, layout="constrained")
     ax = fig.add_subplot()
     low = max(1e-4, 1 / n_nonmembers)
     grid = np.logspace(math.log10(low), 0, 300)
     ax.plot([low, 1], [low, 1], color="0.55", lw=1, ls=":", label="chance")
-    for i, (label, label_only, auc, fpr, tpr) in enumerate(curves):
+    for i, (label, kind, auc, fpr, tpr) in enumerate(curves):
         on_grid = np.interp(grid, fpr, tpr)
         if len(fpr) > 10_000:  # pooled runs reach millions of points: keep the corners next to each grid point
             index = np.searchsorted(fpr, grid)
@@ -120,10 +148,11 @@ def roc_png(curves: Sequence[tuple[str, bool, float, np.ndarray, np.ndarray]], *
         order = np.lexsort((y, x))
         x, y = x[order], y[order]
         keep = (x > 0) & (y > 0)  # zero rates lie at -inf on log axes
-        ax.plot(x[keep], y[keep], color=f"C{i % 10}", lw=1.6, ls="-" if label_only else "--",
+        ax.plot(x[keep], y[keep], color=f"C{i % 10}", lw=1.6, ls=LINE_STYLES[kind],
                 label=f"{label} (AUC {auc:.3f})")
     ax.set(xscale="log", yscale="log", xlim=(low, 1), ylim=(low, 1), xlabel="false positive rate",
-           ylabel="true positive rate", title="ROC pooled over targets (solid: label-only, dashed: confidence)")
+           ylabel="true positive rate",
+           title="ROC pooled over targets (solid: label-only, dashed: confidence, dash-dot: white-box)")
     ax.title.set_fontsize(9)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -139,7 +168,7 @@ def roc_curves(run: RunDir, rows: Sequence[dict]) -> list:
             raise RunError(f"{run.path(rel)}: not found; rerun `shadowfarm attack` for {r['attack']}")
         table = run.read_table(rel, columns=["member", "score"])
         fpr, tpr, _ = roc_curve(table["score"].to_numpy(), table["member"].to_numpy(zero_copy_only=False))
-        curves.append((r["attack"], r["label_only"], r["auc"], fpr, tpr))
+        curves.append((r["attack"], r["type"], r["auc"], fpr, tpr))
     return curves
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from attacks.artifacts import MATRIX, read_matrix
+from attacks.registry import attack_type
 from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import Section, escape, notes_html
 from farm.storage import RunDir
@@ -187,7 +188,7 @@ def defense_section(matrix, *, png: str = PNG) -> Section:
     cells = {(r["defense"], r["attack"]): r for r in frame.to_dict("records")}
     only = set(frame.loc[frame["label_only"], "attack"])
     head = ('<tr><th>defense</th><th class="num">test acc</th><th class="num">ε</th>'
-            + "".join(f'<th class="num">{escape(a)}<span class="sub">{"label-only" if a in only else "confidence"}'
+            + "".join(f'<th class="num">{escape(a)}<span class="sub">{attack_type(a, a in only)}'
                       "</span></th>" for a in attacks) + "</tr>")
     body = "".join(_row(defense, attacks, per, cells) for defense in defense_order(frame))
     table = f'<table style="font-size:12px"><thead>{head}</thead><tbody>{body}</tbody></table>'

@@ -2,7 +2,7 @@
 plain-text tables for the terminal, and the section of a study file (or a note to rerun its study).
 
 All text from a run is escaped here (`escape`) before it reaches the HTML; the CSS classes named by the
-sections (`num`, `sub`, `tag lo`, `tag conf`, `warn`, `note`, `group`) are defined in `CSS`.
+sections (`num`, `sub`, `tag lo`, `tag conf`, `tag wb`, `warn`, `note`, `group`) are defined in `CSS`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from attacks.artifacts import STUDY_METADATA
+from attacks.registry import attack_type
 from farm.storage import RunDir
 
 CSS = """
@@ -28,7 +29,7 @@ th{background:#eef1f5;font-weight:600;font-size:13px}th.group{text-align:center;
 td.num,th.num{text-align:right}tbody tr:nth-child(even){background:#fafbfc}
 .sub{display:block;color:#6b7585;font-size:12px;white-space:nowrap}
 .tag{font-size:12px;padding:1px 6px;border-radius:8px}
-.lo{background:#e3f1e6;color:#1f6b33}.conf{background:#f3e9dc;color:#8a4b0f}.warn{color:#b3261e;font-weight:600}
+.lo{background:#e3f1e6;color:#1f6b33}.conf{background:#f3e9dc;color:#8a4b0f}.wb{background:#e6e9f7;color:#2b3a8a}.warn{color:#b3261e;font-weight:600}
 .note{color:#5a6474;font-size:13px}img{max-width:100%;border:1px solid #e5e8ec}
 pre{background:#f3f5f8;padding:10px;overflow:auto;font-size:12px}code{font-size:12px}
 """
@@ -49,15 +50,22 @@ def num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def type_tag(label_only: bool) -> str:
-    return '<span class="tag lo">label-only</span>' if label_only else '<span class="tag conf">confidence</span>'
+_TAG_CLASS = {"label-only": "lo", "confidence": "conf", "white-box": "wb"}
+TYPE_ORDER = tuple(_TAG_CLASS)  # how sections order the attack types
+
+
+def type_tag(label_only: bool, attack: str | None = None) -> str:
+    """The type tag of a result: label-only, confidence or (a registered white-box `attack`) white-box."""
+    kind = attack_type(attack, label_only) if attack is not None else "label-only" if label_only else "confidence"
+    return f'<span class="tag {_TAG_CLASS[kind]}">{kind}</span>'
 
 
 def label_only_first(frame: pd.DataFrame) -> list[str]:
     """The attacks of a study's rows (columns attack, label_only): label-only first, then the confidence
-    baselines; each alphabetically."""
+    baselines, then the white-box ones; each alphabetically."""
     first = frame.drop_duplicates("attack")
-    return [r.attack for r in sorted(first.itertuples(), key=lambda r: (not r.label_only, r.attack))]
+    return [r.attack for r in sorted(first.itertuples(),
+                                     key=lambda r: (TYPE_ORDER.index(attack_type(r.attack, r.label_only)), r.attack))]
 
 
 def notes_html(notes: Sequence[str]) -> str:

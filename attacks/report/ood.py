@@ -40,7 +40,7 @@ def _ood_row(attack: str, by: dict, families: list[str]) -> str:
     first = by[(attack, POPULATION)]
     none = math.isinf(first["threshold_value"]) and first["threshold_value"] > 0
     behind = "threshold +∞: no member" if none else f"of {first['n_members']:,}"
-    cells = [f'<td><b>{escape(attack)}</b><span class="sub">{type_tag(first["label_only"])}</span></td>',
+    cells = [f'<td><b>{escape(attack)}</b><span class="sub">{type_tag(first["label_only"], attack)}</span></td>',
              f'<td>{escape(first["scoring"])}</td>',
              f'<td class="num">{pct(first["population_tpr"], 1)}<span class="sub">{behind}</span></td>']
     for family in [POPULATION, *families]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.report.core import FPR_LEVELS, zero_fp
+from attacks.report.core import FPR_LEVELS, precision_line, zero_fp
 from attacks.report.markup import escape, notes_html, num, pct, type_tag
 
 
@@ -30,7 +30,8 @@ def results_html(rows: Sequence[dict]) -> str:
                 "FPR requested → realized", "realized TPR", "members", "non-members")) + "</tr>")
     body, any_zero_fp = [], False
     for r in rows:
-        cells = [f'<td><b>{escape(r["attack"])}</b><span class="sub">{type_tag(r["label_only"])}</span></td>',
+        tag = type_tag(r["label_only"], r["attack"])
+        cells = [f'<td><b>{escape(r["attack"])}</b><span class="sub">{tag}</span></td>',
                  f'<td class="num">{r["auc"]:.3f}{_ci(r["auc_ci"], lambda v: f"{v:.3f}")}</td>']
         for key, _ in FPR_LEVELS:
             mark = "†" if zero_fp(r, key) else ""
@@ -57,6 +58,7 @@ def results_html(rows: Sequence[dict]) -> str:
              'not an attack. A realized FPR in <span class="warn">red</span> exceeds the requested FPR: the '
              "threshold chosen on shadows did not transfer exactly to the target."]
     notes.append(_mode_note(rows))
+    notes += [escape(precision_line(r)) for r in rows if r.get("precision_check")]
     if any_zero_fp:
         notes.append("† rests on zero allowed false positives (FPR × non-members &lt; 1): the figure counts the "
                      "members scored above every non-member.")
@@ -82,7 +84,7 @@ def _mode_note(rows: Sequence[dict]) -> str:
 
 def attacks_html(rows: Sequence[dict]) -> str:
     body = "".join(
-        f"<tr><td><b>{escape(r['attack'])}</b><span class=\"sub\">{type_tag(r['label_only'])}</span></td>"
+        f"<tr><td><b>{escape(r['attack'])}</b><span class=\"sub\">{type_tag(r['label_only'], r['attack'])}</span></td>"
         f"<td>{escape(r['description'])}</td><td><code>{escape(json.dumps(r['settings'], sort_keys=True))}</code></td>"
         f"<td>{escape(', '.join(map(str, r['target_model_ids'])))}</td>"
         f'<td class="num">{num(r["seconds"], 1)}</td></tr>' for r in rows)

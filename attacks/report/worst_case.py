@@ -8,6 +8,7 @@ import math
 import pandas as pd
 
 from attacks.artifacts import WORST_CASE, WORST_CASE_SCHEMA
+from attacks.registry import attack_type
 from attacks.report.markup import (
     Section,
     escape,
@@ -74,7 +75,7 @@ def worst_case_html(frame: pd.DataFrame, meta: dict) -> str:
     body = []
     for attack in label_only_first(frame):
         whole, outliers = by[(attack, "population")], by[(attack, "outliers")]
-        cells = [f'<td><b>{escape(attack)}</b><span class="sub">{type_tag(whole["label_only"])}</span></td>',
+        cells = [f'<td><b>{escape(attack)}</b><span class="sub">{type_tag(whole["label_only"], attack)}</span></td>',
                  *_subset_cells(whole), *_subset_cells(outliers), *_threshold_cells(outliers, whole)]
         body.append("<tr>" + "".join(cells) + "</tr>")
     counted = (escape(meta.get("description", "")) + f" {meta.get('n_outliers', '?'):,} of "
@@ -88,7 +89,7 @@ def format_worst_case(rows: list[dict]) -> str:
     by = {(r["attack"], r["subset"]): r for r in rows}
     body = []
     for attack in label_only_first(pd.DataFrame(rows)):
-        cells = [attack, "label-only" if by[(attack, "population")]["label_only"] else "confidence"]
+        cells = [attack, attack_type(attack, by[(attack, "population")]["label_only"])]
         for subset in ("population", "outliers"):
             r = by[(attack, subset)]
             cells += ["-" if math.isnan(r["auc"]) else f"{r['auc']:.3f}", pct(r["tpr_at_fpr_0.01"], 1),

@@ -218,8 +218,8 @@ def attack_farm(run_uri: str, setting: DefenseSetting, *, options: AttackOptions
         masked = defended_responses(responses, output)
         same = _same_arrays(masked.without_logits(), label_view)
         for r in results:
-            if r["label_only"]:
-                rows.append(_row(r, setting=setting, output=output, label_only=True, same=same, stats=stats))
+            if r["label_only"] or get_attack(r["attack"]).white_box:  # white-box reads unmasked weights
+                rows.append(_row(r, setting=setting, output=output, label_only=r["label_only"], same=same, stats=stats))
             else:
                 metrics = {"attack": r["attack"], **evaluate_attack(r["attack"], masked, targets=targets,
                                                                    shadows=shadows, options=options)}
