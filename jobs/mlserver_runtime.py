@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
+from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import get_model_uri
 
@@ -47,9 +48,16 @@ class ShadowfarmModel(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        if len(payload.inputs) != 1:
-            raise ValueError(f"expected exactly one input, got {len(payload.inputs)}")
-        logits = forward(self._weights, NumpyCodec.decode_input(payload.inputs[0]))
+        """Bad input (not one FP32/FP64 tensor of the declared shape) is a 400 naming what was expected."""
+        shape = list(self._settings.inputs[0].shape[1:])
+        try:
+            (tensor,) = payload.inputs
+            x = NumpyCodec.decode_input(tensor)
+            if tensor.datatype not in ("FP32", "FP64") or list(x.shape[1:]) != shape:
+                raise ValueError
+        except ValueError:
+            raise InferenceError(f"expected one input, FP32 of shape [B, {', '.join(map(str, shape))}]") from None
+        logits = forward(self._weights, x)
         if self._output == "labels":
             output = NumpyCodec.encode_output("label", logits.argmax(axis=1).astype(np.int64))
         else:

@@ -10,6 +10,7 @@ mlserver from any package index; any other failure to make the venv fails the te
 import json
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
@@ -62,9 +63,12 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
+
+
 def _ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with LOOPBACK.open(url, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -112,7 +116,13 @@ def test_a_real_mlserver_over_v2_gives_the_in_process_labels_and_audit_scores(ml
         for name in ("m0", "m0-scores"):
             got = HttpOracle(f"{base}/v2/models/{name}", input_shape=(1, 8, 8), num_classes=10,
                              settings=V2).predict_labels(x)
+            # float32 numpy vs torch logits differ by ~4e-7 here, the smallest top-2 margin is ~1e-5: no flips
             assert int((got != expected).sum()) == 0, f"{name}: labels differ from torch's on some of {len(x)}"
+        bad = {"inputs": [{"name": "input", "shape": [1, 1, 8, 7], "datatype": "FP32", "data": [0.5] * 56}]}
+        with pytest.raises(urllib.error.HTTPError) as err:
+            LOOPBACK.open(urllib.request.Request(f"{base}/v2/models/m0/infer", data=json.dumps(bad).encode(),
+                                                 headers={"Content-Type": "application/json"}), timeout=30)
+        assert err.value.code == 400 and "FP32 of shape [B, 1, 8, 8]" in json.loads(err.value.read())["error"]
         assert cli.main(["audit", run, "--target", base, "--protocol", "v2", "--model-name", "m0", *common]) == 0
     assert cli.main(["audit", run, "--target", "model:0", *common]) == 0
     from attacks.audit import target_key
