@@ -17,6 +17,7 @@ from pathlib import Path
 
 from farm.errors import ConfigError
 from farm.overrides import apply_overrides, read_yaml
+from farm.teacher_config import TeacherConfig, check_teacher_config
 from farm.typed import build
 
 
@@ -162,12 +163,13 @@ class RunConfig:
     queries: tuple[QuerySpec, ...] = DEFAULT_QUERIES
     record_logits: bool = True  # clean logits in the shards, for the confidence baselines only
     farm: FarmConfig = field(default_factory=FarmConfig)
+    teacher: TeacherConfig | None = None  # None: models train from scratch; a mapping (may be {}): transfer
 
 
 # Sections that do not change what a run computes: excluded from the hash.
 _UNHASHED = ("farm",)
 # Fields added after runs existed: left out of the hash while at their defaults, so that a run made
-# before they existed keeps its hash (and resumes) as long as it does not use them.
+# before they existed keeps its hash (and resumes) as long as it does not use them (so is `teacher` while None).
 _HASHED_UNLESS_DEFAULT = {"train": ("mixup_alpha", "augmentation", "early_stopping", "dp_sgd")}
 
 
@@ -245,6 +247,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     d = cfg.data
     _check(d.subsample is None or d.subsample >= 2, f"data.subsample: expected at least 2, got {d.subsample}")
     _check(len(cfg.queries) >= 1, "queries: expected at least one query")
+    if cfg.teacher is not None:
+        check_teacher_config(cfg.teacher)
     return cfg
 
 
@@ -278,7 +282,7 @@ def to_dict(cfg) -> dict:
 
 def config_hash(cfg: RunConfig) -> str:
     """Hash of everything that changes what a run computes (not how it is scheduled)."""
-    data = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED}
+    data = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED and not (k == "teacher" and v is None)}
     for section, names in _HASHED_UNLESS_DEFAULT.items():
         default = to_dict(type(getattr(cfg, section))())
         for name in names:

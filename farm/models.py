@@ -128,3 +128,16 @@ def vmappable(model: nn.Module) -> bool:
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return False
     return next(model.buffers(), None) is None
+
+
+def head_parameters(model: nn.Module) -> list[str]:
+    """Names of the head's parameters: those of the last module (in `named_modules` order) that holds any.
+
+    The head of every model of `MODELS` is its final linear layer (``fc`` for resnet18); transfer learning
+    (`farm.teacher`) draws it fresh and copies every other parameter, the body, from the teacher.
+    """
+    owners = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    if not owners:
+        return []
+    prefix = f"{owners[-1]}." if owners[-1] else ""
+    return [f"{prefix}{name}" for name, _ in model.get_submodule(owners[-1]).named_parameters(recurse=False)]

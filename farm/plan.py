@@ -27,6 +27,7 @@ from farm.models import build_model
 from farm.queries import Query, expand_queries
 from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, membership_table, queries_table, table_problem
 from farm.storage import RunDir
+from farm.teacher import ensure_teacher, plan_teacher
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Plan:
     target_pool: np.ndarray  # bool[N]
     queries: list[Query]
     config_hash: str
+    public: Dataset | None = None  # the teacher's public data (`farm.teacher`): no model's membership uses it
 
 
 def plan_run(cfg: RunConfig, out: str) -> Plan:
@@ -50,6 +52,7 @@ def plan_run(cfg: RunConfig, out: str) -> Plan:
     queries = expand_queries(cfg.queries, info=dataset.info, seed=cfg.seed)
     build_model(cfg.model, info=dataset.info)
     check_defenses(cfg, info=dataset.info)
+    dataset, public = plan_teacher(cfg, dataset, RunDir(out))
     n = len(dataset)
     if cfg.membership.mode == "disjoint":
         m = cfg.membership
@@ -58,7 +61,7 @@ def plan_run(cfg: RunConfig, out: str) -> Plan:
             target_fraction=m.target_fraction, seed=cfg.seed)
     else:
         member, target_pool = make_membership(cfg.membership, n_examples=n, seed=cfg.seed), np.ones(n, bool)
-    return Plan(cfg, RunDir(out), dataset, member, target_pool, queries, config_hash(cfg))
+    return Plan(cfg, RunDir(out), dataset, member, target_pool, queries, config_hash(cfg), public)
 
 
 def run_tables(plan: Plan) -> dict[str, pa.Table]:
@@ -105,7 +108,7 @@ def open_run(plan: Plan) -> None:
     A run directory made with another config is refused, never cleared: to start over, choose a new
     --out, or move the old run aside (`shadowfarm train --new-run` does, or `mv runs/x runs/x.old`).
     In a run of this config, a missing or damaged membership.parquet or queries.parquet (pure functions
-    of the config) is written again.
+    of the config) is written again. A run with a `teacher` section stores its teacher (`farm.teacher`) once.
     """
     run = plan.run
     if run.is_file(RUN_JSON):
@@ -119,12 +122,14 @@ def open_run(plan: Plan) -> None:
         for rel, table in run_tables(plan).items():
             if table_problem(run, rel, table):
                 run.write_table(rel, table)
+        ensure_teacher(plan.cfg, run, population=plan.dataset, public=plan.public)
         return
     if run.exists() and run.listdir():
         raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
     for rel, table in run_tables(plan).items():
         run.write_table(rel, table)
     run.write_json(RUN_JSON, _run_json(plan))
+    ensure_teacher(plan.cfg, run, population=plan.dataset, public=plan.public)
 
 
 def _read_run_json(run: RunDir) -> dict:

@@ -25,6 +25,7 @@ from farm.data import DatasetInfo
 from farm.queries import Query, apply_query
 from farm.shards import responses_table, write_model_shard
 from farm.storage import RunDir
+from farm.teacher import teacher_init
 from farm.train import TrainedGroup, predict_in_chunks, steps_per_epoch, train_group
 
 # Test hook: a directory where processes announce named points and wait to be released (see `hold_point`).
@@ -152,6 +153,7 @@ def run_group(
     member: bool[M, N] of the whole run (the step count per epoch is fixed by all of it).
     With `train.dp_sgd` the models of the group train one at a time (Opacus), whatever `vectorize`;
     metrics.json then records the spent ε (`epsilon`, and the accountant's details under `dp_sgd`).
+    With a `teacher` section every model fine-tunes the teacher stored in the run (`farm.teacher.teacher_init`).
     """
     run = RunDir(run_uri)
     ids = list(model_ids)
@@ -159,6 +161,7 @@ def run_group(
         model_cfg=cfg.model, train_cfg=cfg.train, info=info, x=x, y=y, member=member[ids],
         seeds=[model_seed(cfg.seed, m) for m in ids],
         n_steps_per_epoch=steps_per_epoch(member, cfg.train.batch_size), vectorize=vectorize,
+        init_model=teacher_init(cfg, run),
     )
     start = time.perf_counter()
     clean_logits, pred = query_group(group, queries, x, info=info)
