@@ -146,3 +146,46 @@ def test_only_flatten_linear_relu_dropout_models_export(run, tmp_path):
     with pytest.raises(ConfigError, match="--output: expected labels or scores"):
         export_mlserver(run, 0, str(tmp_path / "x"), output="probs")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_venv_is_made_once_and_reused_by_its_stamp(tmp_path, monkeypatch):
+    import shutil
+    import threading
+
+    from jobs import mlserver_env as env
+
+    built = []
+
+    def build(path):  # stands in for venv + pip: what a finished build leaves
+        built.append(path)
+        shutil.rmtree(path, ignore_errors=True)
+        (path / "bin").mkdir(parents=True)
+        (path / "bin" / "mlserver").write_text("")
+        (path / env.STAMP).write_text("\n".join(env.REQUIREMENTS) + "\n")
+
+    monkeypatch.setattr(env, "_build", build)
+    venv = tmp_path / "venv"
+    threads = [threading.Thread(target=env.mlserver_env, args=(venv,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert env.mlserver_env(venv) == venv / "bin" / "mlserver" and len(built) == 1  # one build, under the lock
+    (venv / env.STAMP).write_text("mlserver==1.6.0\n")  # another version's stamp: made again
+    env.mlserver_env(venv)
+    (venv / env.STAMP).unlink()  # an interrupted build (no stamp): made again
+    env.mlserver_env(venv)
+    assert len(built) == 3 and env.mlserver_env(venv) and len(built) == 3
+
+
+def test_pip_without_any_index_is_told_apart(tmp_path, monkeypatch):
+    from jobs import mlserver_env as env
+
+    empty = tmp_path / "no-wheels"
+    empty.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the environment reaches pip: no index, no local wheels
+    monkeypatch.setenv("PIP_FIND_LINKS", str(empty))
+    with pytest.raises(env.MlserverEnvError) as err:
+        env.mlserver_env(tmp_path / "venv")
+    assert err.value.index_unreachable and "pip install mlserver==1.7.1" in str(err.value)
+    assert "\n" not in str(err.value) and not (tmp_path / "venv" / env.STAMP).exists()
