@@ -1,0 +1,150 @@
+"""Ensemble kernel: G MLPs (`farm.models` `mlp`, `logistic`) trained as one batched matrix product per layer.
+
+The vmapped ensemble (`farm.train`) pays torch.func's and autograd's per-op overhead on every step; on a
+CPU, with the quickstart's small layers, that overhead (not the arithmetic) bounds it. This kernel holds
+the G models' parameters in ONE flat tensor (views [G, out, in] and [G, out] per layer), runs the forward
+pass as one `torch.baddbmm` per layer, writes the hand-derived backward pass straight into one flat
+gradient tensor and updates everything with `farm.optim.FlatOptimizer`: about twenty tensor ops per
+step for the whole group, no autograd graph, no per-parameter optimizer loop.
+
+It is the same training, not an approximation: the same inputs (the trainer's batches, augmentation and
+MixUp draws), the loss `farm.defenses.group_loss` differentiates (cross-entropy with label smoothing and
+MixUp), dropout masks drawn by `torch.native_dropout` on the stacked activations exactly as vmap's
+randomness="different" draws them, and torch's Adam/SGD update; weights equal vmap's to float rounding
+(tests/test_ensemble.py). `ensemble_kernel` returns None, and the trainer keeps vmap, for anything else:
+other layer types, frozen parameters (requires_grad False), non-float32 weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from farm.config import TrainConfig
+from farm.optim import FlatOptimizer
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One Linear of the MLP, with what follows it: ReLU (relu) and Dropout(dropout; 0: none)."""
+
+    prefix: str  # state-dict prefix of the Linear, e.g. "1."
+    relu: bool
+    dropout: float
+
+
+def mlp_layers(model: nn.Module) -> list[_Layer] | None:
+    """The layers of `model` when it is Sequential(Flatten, [Linear, ReLU?, Dropout?]...), else None."""
+    if not isinstance(model, nn.Sequential) or not len(model) or not isinstance(model[0], nn.Flatten):
+        return None
+    if model[0].start_dim != 1 or model[0].end_dim != -1:
+        return None
+    layers: list[dict] = []
+    for name, module in list(model.named_children())[1:]:
+        last = layers[-1] if layers else None
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            layers.append({"prefix": f"{name}.", "relu": False, "dropout": 0.0})
+        elif isinstance(module, nn.ReLU) and last and not last["relu"] and not last["dropout"]:
+            last["relu"] = True
+        elif isinstance(module, nn.Dropout) and last and not last["dropout"] and module.p > 0:
+            last["dropout"] = float(module.p)
+        else:
+            return None
+    return [_Layer(**layer) for layer in layers] or None
+
+
+def ensemble_kernel(model: nn.Module, params: dict[str, torch.Tensor], cfg: TrainConfig) -> EnsembleMLP | None:
+    """The kernel for G stacked copies of `model` (params: `stack_module_state`'s), or None: train with vmap."""
+    layers = mlp_layers(model)
+    if layers is None or any(not p.requires_grad for p in model.parameters()):
+        return None
+    if any(v.dtype != torch.float32 for v in params.values()) or cfg.optimizer not in ("adam", "sgd"):
+        return None
+    return EnsembleMLP(layers, params, cfg)
+
+
+class EnsembleMLP:
+    """G MLPs in one flat tensor. params: {name: float32[G, ...]} views of it, in the models' state-dict order.
+
+    `step(xb, yb, lam=, perm=)`: one optimizer step of every model on its own batch; `forward(xb)`:
+    eval-mode logits [G, B, C] of per-model inputs [G, B, ...]; `predict(x)`: logits [G, N, C] of shared
+    inputs [N, ...].
+    """
+
+    def __init__(self, layers: list[_Layer], params: dict[str, torch.Tensor], cfg: TrainConfig):
+        self.layers, self.cfg = layers, cfg
+        first = next(iter(params.values()))
+        sizes = [v.numel() for v in params.values()]
+        self.flat = torch.cat([v.detach().reshape(-1) for v in params.values()]).to(first.device)
+        self.grad = torch.zeros_like(self.flat)
+        shapes = {k: v.shape for k, v in params.items()}
+        self.params = {k: view.view(shapes[k]) for k, view in zip(shapes, self.flat.split(sizes), strict=True)}
+        grads = {k: view.view(shapes[k]) for k, view in zip(shapes, self.grad.split(sizes), strict=True)}
+        self.weights = [(self.params[f"{la.prefix}weight"], self.params[f"{la.prefix}bias"]) for la in layers]
+        self.grads = [(grads[f"{la.prefix}weight"], grads[f"{la.prefix}bias"]) for la in layers]
+        self.optimizer = FlatOptimizer(self.flat, cfg)
+
+    def _layers(self, a: torch.Tensor, *, train: bool, start: int = 0):
+        """Layers `start`.. on a float32[G, B, in]; returns (logits, saved: per layer (input, relu out, mask))."""
+        saved = []
+        for layer, (weight, bias) in zip(self.layers[start:], self.weights[start:], strict=True):
+            z = torch.baddbmm(bias.unsqueeze(1), a, weight.transpose(1, 2))
+            relu_out = z.relu_() if layer.relu else None
+            mask = None
+            if layer.dropout and train:
+                z, mask = torch.native_dropout(z, layer.dropout, True)
+            saved.append((a, relu_out, mask))
+            a = z
+        return a, saved
+
+    @torch.no_grad()
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        return self._layers(xb.reshape(xb.shape[0], xb.shape[1], -1), train=False)[0]
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        # the first layer of all G models as ONE matrix product over the shared inputs
+        weight, bias = self.weights[0]
+        g, out, _ = weight.shape
+        a = inputs.reshape(len(inputs), -1) @ weight.reshape(g * out, -1).T  # [N, G * out]
+        a = a.reshape(len(inputs), g, out).transpose(0, 1) + bias.unsqueeze(1)
+        if self.layers[0].relu:
+            a = a.relu_()
+        return self._layers(a, train=False, start=1)[0] if len(self.layers) > 1 else a
+
+    @torch.no_grad()
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, *, lam: torch.Tensor | None = None,
+             perm: torch.Tensor | None = None) -> None:
+        """One step: xb float32[G, B, ...], yb int64[G, B]; MixUp's lam float32[G], perm int64[G, B] or None."""
+        logits, saved = self._layers(xb.reshape(xb.shape[0], xb.shape[1], -1), train=True)
+        d = self._loss_grad(logits, yb, lam=lam, perm=perm)
+        for i in range(len(self.layers) - 1, -1, -1):
+            (a, _, _), (grad_w, grad_b), (weight, _) = saved[i], self.grads[i], self.weights[i]
+            torch.bmm(d.transpose(1, 2), a, out=grad_w)
+            torch.sum(d, 1, out=grad_b)
+            if i == 0:
+                break
+            d = torch.bmm(d, weight)  # gradient of layer i's input: layer i - 1's output
+            below, (_, relu_out, mask) = self.layers[i - 1], saved[i - 1]
+            if mask is not None:
+                d = torch.ops.aten.native_dropout_backward(d, mask, 1 / (1 - below.dropout))
+            if below.relu:
+                d = torch.ops.aten.threshold_backward(d, relu_out, 0)
+        self.optimizer.step(self.grad)
+
+    def _loss_grad(self, logits, yb, *, lam, perm) -> torch.Tensor:
+        """d group_loss / d logits: (softmax - smoothed targets) / B per model; logits float32[G, B, C]."""
+        g, b, c = logits.shape
+        smoothing = self.cfg.label_smoothing
+        d = torch.softmax(logits, -1)
+        if smoothing:
+            d.sub_(smoothing / c)
+        own = torch.full((g, b, 1), smoothing - 1.0, device=d.device)
+        if lam is None:
+            return d.scatter_add_(2, yb.unsqueeze(2), own).div_(b)
+        weight = lam.reshape(g, 1, 1)
+        d.scatter_add_(2, yb.unsqueeze(2), own * weight)
+        d.scatter_add_(2, torch.gather(yb, 1, perm).unsqueeze(2), own * (1 - weight))
+        return d.div_(b)
