@@ -1,0 +1,131 @@
+"""A bounded hostile load on `shadowfarm serve`'s two engines (stdlib and Ray Serve), loopback only.
+
+A fixed plan of requests from several concurrent clients: audit clients (HttpOracle over our binary and JSON
+formats and over v2, each with its own journal and a budget of exactly its rows) beside hostile ones (bodies
+over the limit, batches over the limit, wrong shapes and datatypes, NaN, bad or missing tokens, unknown
+paths). Then: every audit client got the in-process model's labels, no budget or limit was exceeded, every
+hostile request got its status, and the journals' rows and parts equal /stats' inputs and requests.
+The Ray engine runs in the session Ray (two replicas); Serve is shut down at the end of the module.
+"""
+
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.oracles import protocol
+from attacks.oracles.http_client import HttpOracle, HttpSettings
+from attacks.oracles.journal import Journal
+from attacks.oracles.model import ModelOracle
+from attacks.oracles.server import LabelServer
+from farm.storage import RunDir
+
+SHAPE, CLASSES, MAX_BATCH, TOKEN = (2, 3), 4, 8, "load-test-token"
+ROWS_PER_CLIENT = 40
+CLIENTS = [("binary", "shadowfarm"), ("json", "shadowfarm"), ("json", "v2"), ("binary", "shadowfarm"),
+           ("json", "v2"), ("json", "shadowfarm")]
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 16), torch.nn.ReLU(),
+                               torch.nn.Linear(16, CLASSES)).eval()
+
+
+@pytest.fixture(scope="module")
+def serve_session(ray_local):
+    from ray import serve
+
+    yield serve
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module", params=["stdlib", "ray"])
+def server(request, model):
+    if request.param == "stdlib":
+        server = LabelServer(ModelOracle(model, input_shape=SHAPE), token=TOKEN, max_batch=MAX_BATCH,
+                             model_name="m").start()
+    else:
+        from attacks.oracles.serve_app import deploy
+
+        request.getfixturevalue("serve_session")
+        server = deploy(lambda: ModelOracle(model, input_shape=SHAPE), SHAPE, token=TOKEN, max_batch=MAX_BATCH,
+                        model_name="m", replicas=2, replica_cpus=0.5)
+    yield server
+    server.stop()
+
+
+def _post(url, body, content_type=protocol.JSON, token=TOKEN):
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with OPENER.open(urllib.request.Request(url, data=body, headers=headers), timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _v2(data, shape, datatype="FP32"):
+    return json.dumps({"inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}]}).encode()
+
+
+def _hostile(server):
+    """(expected status, send) of each hostile request: refused before the model, so never counted."""
+    infer, rows = server.v2_url + "/infer", np.ones((MAX_BATCH + 1, *SHAPE), dtype=np.float32)
+    huge = b'{"inputs": [' + b"[0.5, 0.5, 0.5, 0.5, 0.5, 0.5], " * 3000 + b"[0, 0, 0, 0, 0, 0]]}"  # ~100 KB
+    cases = [
+        (413, lambda: _post(server.url, huge)),
+        (413, lambda: _post(infer, huge)),
+        (413, lambda: _post(server.url, protocol.encode_batch(rows), protocol.BATCH)),  # small body, 9 inputs
+        (400, lambda: _post(server.url, json.dumps({"inputs": [[1.0, 2.0, 3.0, 4.0]]}).encode())),
+        (400, lambda: _post(server.url, protocol.encode_batch(np.ones((2, 3, 2), np.float32)), protocol.BATCH)),
+        (400, lambda: _post(server.url, b'{"inputs": [["a", "b", "c", "d", "e", "f"]]}')),
+        (400, lambda: _post(server.url, b'{"inputs": [[NaN, 0, 0, 0, 0, 0]]}')),
+        (400, lambda: _post(infer, _v2([1, 2, 3, 4, 5, 6], [1, 6], "INT32"))),
+        (400, lambda: _post(infer, _v2([1.0] * 5, [1, 5]))),
+        (400, lambda: _post(server.url, b"SFB1\x02")),
+        (401, lambda: _post(server.url, protocol.encode_batch(rows[:2]), protocol.BATCH, token="wrong")),
+        (401, lambda: _post(infer, _v2([0.0] * 6, [1, 6]), token=None)),
+        (404, lambda: _post(server.url.replace("/predict", "/elsewhere"), b'{"inputs": [[0, 0, 0, 0, 0, 0]]}')),
+    ]
+    return cases * 3
+
+
+def _audit(server, tmp_path, i, x):
+    encoding, protocol_name = CLIENTS[i]
+    journal = Journal(RunDir(str(tmp_path / f"client{i}")), "journal")
+    url = server.v2_url if protocol_name == "v2" else server.url
+    oracle = HttpOracle(url, input_shape=SHAPE, num_classes=CLASSES, budget=len(x), token=TOKEN, journal=journal,
+                        settings=HttpSettings(batch_size=5, concurrency=3, retries=0, encoding=encoding,
+                                              protocol=protocol_name))
+    return oracle, oracle.predict_labels(x)
+
+
+def test_hostile_load_loses_no_answer_and_counts_match(server, model, tmp_path):
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(ROWS_PER_CLIENT, *SHAPE)).astype(np.float32) for _ in CLIENTS]
+    hostile = _hostile(server)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        audits = [pool.submit(_audit, server, tmp_path, i, x) for i, x in enumerate(xs)]
+        refusals = [pool.submit(send) for _, send in hostile]
+        audits, refusals = [f.result() for f in audits], [f.result() for f in refusals]
+
+    for (status, _), (got, body) in zip(hostile, refusals, strict=True):
+        assert got == status and "error" in json.loads(body), (status, got, body[:200])
+    for (oracle, labels), x in zip(audits, xs, strict=True):
+        with torch.no_grad():
+            np.testing.assert_array_equal(labels, model(torch.from_numpy(x)).argmax(1).numpy())
+        assert oracle.queries_used == len(x) == len(oracle.journal)  # within its budget, no retry paid
+    stats, journals = server.stats(), [oracle.journal for oracle, _ in audits]
+    parts = sum(len(journal.run.listdir("journal")) for journal in journals)
+    assert stats["inputs_answered"] == sum(map(len, journals)) == len(CLIENTS) * ROWS_PER_CLIENT
+    assert stats["requests_answered"] == parts == len(CLIENTS) * (ROWS_PER_CLIENT // 5)
+    with OPENER.open(urllib.request.Request(server.url.replace("/predict", "/stats"),
+                                            headers={"Authorization": f"Bearer {TOKEN}"})) as response:
+        status, body = response.status, response.read()
+    assert status == 200 and json.loads(body) == {**stats, "input_shape": list(SHAPE)}
