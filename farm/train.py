@@ -38,6 +38,7 @@ from farm.defenses import (
     validation_split,
 )
 from farm.dp import train_dp_model
+from farm.ensemble import ensemble_kernel
 from farm.models import build_model, vmappable
 from farm.optim import make_optimizer
 
@@ -102,6 +103,7 @@ def train_group(
     n_steps_per_epoch: int,
     vectorize: bool = True,
     init_model: Callable[[torch.nn.Module], None] | None = None,
+    kernel: bool = True,
 ) -> TrainedGroup:
     """Train G models on their member rows.
 
@@ -109,6 +111,7 @@ def train_group(
     member: bool[G, N];
     seeds: G per-model seeds. `vectorize=False` (or a model vmap cannot serve) trains them one
     after another with a plain loop; `train_cfg.dp_sgd` always does (one Opacus model at a time).
+    A vectorized group of MLPs trains with the ensemble kernel (`farm.ensemble`) unless `kernel=False` (vmap).
     With early stopping, each model's validation split comes from its own members (`farm.defenses`).
     `init_model(model)` runs on each freshly built model (transfer learning: `farm.teacher.fine_tune_init`).
     """
@@ -135,7 +138,7 @@ def train_group(
                                        device=device) for r, seed in zip(rows, seeds, strict=True)]
             common = dict(x=x, y=y, cfg=train_cfg, seeds=seeds, val_rows=val_rows, steps=n_steps_per_epoch)
             if vectorize and len(models) > 1 and vmappable(models[0]):
-                result = _train_vmapped(models, streams, **common)
+                result = _train_vmapped(models, streams, **common, kernel=kernel)
             else:
                 result = _train_loop(models, streams, **common)
     result.seconds = time.perf_counter() - start
@@ -219,12 +222,17 @@ def _train_loop(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, ste
     return TrainedGroup([model.state_dict() for model in models], _stacked_predict(models), 0.0, False, details)
 
 
-def _train_vmapped(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, steps: int) -> TrainedGroup:
+def _train_vmapped(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, steps: int,
+                   kernel: bool = True) -> TrainedGroup:
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
 
     batched = torch.vmap(lambda p, b, xb: functional_call(base, (p, b), (xb,)), randomness="different")
-    opt = make_optimizer(_trainable(params.values()), cfg)
+    # farm.ensemble: one baddbmm per layer where the model family allows it (MLP, logistic), else vmap
+    fast = ensemble_kernel(models[0], params, cfg) if kernel else None
+    if fast is not None:
+        params, batched = fast.params, lambda p, b, xb: fast.forward(xb)
+    opt = None if fast is not None else make_optimizer(_trainable(params.values()), cfg)
     index = torch.stack(streams, dim=1)  # [n_steps, G, B]
     n_models, batch_size = index.shape[1], index.shape[2]
     draws = BatchDraws(cfg, seeds, batch_size=batch_size, device=x.device) if active(cfg) else None
@@ -234,6 +242,9 @@ def _train_vmapped(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, 
         epoch_draws = draws.epoch(steps) if draws else None
         for s in range(steps):
             xb, yb, lam, perm = _step_inputs(x, y, index[epoch * steps + s], epoch_draws, s)
+            if fast is not None:
+                fast.step(xb, yb, lam=lam, perm=perm)
+                continue
             # sum over models of each model's mean loss (every model has the same batch size)
             loss = group_loss(batched(params, buffers, xb), yb, cfg, lam=lam, perm=perm)
             opt.zero_grad(set_to_none=True)
@@ -258,7 +269,7 @@ def _train_vmapped(models, streams, *, x, y, cfg: TrainConfig, seeds, val_rows, 
 
     @torch.no_grad()
     def predict(inputs: torch.Tensor) -> torch.Tensor:
-        return forward(params, buffers, inputs)
+        return forward(params, buffers, inputs) if fast is None else fast.predict(inputs)
 
     names = list(models[0].state_dict().keys())
     state_dicts = []
