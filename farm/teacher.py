@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -89,7 +90,9 @@ def _load_file(path: str, where: str) -> dict:
         scripted = False  # torch.save's legacy format: not a zip
     try:
         if scripted:
-            return dict(torch.jit.load(path, map_location="cpu").state_dict())
+            with warnings.catch_warnings():  # torch 2.14 marks torch.jit.load deprecated; TorchScript files still load
+                warnings.simplefilter("ignore", FutureWarning)
+                return dict(torch.jit.load(path, map_location="cpu").state_dict())
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         reason = " ".join(str(exc).split())[:200]
@@ -163,9 +166,14 @@ def train_teacher(cfg: RunConfig, public: Dataset) -> tuple[dict, dict]:
     x, y = torch.as_tensor(public.x, device=device), torch.as_tensor(public.y, device=device)
     member = np.ones((1, len(public)), bool)
     train_cfg = _teacher_train_config(cfg)
-    group = train_group(model_cfg=cfg.model, train_cfg=train_cfg, info=public.info, x=x, y=y, member=member,
-                        seeds=[model_seed(cfg.seed, _TEACHER_ID)], vectorize=False,
-                        n_steps_per_epoch=steps_per_epoch(member, train_cfg.batch_size))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.farm.num_cpus)))  # as a trainer actor (a small model: more only waits)
+    try:
+        group = train_group(model_cfg=cfg.model, train_cfg=train_cfg, info=public.info, x=x, y=y, member=member,
+                            seeds=[model_seed(cfg.seed, _TEACHER_ID)], vectorize=False,
+                            n_steps_per_epoch=steps_per_epoch(member, train_cfg.batch_size))
+    finally:
+        torch.set_num_threads(threads)
     state = {k: v.detach().cpu() for k, v in group.state_dicts[0].items()}
     record = {"source": "trained", "n_public": len(public), "classes": list(cfg.teacher.classes) or None,
               "epochs": train_cfg.epochs, "lr": train_cfg.lr, "seed": model_seed(cfg.seed, _TEACHER_ID),
