@@ -57,8 +57,8 @@ def test_label_only_attacks_run_without_logits(run_label_only):
     results = attack_run(run_label_only, AttackOptions(**FAST), progress=False)
     ran = {r["attack"] for r in results if "skipped" not in r}
     skipped = {r["attack"] for r in results if "skipped" in r}
-    assert ran == {n for n, s in ATTACKS.items() if s.label_only} - {"boundary"}
-    assert skipped == {n for n, s in ATTACKS.items() if not s.label_only} | {"boundary"}
+    assert ran == {n for n, s in ATTACKS.items() if s.kind != "confidence"} - {"boundary"}  # white-box: weights
+    assert skipped == {n for n, s in ATTACKS.items() if s.kind == "confidence"} | {"boundary"}
     with pytest.raises(ConfigError, match="no logits"):
         attack_run(run_label_only, AttackOptions(attacks=("loss",), **FAST), progress=False)
 

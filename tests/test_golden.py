@@ -3,7 +3,8 @@ attack stage was restructured (issue 14). A change of any attack's math, of the 
 threshold rules shows here first; a deliberate change of the math updates GOLDEN with a note why.
 
 The game is synthetic (no training: numpy and scikit-learn only), so the figures do not depend on torch's
-CPU kernels. `boundary` and `transfer` read planted statistics, as their preparation steps would leave them.
+CPU kernels. `boundary`, `transfer` and the white-box attacks read planted statistics, as their preparation steps
+would leave them.
 """
 
 import numpy as np
@@ -30,9 +31,20 @@ def synthetic(seed=7, m=10, n=60, c=4):
     logits = rng.normal(size=(m, n, c)).astype(np.float32)
     logits[np.arange(m)[:, None], np.arange(n)[None, :], labels[None, :]] += np.where(member, 2.5, 1.0)
     stats = {"boundary": np.abs(rng.normal(np.where(member, 1.5, 1.0), 0.5)),
-             "transfer": rng.normal(np.where(member, 0.3, 0.0), 1.0)}
+             "transfer": rng.normal(np.where(member, 0.3, 0.0), 1.0), **whitebox_statistics(member, seed)}
     return Responses(member=member, pred=pred, labels=labels.astype(np.int64), query_kinds=kinds,
                      query_params=params, logits=logits, model_ids=np.arange(m, dtype=np.int32), statistics=stats)
+
+
+def whitebox_statistics(member, seed):
+    """Planted white-box statistics (issue 16), from their own stream: the other attacks' draws are unchanged."""
+    rng = np.random.default_rng([seed, 16])
+    shift = np.where(member, 0.5, 0.0)
+    layers = np.exp(rng.normal(-shift[..., None], 1.0, (*member.shape, 2)))
+    return {"whitebox_loss": np.exp(rng.normal(-1 - shift, 1.0)), "whitebox_margin": rng.normal(shift, 1.0),
+            "whitebox_grad_norm": np.sqrt((layers ** 2).sum(-1)), "whitebox_layers": layers,
+            "whitebox_activations": np.abs(rng.normal(1.0, 1.0, (*member.shape, 1))),
+            "whitebox_top": np.sort(rng.dirichlet(np.ones(4), member.shape), axis=-1)[..., ::-1][..., :3]}
 
 
 GOLDEN = {  # attack: (auc, balanced_accuracy, sum of scores, sum of squared scores)
@@ -47,6 +59,10 @@ GOLDEN = {  # attack: (auc, balanced_accuracy, sum of scores, sum of squared sco
     # issue 15: transfer's default is now the in_out variant, which scores the target's own (IN-minus-OUT)
     # statistic as it stands: the planted statistic itself, thresholded on the shadows.
     "transfer": (0.5520361990950226, 0.5158371040723981, -1.927162904698015, 58.5879036792326),
+    # issue 16: the white-box attacks, on the planted `whitebox_statistics` (recorded when they were added)
+    "gradient_norm": (0.6979638009049773, 0.6617647058823529, -0.016958183512836955, 63.67903938046661),
+    "whitebox_classifier": (0.7556561085972852, 0.6832579185520362, 26.817343974852715, 19.65057007043038),
+    "stolen_memories": (0.7952488687782807, 0.7432126696832579, 31.159698592288446, 17.015484239257706),
 }
 
 
