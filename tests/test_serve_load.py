@@ -46,7 +46,7 @@ def serve_session(ray_local):
     serve.shutdown()
 
 
-@pytest.fixture(scope="module", params=["stdlib", "ray"])
+@pytest.fixture(params=["stdlib", "ray"])
 def server(request, model):
     if request.param == "stdlib":
         server = LabelServer(ModelOracle(model, input_shape=SHAPE), token=TOKEN, max_batch=MAX_BATCH,
@@ -129,3 +129,72 @@ def test_hostile_load_loses_no_answer_and_counts_match(server, model, tmp_path):
                                             headers={"Authorization": f"Bearer {TOKEN}"})) as response:
         status, body = response.status, response.read()
     assert status == 200 and json.loads(body) == {**stats, "input_shape": list(SHAPE)}
+
+
+def test_ray_engine_answers_concurrent_requests_in_one_model_call(serve_session, model):
+    from attacks.oracles.serve_app import deploy
+
+    # A batch fills at max_batch rows: four requests of 3 rows go out together, long before the 60 s wait ends.
+    server = deploy(lambda: ModelOracle(model, input_shape=SHAPE), SHAPE, max_batch=12, batch_wait_s=60.0,
+                    replica_cpus=0.5)
+    try:
+        xs = np.random.default_rng(2).normal(size=(4, 3, *SHAPE)).astype(np.float32)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(lambda x: _post(server.url, protocol.encode_json_batch(x), token=None), xs))
+        for x, (status, body) in zip(xs, answers, strict=True):
+            with torch.no_grad():
+                assert status == 200 and json.loads(body)["labels"] == model(torch.from_numpy(x)).argmax(1).tolist()
+        counter = serve_session.get_deployment_handle("AnswerCounter", app_name=server.name)
+        assert counter.answered_batches.remote().result() == 1
+        assert server.stats() == {"inputs_answered": 12, "requests_answered": 4, "input_shape": list(SHAPE)}
+    finally:
+        server.stop()
+
+
+def _args(*argv):
+    from jobs import cli
+
+    return cli.build_parser().parse_args(["serve", *argv])
+
+
+def test_serve_command_on_ray_serve(serve_session, model, tmp_path, monkeypatch):
+    from jobs import serve as serve_job
+
+    path = tmp_path / "target.pt"
+    torch.jit.trace(model, torch.zeros(1, *SHAPE)).save(str(path))
+    monkeypatch.setenv("SERVE_LOAD_TOKEN", TOKEN)
+    args = _args("--torchscript", str(path), "--replicas", "2", "--replica-cpus", "0.5", "--token-env",
+                 "SERVE_LOAD_TOKEN", "--model-name", "ts")
+    assert serve_job.pick_engine(args) == "ray"
+    app = serve_job.make_app(args)
+    try:
+        assert app.url.startswith("http://127.0.0.1:") and app.v2_url.endswith("/v2/models/ts")
+        x = np.random.default_rng(3).normal(size=(30, *SHAPE)).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).argmax(1).numpy()
+        for url, name in ((app.url, "shadowfarm"), (app.v2_url, "v2")):
+            oracle = HttpOracle(url, input_shape=SHAPE, token=TOKEN, settings=HttpSettings(batch_size=7, protocol=name))
+            np.testing.assert_array_equal(oracle.predict_labels(x), expected)
+        assert app.stats()["inputs_answered"] == 60 and app.stats()["requests_answered"] == 10
+    finally:
+        app.stop()
+
+
+def test_engine_choice_and_its_errors(monkeypatch, capsys, tmp_path):
+    from jobs import cli
+    from jobs import serve as serve_job
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert serve_job.pick_engine(_args("--model-id", "0")) == "stdlib"
+    assert serve_job.pick_engine(_args("--model-id", "0", "--max-replicas", "4")) == "ray"
+    assert serve_job.pick_engine(_args("--model-id", "0", "--engine", "ray")) == "ray"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert serve_job.pick_engine(_args("--model-id", "0")) == "ray"
+    assert serve_job.pick_engine(_args("--model-id", "0", "--engine", "stdlib")) == "stdlib"
+    assert cli.main(["serve", "--torchscript", "x.pt", "--engine", "stdlib", "--replicas", "2"]) == 2
+    assert "--replicas: Ray Serve options; use --engine ray" in capsys.readouterr().err
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert cli.main(["serve", "--torchscript", "x.pt", "--engine", "ray", "--replicas", "0"]) == 2
+    assert "--replicas: expected at least 1, got 0" in capsys.readouterr().err
+    assert cli.main(["serve", "--torchscript", str(tmp_path / "none.pt"), "--engine", "ray"]) == 2
+    assert "none.pt: file not found" in capsys.readouterr().err

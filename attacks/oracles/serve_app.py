@@ -32,6 +32,7 @@ from starlette.responses import Response
 
 from attacks.oracles.base import LabelOracle
 from attacks.oracles.label_api import LabelApi, Reply
+from farm.errors import ConfigError
 
 APP = "shadowfarm"
 QUIET = {"log_level": "WARNING", "enable_access_log": False}
@@ -39,14 +40,19 @@ QUIET = {"log_level": "WARNING", "enable_access_log": False}
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, num_replicas=1)
 class AnswerCounter:
-    """Inputs and requests answered by all replicas of the app."""
+    """Inputs and requests answered by all replicas of the app, and the batches they came in (not in /stats)."""
 
     def __init__(self, input_shape: list[int] | None):
-        self.input_shape, self.inputs, self.requests = input_shape, 0, 0
+        self.input_shape, self.inputs, self.requests, self.batches = input_shape, 0, 0, 0
 
     def add(self, inputs: int, requests: int) -> None:
+        """One answered batch of `requests` requests holding `inputs` inputs."""
         self.inputs += inputs
         self.requests += requests
+        self.batches += 1
+
+    def answered_batches(self) -> int:
+        return self.batches
 
     def stats(self) -> dict:
         return {"inputs_answered": self.inputs, "requests_answered": self.requests, "input_shape": self.input_shape}
@@ -139,9 +145,10 @@ class ServeApp:
         serve.delete(self.name)
 
 
-def free_port(host: str) -> int:
+def free_port(host: str, port: int = 0) -> int:
+    """`port` (0: any free one) if it is free on `host` of this machine; OSError when it is taken."""
     with socket.socket() as s:
-        s.bind((host, 0))
+        s.bind((host, port))
         return s.getsockname()[1]
 
 
@@ -152,7 +159,12 @@ def deploy(make_oracle: Callable[[], LabelOracle], input_shape: tuple[int, ...] 
     """Run the app on the connected Ray cluster (Serve started on `host:port` if it is not running; port 0:
     a free one of this machine) and return once every replica is ready."""
     port = port or free_port(host)
+    if not serve.status().proxies:  # Serve starts here: its proxy will listen on host:port (OSError if taken)
+        free_port(host, port)
     serve.start(http_options={"host": host, "port": port}, logging_config=QUIET)
+    if name in serve.status().applications:  # serve.run would replace it
+        raise ConfigError(f"Ray Serve already runs an application {name!r} on this cluster; stop that "
+                          f"`shadowfarm serve` first (or `serve shutdown`)")
     scaling = ({"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
                                        "target_ongoing_requests": 8}}
                if max_replicas is not None and max_replicas > replicas else {"num_replicas": replicas})
