@@ -13,10 +13,10 @@ from farm.driver import train_farm
 from farm.errors import ConfigError
 from farm.membership import lira_membership
 from farm.models import build_model, head_parameters
-from farm.plan import load_plan, plan_run
+from farm.plan import load_plan, open_run, plan_run
 from farm.shards import load_weights, model_dir
 from farm.storage import RunDir
-from farm.teacher import TEACHER_PT, fine_tune_init, split_public
+from farm.teacher import TEACHER_PT, fine_tune_init, split_public, stored_teacher, teacher_init
 from farm.train import steps_per_epoch, train_group
 from farm.verify import verify_plan
 from jobs import cli
@@ -128,3 +128,20 @@ def test_transfer_config_trains_attacks_and_reuses_its_teacher(ray_local, tmp_pa
     plan = plan_run(load_config(config, TINY + ["teacher.fine_tune=head"]), out)
     assert train_farm(plan, progress=False) == [3]
     assert (tmp_path / "transfer" / TEACHER_PT).read_bytes() == before and verify_plan(load_plan(out)) == []
+
+
+def test_a_teacher_file_is_stored_in_the_run_and_fine_tuned_from(tmp_path):
+    info = load_dataset(load_config(None, SMALL).data, seed=0).info
+    torch.jit.save(torch.jit.script(build_model(MODEL, info=info)), tmp_path / "teacher.ts")
+    cfg = load_config(None, [*SMALL, f"teacher.path={tmp_path / 'teacher.ts'}", "teacher.fine_tune=head"])
+    plan = plan_run(cfg, str(tmp_path / "run"))
+    open_run(plan)  # what train_farm does first: the run tables, run.json and the stored teacher
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["teacher"]
+    assert record["source"] == "file" and record["file"] == str(tmp_path / "teacher.ts")
+    file_state = torch.jit.load(tmp_path / "teacher.ts").state_dict()
+    assert all(torch.equal(v, file_state[k]) for k, v in stored_teacher(plan.run).items())
+    (tmp_path / "teacher.ts").unlink()  # stored: later stages (attack, resume) no longer need the file
+    model = build_model(MODEL, info=info)
+    teacher_init(load_plan(str(tmp_path / "run")).cfg, plan.run)(model)
+    assert [k for k, p in model.named_parameters() if p.requires_grad] == ["5.weight", "5.bias"]
+    assert all(torch.equal(model.state_dict()[k], file_state[k]) for k in ("1.weight", "3.bias"))
