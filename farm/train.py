@@ -145,14 +145,19 @@ def train_group(
     return result
 
 
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t[idx] for idx int64[G, B]: one index_select (on a CPU ~10x faster than advanced indexing)."""
+    return t.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *t.shape[1:])
+
+
 def _labels(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """labels [G, B] of rows idx [G, B]: y int64[N] shared, or int64[G, N] per model."""
-    return y[idx] if y.ndim == 1 else torch.gather(y, 1, idx)
+    return _rows(y, idx) if y.ndim == 1 else torch.gather(y, 1, idx)
 
 
 def _step_inputs(x, y, idx, draws: EpochDraws | None, s: int):
     """(inputs [G, B, ...], labels [G, B], lam [G] | None, perm [G, B] | None) of step s of an epoch."""
-    xb, yb = x[idx], _labels(y, idx)
+    xb, yb = _rows(x, idx), _labels(y, idx)
     if draws is None:
         return xb, yb, None, None
     xb = augment(xb, flip=None if draws.flip is None else draws.flip[s],
