@@ -21,6 +21,7 @@ logs; requests are not logged (Serve's access log is turned down to warnings).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,11 +63,17 @@ def _rows(items: list[np.ndarray]) -> int:
     return sum(len(x) for x in items)
 
 
+def _rows_not_requests(record: logging.LogRecord) -> bool:
+    """Drop Serve's warning that max_batch_size exceeds max_ongoing_requests: our batch size counts rows."""
+    return not record.getMessage().startswith("`max_batch_size`")
+
+
 @serve.deployment(max_ongoing_requests=64)
 class LabelDeployment:
     """One replica: the model from `make_oracle()` behind `LabelApi(**api)`, answered inputs added to `counter`."""
 
     def __init__(self, make_oracle: Callable[[], LabelOracle], counter, api: dict, batch_wait_s: float):
+        logging.getLogger("ray.serve").addFilter(_rows_not_requests)
         self.oracle = make_oracle()
         self.api = LabelApi(getattr(self.oracle, "input_shape", None), **api)
         self.counter = counter
@@ -158,6 +165,7 @@ def deploy(make_oracle: Callable[[], LabelOracle], input_shape: tuple[int, ...] 
            replica_cpus: float = 1.0, batch_wait_s: float = 0.005, name: str = APP) -> ServeApp:
     """Run the app on the connected Ray cluster (Serve started on `host:port` if it is not running; port 0:
     a free one of this machine) and return once every replica is ready."""
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no INFO lines of Serve's start and deploys
     port = port or free_port(host)
     if not serve.status().proxies:  # Serve starts here: its proxy will listen on host:port (OSError if taken)
         free_port(host, port)
