@@ -83,12 +83,13 @@ def _precision_check(run: RunDir, name: str, settings: dict) -> dict | None:
 
 
 def precision_line(row: dict) -> str:
-    """One line: what stolen_memories' calibration promised on the targets' flagged examples, and what they are."""
+    """One line (< 100 columns): the precision stolen_memories' calibration promised on the targets' flagged
+    examples (their mean calibrated P(member)), and the one they realize."""
     c = row["precision_check"]
     if not c["n_flagged"]:
-        return f"{row['attack']}: no example reached P(member) >= {c['precision']:g}; nothing flagged"
-    return (f"{row['attack']}: {c['n_flagged']:,} flagged at P(member) >= {c['precision']:g}; precision promised "
-            f"{pct(c['promised'])} (mean calibrated P(member)), realized on the target(s) {pct(c['realized'])}")
+        return f"{row['attack']}: nothing flagged (no P(member) >= {c['precision']:g})"
+    return (f"{row['attack']}: {c['n_flagged']:,} flagged at P(member) >= {c['precision']:g}, precision promised "
+            f"{pct(c['promised'])}, realized {pct(c['realized'])}")
 
 
 def _pair(value) -> tuple[float, float] | None:

@@ -58,7 +58,9 @@ def results_html(rows: Sequence[dict]) -> str:
              'not an attack. A realized FPR in <span class="warn">red</span> exceeds the requested FPR: the '
              "threshold chosen on shadows did not transfer exactly to the target."]
     notes.append(_mode_note(rows))
-    notes += [escape(precision_line(r)) for r in rows if r.get("precision_check")]
+    notes += [escape(precision_line(r)) + " (promised: the flagged examples' mean calibrated P(member), fit on "
+              "shadows; realized: the members' share of them on the target(s))"
+              for r in rows if r.get("precision_check")]
     if any_zero_fp:
         notes.append("† rests on zero allowed false positives (FPR × non-members &lt; 1): the figure counts the "
                      "members scored above every non-member.")
