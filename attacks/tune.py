@@ -18,12 +18,19 @@ regions of the space score well and samples there: better than random search for
 budget when a few parameters matter (sigma, d). The attack's default setting (the run's own query
 set, default attack settings) is scored the same way and kept as a candidate, so the chosen setting
 is never worse than the default on the validation game.
+
+Speed (issue 18, `jobs.bench_tune`): the game (responses, data) goes to the object store once and every trial
+reads it from there; trial processes are reused (reuse_actors); as many trials run at once as the cluster's CPUs
+hold; a trial's re-query perturbs each query once for all its shadows (`requery(perturb_once=True)`), and a
+query set already answered (the chosen trial's, re-scored on the full game) is read from the run's requery
+cache. What is left of a trial is the shadows' forward passes (`python -m jobs.bench_tune --profile`). No ASHA:
+a trial has one result (the metric of its pooled scores; partial shadow sets would be another statistic), so
+there is nothing to stop early on. TPE learns results in proposal order (`run_search`): same seed, same trials.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,101 +40,20 @@ from attacks.artifacts import TUNE_RAY_DIR, jsonable, tune_best
 from attacks.compute.requery import requery, with_queries
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
-from attacks.registry import attack_with, get_attack, resolve_settings
+from attacks.registry import attack_with, resolve_settings
 from attacks.responses import Responses
 from attacks.runner import game_settings, split_targets
 from attacks.stats.metrics import DEFAULT_FPRS, auc, threshold_at_fpr, tpr_at_fpr, tpr_metric_name
 from attacks.stats.shadow_game import pseudo_targets
+from attacks.tune_search import InOrder, concurrent_trials
+from attacks.tune_spaces import QUERY_KEYS, search_space
 from farm.cluster import ensure_ray
 from farm.config import QuerySpec
-from farm.data import DatasetInfo
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
 
 TPR_METRICS = {tpr_metric_name(fpr): fpr for fpr in reversed(DEFAULT_FPRS)}  # "tpr@1%fpr": 0.01, ...
 METRICS = ("auc", *TPR_METRICS)
-QUERY_KEYS = ("d", "r", "flip", "sigma", "n", "p")
-
-
-def _noise_specs(config: dict, info: DatasetInfo) -> list[QuerySpec]:
-    specs = []
-    if info.has_continuous:
-        specs.append(QuerySpec("gaussian", (("n", config["n"]), ("sigma", config["sigma"] * _scale(info)))))
-    if info.has_binary:
-        specs.append(QuerySpec("bitflip", (("n", config["n"]), ("p", config["p"]))))
-    return specs
-
-
-def _augment_specs(config: dict) -> list[QuerySpec]:
-    specs = [QuerySpec("flip")] if config.get("flip") else []
-    if config.get("d"):
-        specs.append(QuerySpec("translate", (("d", config["d"]),)))
-    if config.get("r"):
-        specs.append(QuerySpec("rotate", (("r", config["r"]),)))
-    return specs
-
-
-def _scale(info: DatasetInfo) -> float:
-    """Noise sigma is searched in units of the data's value range."""
-    lo, hi = info.bounds
-    return float(hi - lo) if hi > lo else 1.0
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """space(info) -> Tune param space; queries(config, info) -> query specs or None (the run's own)."""
-
-    space: Callable[[DatasetInfo], dict]
-    queries: Callable[[dict, DatasetInfo], list[QuerySpec] | None]
-
-
-def _noise_space(info: DatasetInfo) -> dict:
-    space = {"n": tune.choice([10, 25, 50, 100])}
-    if info.has_continuous:
-        space["sigma"] = tune.loguniform(0.02, 1.0)
-    if info.has_binary:
-        space["p"] = tune.loguniform(0.005, 0.2)
-    return space
-
-
-def _augment_space(info: DatasetInfo) -> dict:
-    if info.kind != "image":
-        raise ConfigError(f"attack 'augmentation' needs image data; {info.name!r} is {info.kind}")
-    return {"d": tune.choice([0, 1, 2]), "r": tune.choice([0, 2, 4, 8]), "flip": tune.choice([False, True])}
-
-
-SPACES: dict[str, SearchSpace] = {
-    "augmentation": SearchSpace(
-        lambda info: {**_augment_space(info), "variant": tune.choice(["classifier", "count"]),
-                      "c": tune.loguniform(0.01, 10.0)},
-        # nothing selected would leave no augmentation at all: fall back to one-pixel shifts
-        lambda c, info: [QuerySpec("clean")] + (_augment_specs(c) or [QuerySpec("translate", (("d", 1),))])),
-    "noise": SearchSpace(
-        lambda info: {**_noise_space(info), "variant": tune.choice(["threshold", "classifier"])},
-        lambda c, info: [QuerySpec("clean")] + _noise_specs(c, info)),
-    "calibrated": SearchSpace(
-        lambda info: {**_noise_space(info), **({"d": tune.choice([0, 1])} if info.kind == "image" else {}),
-                      "variant": tune.choice(["online", "offline"]),
-                      "global_variance": tune.choice([True, False])},
-        lambda c, info: [QuerySpec("clean")] + _noise_specs(c, info) + _augment_specs(c)),
-    "boundary": SearchSpace(
-        lambda info: {"max_iter": tune.randint(2, 13), "init_evals": tune.choice([25, 50, 100]),
-                      "max_evals": tune.choice([100, 300, 1000])},
-        lambda c, info: None),
-    "transfer": SearchSpace(lambda info: {"n_models": tune.choice([2, 4, 8])}, lambda c, info: None),
-    "confidence_classifier": SearchSpace(
-        lambda info: {"max_iter": tune.choice([50, 100, 200, 400])}, lambda c, info: None),
-    "lira_confidence": SearchSpace(
-        lambda info: {"variant": tune.choice(["online", "offline"]),
-                      "global_variance": tune.choice([True, False])}, lambda c, info: None),
-}
-
-
-def search_space(attack: str, info: DatasetInfo) -> SearchSpace:
-    get_attack(attack)
-    if attack not in SPACES:
-        raise ConfigError(f"attack {attack!r} has nothing to tune (tunable: {', '.join(sorted(SPACES))})")
-    return SPACES[attack]
 
 
 def metric_value(metric: str, scores: np.ndarray, member: np.ndarray) -> float:
@@ -154,6 +80,7 @@ class Game:
     pseudo: np.ndarray  # shadows playing the target
     seed: int
     target_shadows: int  # the real target's shadow count: "auto" global variance is decided from it
+    perturb_once: bool = True  # re-queries perturb each query once for all shadows (False: per shadow, as before)
 
     def settings(self, attack: str, config: dict | None) -> dict:
         return game_settings(resolve_settings(attack, attack_settings(config)), n_shadows=self.target_shadows)
@@ -177,7 +104,7 @@ class Game:
         data = self.plan.dataset
         queries, pred = requery(self.plan.run, specs=specs, info=data.info, x=data.x, labels=data.y,
                                 models=self.shadows.tolist(), n_models=self.responses.n_models,
-                                seed=self.plan.cfg.seed, progress=False, local=local)
+                                seed=self.plan.cfg.seed, progress=False, local=local, perturb_once=self.perturb_once)
         return with_queries(self.responses, queries, pred)
 
 
@@ -186,7 +113,8 @@ def _trial(config: dict, *, game: Game, attack: str, metric: str) -> None:
     tune.report({"score": metric_value(metric, scores, member), "auc": auc(scores, member)})
 
 
-def make_games(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int) -> tuple[Game, Game]:
+def make_games(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int,
+               perturb_once: bool = True) -> tuple[Game, Game]:
     """(selection, full): the selection half of the pseudo-targets with the shadows but the held-out half, and
     every pseudo-target with all the shadows (the held-out half's figures and the threshold come from it)."""
     if n_pseudo < 2:
@@ -194,8 +122,8 @@ def make_games(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseud
                           f"got {n_pseudo}")
     pseudo = pseudo_targets(shadows, n_pseudo=n_pseudo, seed=seed)
     held_out = pseudo[1::2]
-    return (Game(plan, responses, np.setdiff1d(shadows, held_out), pseudo[0::2], seed, len(shadows)),
-            Game(plan, responses, shadows, pseudo, seed, len(shadows)))
+    return (Game(plan, responses, np.setdiff1d(shadows, held_out), pseudo[0::2], seed, len(shadows), perturb_once),
+            Game(plan, responses, shadows, pseudo, seed, len(shadows), perturb_once))
 
 
 def held_out_figures(game: Game, held_out: np.ndarray, metric: str, scores: np.ndarray, member: np.ndarray) -> dict:
@@ -205,18 +133,26 @@ def held_out_figures(game: Game, held_out: np.ndarray, metric: str, scores: np.n
 
 
 def run_search(game: Game, *, attack: str, metric: str, num_samples: int, cpus_per_trial: float,
-               max_concurrent: int, storage_path: str | None, seed: int, verbose: int = 1):
-    """Tune's ResultGrid for `num_samples` Optuna TPE trials of `attack`."""
+               max_concurrent: int, storage_path: str | None, seed: int, verbose: int = 1,
+               reuse_actors: bool = True, in_order: bool = True):
+    """Tune's ResultGrid for `num_samples` Optuna TPE trials of `attack`, `max_concurrent` at a time.
+
+    The game goes to the object store once (`tune.with_parameters`); reuse_actors keeps the trial processes
+    (and their imports) across trials; in_order: TPE learns the trials' results in the order it proposed them
+    (`attacks.tune_search.InOrder`), so the trials (and the setting chosen) depend on the seed only, not on which
+    trial happened to finish first. False for both: the search as it ran before (`jobs.bench_tune`)."""
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     space = search_space(attack, game.plan.dataset.info).space(game.plan.dataset.info)
     trainable = tune.with_resources(tune.with_parameters(_trial, game=game, attack=attack, metric=metric),
                                     {"cpu": cpus_per_trial})
-    searcher = ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
+    limit = InOrder if in_order else ConcurrencyLimiter
+    searcher = limit(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
     tuner = tune.Tuner(
         trainable, param_space=space,
-        tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=searcher, num_samples=num_samples),
+        tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=searcher, num_samples=num_samples,
+                                    reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=f"tune-{attack}", storage_path=storage_path, verbose=verbose),
     )
     return tuner.fit()
@@ -257,11 +193,14 @@ def chosen_setting(game: Game, attack: str, config: dict | None, *, selection: d
 
 
 def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str = "auc", fpr: float = 0.01,
-                n_pseudo: int = 8, seed: int = 0, cpus_per_trial: float = 1.0, max_concurrent: int = 2,
-                verbose: int = 1, targets: tuple[int, ...] | None = None) -> dict:
+                n_pseudo: int = 8, seed: int = 0, cpus_per_trial: float = 1.0, max_concurrent: int | None = None,
+                verbose: int = 1, targets: tuple[int, ...] | None = None, reference: bool = False) -> dict:
     """Search `attack`'s settings on the shadow game; writes tune/<attack>/best.json and returns it.
 
-    targets: the models the setting is for (None: membership.target_ids); the shadows are all the others."""
+    targets: the models the setting is for (None: membership.target_ids); the shadows are all the others.
+    max_concurrent: trials at once (None: as many as the cluster's CPUs hold at `cpus_per_trial`).
+    reference=True: the search as it ran before issue 18 (a fresh process per trial, perturbations drawn per
+    shadow, trials proposed as others finish): `jobs.bench_tune`'s baseline."""
     if metric not in METRICS:
         raise ConfigError(f"--metric: expected one of {', '.join(METRICS)}, got {metric!r}")
     if num_samples < 1:
@@ -270,15 +209,18 @@ def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str
     search_space(attack, plan.dataset.info)
     responses = load_responses(plan.run)
     targets, shadows = split_targets(plan.cfg.membership, targets)
-    selection, full = make_games(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed)
+    selection, full = make_games(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed,
+                                 perturb_once=not reference)
     held_out = np.setdiff1d(full.pseudo, selection.pseudo)
     ensure_ray()
+    max_concurrent = concurrent_trials(cpus_per_trial, max_concurrent)
     default_scores = selection.evaluate(attack, None, local=False)
     default = {"score": metric_value(metric, *default_scores), "auc": auc(*default_scores)}
     storage = plan.run.path(TUNE_RAY_DIR) if plan.run.local else None
     trials = trial_rows(run_search(selection, attack=attack, metric=metric, num_samples=num_samples,
                                    cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent,
-                                   storage_path=storage, seed=seed, verbose=verbose))
+                                   storage_path=storage, seed=seed, verbose=verbose, reuse_actors=not reference,
+                                   in_order=not reference))
     best = choose(default["score"], trials)
     config = None if best is None else best["config"]
     default_full = full.evaluate(attack, None, local=False)

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--pseudo-targets", type=int, default=8,
                         help="shadows playing the target, half to choose, half held out to score (default 8)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray resources of one trial (default 1)")
-    parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once (default 2)")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="trials at once (default: as many as the cluster's CPUs hold at --cpus-per-trial)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="less Tune output")
 

@@ -1,18 +1,21 @@
 """Tuning and the calibration study on a tiny farm: shadow-only, deterministic, files written."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from attacks.compute.requery import requery
 from attacks.runner import AttackOptions, attack_run
 from attacks.studies.calibration import calibration_study
 from attacks.tune import tune_attack
-from farm.config import load_config
+from farm.config import QuerySpec, load_config
 from farm.driver import train_farm
 from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
+from farm.storage import RunDir
 from jobs import study as study_job
 
 TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
@@ -72,3 +75,29 @@ def test_calibration_study_rows_and_report(plan, tmp_path):
 def test_study_job_smoke_test(ray_local, tmp_path, capsys):
     assert study_job.main(["calibration", "--smoke-test", "--run", str(tmp_path / "smoke")]) == 0
     assert "global-threshold" in capsys.readouterr().out
+
+
+def test_fast_path_finds_what_the_reference_path_finds(plan):
+    """Same seed, one trial at a time: today's search and the one before issue 18 (`reference`) propose the same
+    trials, score them the same to the last bit and choose the same setting and threshold."""
+    kwargs = dict(attack="calibrated", num_samples=3, metric="auc", fpr=0.05, n_pseudo=2, max_concurrent=1, verbose=0)
+    reference = tune_attack(plan.run.uri, reference=True, **kwargs)
+    shutil.rmtree(plan.run.path("requery"))  # the new path re-queries too, not reading the reference's answers
+    new = tune_attack(plan.run.uri, **kwargs)
+    assert [t["config"] for t in new["trials"]] == [t["config"] for t in reference["trials"]]
+    assert [t["score"] for t in new["trials"]] == [t["score"] for t in reference["trials"]]
+    assert new["chosen"] == reference["chosen"] and new["threshold"] == reference["threshold"]
+
+
+def test_requery_in_process_equals_the_ray_tasks(plan, tmp_path):
+    specs = [QuerySpec("clean"), QuerySpec("gaussian", (("n", 3), ("sigma", 0.3))), QuerySpec("translate", (("d", 1),))]
+    answers = []
+    for i, (local, once) in enumerate(((False, True), (True, False), (True, True))):
+        run = RunDir(str(tmp_path / f"copy{i}"))
+        shutil.copytree(plan.run.path(), run.path(), ignore=shutil.ignore_patterns("requery", "tune"))
+        answers.append(requery(run, specs=specs, info=plan.dataset.info, x=plan.dataset.x, labels=plan.dataset.y,
+                               models=[1, 2, 5], n_models=8, seed=0, chunk_examples=50, progress=False, local=local,
+                               perturb_once=once)[1])
+    for other in answers[1:]:
+        np.testing.assert_array_equal(other, answers[0])
+    assert (answers[0][[1, 2, 5]] >= 0).all() and (answers[0][[0, 3]] == -1).all()

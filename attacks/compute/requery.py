@@ -42,17 +42,16 @@ def _part(key: str, model_id: int, start: int, stop: int) -> str:
     return f"requery/{key}/model_id={model_id:05d}/part-{start:06d}-{stop:06d}.parquet"
 
 
-def _query_chunk(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarray, labels: np.ndarray,
-                queries: Sequence[Query], info: DatasetInfo, key: str) -> str:
+def _answers(run_uri: str, model_id: int, start: int, stop: int, perturbed) -> np.ndarray:
+    """int16[stop - start, Q]: model `model_id`'s labels on examples [start, stop) of each perturbed population."""
     from attacks.oracles.model import ModelOracle
 
-    torch.set_num_threads(1)
     oracle = ModelOracle.from_run(run_uri, model_id)
-    population = torch.tensor(x)
-    pred = np.empty((stop - start, len(queries)), dtype=np.int16)
-    for q, query in enumerate(queries):
-        perturbed = apply_query(query, population, info=info)[start:stop]
-        pred[:, q] = oracle.predict_labels(perturbed)
+    return np.stack([oracle.predict_labels(inputs[start:stop]) for inputs in perturbed], axis=1).astype(np.int16)
+
+
+def _write_chunk(run_uri: str, model_id: int, start: int, stop: int, pred: np.ndarray, labels: np.ndarray,
+                 key: str) -> str:
     table = responses_table(labels=labels[start:stop], pred=pred, logits=None)
     table = table.set_column(0, "example_id", pa.array(np.arange(start, stop, dtype=np.int32)))
     rel = _part(key, model_id, start, stop)
@@ -60,24 +59,53 @@ def _query_chunk(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarr
     return rel
 
 
+def _query_chunk(run_uri: str, model_id: int, start: int, stop: int, x: np.ndarray, labels: np.ndarray,
+                 queries: Sequence[Query], info: DatasetInfo, key: str) -> str:
+    torch.set_num_threads(1)
+    population = torch.tensor(x)
+    pred = _answers(run_uri, model_id, start, stop, (apply_query(q, population, info=info) for q in queries))
+    return _write_chunk(run_uri, model_id, start, stop, pred, labels, key)
+
+
+def _query_local(run_uri: str, todo: Sequence[tuple[int, int, int]], x: np.ndarray, labels: np.ndarray,
+                 queries: Sequence[Query], info: DatasetInfo, key: str, *, max_bytes: int = 2**28) -> None:
+    """The missing chunks `todo` in this process, each query's population perturbed ONCE for all of them (a task
+    perturbs it per (model, chunk)), in blocks of queries holding at most `max_bytes` of inputs. Same inputs and
+    forward passes as the tasks: the same answers, bit for bit."""
+    torch.set_num_threads(1)
+    population = torch.tensor(x)
+    block = max(1, max_bytes // max(1, population.numel() * population.element_size()))
+    parts: dict[tuple[int, int, int], list[np.ndarray]] = {chunk: [] for chunk in todo}
+    for first in range(0, len(queries), block):
+        perturbed = [apply_query(q, population, info=info) for q in queries[first:first + block]]
+        for chunk, blocks in parts.items():
+            blocks.append(_answers(run_uri, *chunk, perturbed))
+    for chunk, blocks in parts.items():
+        _write_chunk(run_uri, *chunk, np.concatenate(blocks, axis=1), labels, key)
+
+
 _query_task = ray.remote(_query_chunk)
 
 
 def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np.ndarray, labels: np.ndarray,
             models: Sequence[int], n_models: int, seed: int, chunk_examples: int = 4096,
-            progress: bool = True, local: bool = False) -> tuple[list[Query], np.ndarray]:
+            progress: bool = True, local: bool = False, perturb_once: bool = True) -> tuple[list[Query], np.ndarray]:
     """(queries, pred int16[n_models, N, Q]) for the query set `specs`; rows of other models are -1.
 
     x: float32[N, *info.shape] the whole population in example_id order; labels: int[N].
     One Ray task per missing (model, chunk), through `map_tasks` (at most twice the cluster's CPUs in flight);
-    local=True computes them in this process (inside a Tune trial, which holds its own CPUs).
+    local=True computes them in this process (inside a Tune trial, which holds its own CPUs), each query's
+    perturbation drawn once for all models (perturb_once=False: once per (model, chunk), as before; the
+    reference path of `jobs.bench_tune`).
     """
     queries = expand_queries(specs, info=info, seed=seed)
     key = query_set_key(queries)
     n = len(labels)
     chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
     todo = [c for c in chunks if not run.is_file(_part(key, *c))]
-    if todo and local:
+    if todo and local and perturb_once:
+        _query_local(run.uri, todo, x, np.asarray(labels), queries, info, key)
+    elif todo and local:
         for m, s, e in todo:
             _query_chunk(run.uri, m, s, e, x, np.asarray(labels), queries, info, key)
     elif todo:
