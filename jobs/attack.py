@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack the run supports); "
                              "gap, augmentation, noise, calibrated, transfer, loss, confidence_classifier, "
-                             "lira_confidence")
+                             "lira_confidence, gradient_norm, whitebox_classifier, stolen_memories")
     parser.add_argument("--targets", type=model_ids, default=None,
                         help="comma-separated target model ids (default: the run's membership.target_ids)")
     parser.add_argument("--setting", dest="settings", action="append", default=[], metavar="ATTACK.KEY=VALUE",
