@@ -171,6 +171,19 @@ def test_fitting_never_reads_the_targets_membership(name, settings):
                                                  target=0, shadows=shadows, settings=settings))
 
 
+def test_a_model_without_hidden_layers_has_no_activations(tmp_path):
+    run, key = RunDir(str(tmp_path)), compute.cache_key()
+    stats = {"loss": np.ones((1, 3)), "margin": np.zeros((1, 3)), "grad_norm": np.ones((1, 3)),
+             "layers": np.ones((1, 3, 1)), "activations": np.zeros((1, 3, 0)), "top": np.ones((1, 3, 3))}
+    run.write_table(compute._part(key, 1, 0, 3), compute._table(0, stats, 0))
+    read = compute._read(run, key, models=[1], n_examples=3, n_models=2, chunk_examples=3)
+    assert read[STATISTICS["activations"]].shape == (2, 3, 0) and np.isnan(read[STATISTICS["loss"]][0]).all()
+    responses = planted(layers=1)
+    assert responses.statistics[STATISTICS["activations"]].shape[-1] == 0
+    assert np.isfinite(run_attack("whitebox_classifier", responses, target=0, shadows=np.arange(1, 10),
+                                  settings={"max_iter": 5})).all()
+
+
 def test_stolen_memories_scores_are_probabilities_and_its_precision_check_counts():
     responses = planted(n=400)
     scores = run_attack("stolen_memories", responses, target=0, shadows=np.arange(1, 10))

@@ -149,8 +149,10 @@ def _table(start: int, stats: dict[str, np.ndarray], g: int) -> pa.Table:
     columns = {"example_id": pa.array(np.arange(start, start + stats["loss"].shape[1], dtype=np.int32))}
     for k, v in stats.items():
         row = np.asarray(v[g], dtype=np.float64)
-        columns[k] = (pa.array(row) if row.ndim == 1 else
-                      pa.FixedSizeListArray.from_arrays(pa.array(row.reshape(-1)), row.shape[1]))
+        if row.ndim == 1:
+            columns[k] = pa.array(row)
+        elif row.shape[1]:  # a zero-width vector (no hidden layer: no activation) is left out
+            columns[k] = pa.FixedSizeListArray.from_arrays(pa.array(row.reshape(-1)), row.shape[1])
     return pa.table(columns)
 
 
@@ -200,8 +202,10 @@ def _read(run: RunDir, key: str, *, models: Sequence[int], n_examples: int, n_mo
             stop = min(start + chunk_examples, n_examples)
             table = run.read_table(_part(key, m, start, stop))
             for field in (*SCALARS, *VECTORS):
-                column = table[field]
-                values = column.to_numpy() if field in SCALARS else fixed_list_to_numpy(column)
+                if field not in table.column_names:
+                    values = np.zeros((stop - start, 0))
+                else:
+                    values = table[field].to_numpy() if field in SCALARS else fixed_list_to_numpy(table[field])
                 if field not in out:
                     out[field] = np.full((n_models, n_examples, *values.shape[1:]), np.nan)
                 out[field][m, start:stop] = values

@@ -67,7 +67,7 @@ def nasr_features(responses: Responses, models: np.ndarray, examples: np.ndarray
     one-hot."""
     def field(name: str) -> np.ndarray:
         values = responses.statistics[STATISTICS[name]][models, examples]
-        return values.reshape(len(models), -1)
+        return values.reshape(len(models), int(np.prod(values.shape[1:])))  # [R, 0] for no hidden layer
 
     logs = [np.log(field(name) + TINY) for name in ("loss", "grad_norm", "layers", "activations")]
     classes = int(responses.labels.max()) + 1 if len(responses.labels) else 1
