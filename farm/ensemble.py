@@ -12,11 +12,15 @@ MixUp draws), the loss `farm.defenses.group_loss` differentiates (cross-entropy 
 MixUp), dropout masks drawn by `torch.native_dropout` on the stacked activations exactly as vmap's
 randomness="different" draws them, and torch's Adam/SGD update; weights equal vmap's to float rounding
 (tests/test_ensemble.py). `ensemble_kernel` returns None, and the trainer keeps vmap, for anything else:
-other layer types, frozen parameters (requires_grad False), non-float32 weights.
+other layer types, a Linear with a frozen weight but not its bias (or the reverse), non-float32 weights.
+Frozen layers (requires_grad False, e.g. transfer learning's head-only fine-tuning, `farm.teacher`) stay
+frozen: they sit after the trainable ones in the flat tensor, outside what the optimizer steps, and the
+backward pass stops below the lowest trainable layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +37,7 @@ class _Layer:
     prefix: str  # state-dict prefix of the Linear, e.g. "1."
     relu: bool
     dropout: float
+    trainable: bool = True  # False: frozen (requires_grad off, `farm.teacher`'s body): never stepped
 
 
 def mlp_layers(model: nn.Module) -> list[_Layer] | None:
@@ -58,11 +63,12 @@ def mlp_layers(model: nn.Module) -> list[_Layer] | None:
 def ensemble_kernel(model: nn.Module, params: dict[str, torch.Tensor], cfg: TrainConfig) -> EnsembleMLP | None:
     """The kernel for G stacked copies of `model` (params: `stack_module_state`'s), or None: train with vmap."""
     layers = mlp_layers(model)
-    if layers is None or any(not p.requires_grad for p in model.parameters()):
+    if layers is None or any(v.dtype != torch.float32 for v in params.values()) or cfg.optimizer not in ("adam", "sgd"):
         return None
-    if any(v.dtype != torch.float32 for v in params.values()) or cfg.optimizer not in ("adam", "sgd"):
-        return None
-    return EnsembleMLP(layers, params, cfg)
+    grad = {name: p.requires_grad for name, p in model.named_parameters()}
+    if any(grad[f"{la.prefix}weight"] != grad[f"{la.prefix}bias"] for la in layers) or not any(grad.values()):
+        return None  # a Linear half frozen, or nothing to train: vmap
+    return EnsembleMLP([dataclasses.replace(la, trainable=grad[f"{la.prefix}weight"]) for la in layers], params, cfg)
 
 
 class EnsembleMLP:
@@ -75,23 +81,30 @@ class EnsembleMLP:
 
     def __init__(self, layers: list[_Layer], params: dict[str, torch.Tensor], cfg: TrainConfig):
         self.layers, self.cfg = layers, cfg
-        first = next(iter(params.values()))
-        sizes = [v.numel() for v in params.values()]
-        self.flat = torch.cat([v.detach().reshape(-1) for v in params.values()]).to(first.device)
-        self.grad = torch.zeros_like(self.flat)
-        shapes = {k: v.shape for k, v in params.items()}
-        self.params = {k: view.view(shapes[k]) for k, view in zip(shapes, self.flat.split(sizes), strict=True)}
-        grads = {k: view.view(shapes[k]) for k, view in zip(shapes, self.grad.split(sizes), strict=True)}
-        self.weights = [(self.params[f"{la.prefix}weight"], self.params[f"{la.prefix}bias"]) for la in layers]
-        self.grads = [(grads[f"{la.prefix}weight"], grads[f"{la.prefix}bias"]) for la in layers]
-        self.optimizer = FlatOptimizer(self.flat, cfg)
+        names = [[f"{la.prefix}weight", f"{la.prefix}bias"] for la in layers]
+        trainable = [k for la, pair in zip(layers, names, strict=True) if la.trainable for k in pair]
+        order = trainable + [k for k in params if k not in trainable]  # the optimizer steps the front part
+        sizes = [params[k].numel() for k in order]
+        self.flat = torch.cat([params[k].detach().reshape(-1) for k in order])
+        views = dict(zip(order, self.flat.split(sizes), strict=True))
+        self.params = {k: views[k].view(params[k].shape) for k in params}
+        n_trainable = sum(sizes[: len(trainable)])
+        self.grad = torch.zeros(n_trainable, device=self.flat.device)
+        grads = {k: g.view(params[k].shape) for k, g in zip(trainable, self.grad.split(sizes[: len(trainable)]),
+                                                             strict=True)}
+        self.weights = [(self.params[w], self.params[b]) for w, b in names]
+        # the forward's operands, as views made once (the flat tensor is updated in place)
+        self._operands = [(bias.unsqueeze(1), weight.transpose(1, 2)) for weight, bias in self.weights]
+        self.grads = [(grads[w], grads[b]) if w in grads else None for w, b in names]
+        self.lowest_trainable = min(i for i, la in enumerate(layers) if la.trainable)
+        self.optimizer = FlatOptimizer(self.flat[:n_trainable], cfg)
         self._own: torch.Tensor | None = None  # -(1 - label smoothing) per row: the label's share of the target
 
     def _layers(self, a: torch.Tensor, *, train: bool, start: int = 0):
         """Layers `start`.. on a float32[G, B, in]; returns (logits, saved: per layer (input, relu out, mask))."""
         saved = []
-        for layer, (weight, bias) in zip(self.layers[start:], self.weights[start:], strict=True):
-            z = torch.baddbmm(bias.unsqueeze(1), a, weight.transpose(1, 2))
+        for layer, (bias, weight_t) in zip(self.layers[start:], self._operands[start:], strict=True):
+            z = torch.baddbmm(bias, a, weight_t)
             relu_out = z.relu_() if layer.relu else None
             mask = None
             if layer.dropout and train:
@@ -121,11 +134,12 @@ class EnsembleMLP:
         """One step: xb float32[G, B, ...], yb int64[G, B]; MixUp's lam float32[G], perm int64[G, B] or None."""
         logits, saved = self._layers(xb.reshape(xb.shape[0], xb.shape[1], -1), train=True)
         d = self._loss_grad(logits, yb, lam=lam, perm=perm)
-        for i in range(len(self.layers) - 1, -1, -1):
-            (a, _, _), (grad_w, grad_b), (weight, _) = saved[i], self.grads[i], self.weights[i]
-            torch.bmm(d.transpose(1, 2), a, out=grad_w)
-            torch.sum(d, 1, out=grad_b)
-            if i == 0:
+        for i in range(len(self.layers) - 1, self.lowest_trainable - 1, -1):
+            (a, _, _), weight = saved[i], self.weights[i][0]
+            if self.grads[i] is not None:
+                torch.bmm(d.transpose(1, 2), a, out=self.grads[i][0])
+                torch.sum(d, 1, out=self.grads[i][1])
+            if i == self.lowest_trainable:
                 break
             d = torch.bmm(d, weight)  # gradient of layer i's input: layer i - 1's output
             below, (_, relu_out, mask) = self.layers[i - 1], saved[i - 1]

@@ -51,16 +51,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_kernel_equals_vmap_and_the_per_model_loop(digits, case):
+def test_kernel_equals_vmap(digits, case):
     model_cfg, train_cfg = CASES[case]
-    kernel, vmap, loop = (_train(digits, model_cfg, train_cfg, **how)
-                          for how in ({}, {"kernel": False}, {"vectorize": False}))
+    kernel, vmap = _train(digits, model_cfg, train_cfg), _train(digits, model_cfg, train_cfg, kernel=False)
     _assert_same_weights(kernel, vmap)
-    _assert_same_weights(kernel, loop)
     for a, b in zip(kernel.details, vmap.details, strict=True):  # early stopping: the same epochs kept
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-5) for k in a)
     x = digits[1]
     torch.testing.assert_close(kernel.predict(x), vmap.predict(x), atol=1e-5, rtol=1e-4)
+
+
+def test_kernel_equals_the_per_model_loop(digits):
+    model_cfg, train_cfg = CASES["mlp adam"]
+    _assert_same_weights(_train(digits, model_cfg, train_cfg), _train(digits, model_cfg, train_cfg, vectorize=False))
 
 
 def test_dropout_and_mixup_draw_the_same_masks_as_vmap(digits):
@@ -86,7 +89,23 @@ def test_mlp_layers_reads_the_registry_models_and_rejects_others(digits):
     assert mlp_layers(nn.Sequential(nn.Flatten(), nn.Linear(4, 4, bias=False))) is None
 
 
-def test_frozen_parameters_fall_back_to_vmap(digits):
+def _freeze_body(model):
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("3."))  # Sequential(Flatten, Linear, ReLU, Linear): the head trains
+
+
+def test_frozen_layers_stay_frozen_and_match_vmap(digits):
+    model_cfg, train_cfg = ModelConfig(name="mlp", hidden=(16,)), dataclasses.replace(BASE, weight_decay=1e-3)
+    kernel = _train(digits, model_cfg, train_cfg, init_model=_freeze_body)
+    vmap = _train(digits, model_cfg, train_cfg, init_model=_freeze_body, kernel=False)
+    untrained = _train(digits, model_cfg, dataclasses.replace(train_cfg, lr=0.0))
+    for trained, start in zip(kernel.state_dicts, untrained.state_dicts, strict=True):
+        assert torch.equal(trained["1.weight"], start["1.weight"]) and torch.equal(trained["1.bias"], start["1.bias"])
+        assert not torch.equal(trained["3.weight"], start["3.weight"])
+    _assert_same_weights(kernel, vmap)
+
+
+def test_a_half_frozen_linear_falls_back_to_vmap(digits):
     model = build_model(ModelConfig(name="mlp", hidden=(8,)), info=digits[0].info)
     params = {k: v.detach()[None] for k, v in model.named_parameters()}
     assert isinstance(ensemble_kernel(model, params, BASE), EnsembleMLP)
