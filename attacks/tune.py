@@ -85,13 +85,18 @@ class Game:
     def settings(self, attack: str, config: dict | None) -> dict:
         return game_settings(resolve_settings(attack, attack_settings(config)), n_shadows=self.target_shadows)
 
-    def evaluate(self, attack: str, config: dict | None, *, local: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Pooled (scores, member) of the pseudo-targets for one setting (None: the default setting)."""
+    def evaluate(self, attack: str, config: dict | None, *, local: bool = True,
+                 requery_local: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (scores, member) of the pseudo-targets for one setting (None: the default setting).
+
+        local: statistics and re-queries in this process (a trial), else as Ray tasks; requery_local (None: as
+        local) for the re-queries alone."""
         config = dict(config or {})
         info = self.plan.dataset.info
         specs = search_space(attack, info).queries(config, info) if config else None
         settings = self.settings(attack, config)
-        responses = self.responses if specs is None else self._requeried(specs, local=local)
+        requery_local = local if requery_local is None else requery_local
+        responses = self.responses if specs is None else self._requeried(specs, local=requery_local)
         responses = prepare_statistics(self.plan, responses, {attack: settings}, scored=self.pseudo.tolist(),
                                        everyone=self.shadows.tolist(), seed=self.seed, progress=False, local=local)
         attack_fn = attack_with(attack, settings)  # each pseudo-target attacked with the game's other shadows
@@ -224,7 +229,9 @@ def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str
     best = choose(default["score"], trials)
     config = None if best is None else best["config"]
     default_full = full.evaluate(attack, None, local=False)
-    scores, member = full.evaluate(attack, config, local=False) if config else default_full
+    # the chosen trial answered its query set on the selection game's shadows: the held-out few are left, in process
+    scores, member = (full.evaluate(attack, config, local=False, requery_local=None if reference else True)
+                      if config else default_full)
     out = {
         "attack": attack, "metric": metric, "fpr": fpr, "threshold": threshold_at_fpr(scores, member, fpr=fpr),
         "search_algorithm": "optuna TPE (ray.tune.search.optuna.OptunaSearch)", "num_samples": num_samples,
