@@ -8,7 +8,10 @@ import pandas as pd
 import pytest
 
 from attacks.compute.requery import requery
+from attacks.loader import load_responses
+from attacks.registry import run_attack
 from attacks.runner import AttackOptions, attack_run
+from attacks.studies import calibration
 from attacks.studies.calibration import calibration_study
 from attacks.tune import tune_attack
 from farm.config import QuerySpec, load_config
@@ -101,3 +104,19 @@ def test_requery_in_process_equals_the_ray_tasks(plan, tmp_path):
     for other in answers[1:]:
         np.testing.assert_array_equal(other, answers[0])
     assert (answers[0][[1, 2, 5]] >= 0).all() and (answers[0][[0, 3]] == -1).all()
+
+
+def test_calibration_study_is_one_statistics_pass_with_the_attacks_scores(plan, monkeypatch):
+    responses = load_responses(plan.run)
+    statistic = calibration.statistics(responses, {"calibrated", "lira_confidence"})
+    for attack, settings in calibration.VARIANTS.values():
+        for k in (1, 4, 7):
+            shadows = np.arange(1, 1 + k)
+            fn = calibration.scorer(attack, settings, statistic[attack], responses.member)
+            np.testing.assert_array_equal(fn(responses, target=0, shadows=shadows),
+                                          run_attack(attack, responses, target=0, shadows=shadows, settings=settings))
+    calls = []
+    counted = calibration.count_correct
+    monkeypatch.setattr(calibration, "count_correct", lambda *a, **kw: calls.append(1) or counted(*a, **kw))
+    calibration_study(plan.run.uri, shadow_counts=(1, 2, 4, 7))
+    assert len(calls) == 1  # was one per attack call: 4 shadow counts x 3 variants x (target + pseudo-targets)
