@@ -8,16 +8,29 @@ the farm (training, queries, shards and the driver's final check), the driver's 
 farm and at the end: the driver holds the data, the membership matrix and a bounded number of groups
 in flight, not the models), and the trainer actors' peak RSS (each records its own in its models'
 metrics.json, `worker_peak_rss_mb`). Exit code 1 when verification finds a problem.
+
+Then the attack stage (--attacks, default gap, noise, calibrated, lira_confidence; "none" skips it) on the
+farm's first target, in a fresh process (spawned: its peak RSS is the attack stage's own, not the farm's):
+its wall time, its peak RSS (VmHWM: `process_peak_rss_mb`) at the start, after loading and at the end, the
+peak of the memory tracemalloc sees allocated in the stage (numpy arrays included), the responses' size.
+The issue-18 figure, 256 models x 10k examples (tabular, as digits has 1,797 rows):
+
+    python -m jobs.bench_scale --config paper_synthetic --models 256 --group-size 32 --subsample 10000 \
+        --set data.synthetic.n_examples=10000 --set train.epochs=2 --set model.hidden=[64] \
+        --set membership.target_ids=[0]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from farm.cluster import ensure_ray, n_actors
@@ -31,6 +44,44 @@ from jobs.bench_farm import machine
 from jobs.common import job_main, job_parser, resolve_config
 
 SMOKE = dict(models=16, group_size=4, subsample=200, overrides=["train.epochs=2"])
+ATTACKS = "gap,noise,calibrated,lira_confidence"
+
+
+def process_peak_rss_mb() -> float:
+    """This process's own peak RSS, MiB: VmHWM of /proc/self/status where there is one (a spawned child's
+    getrusage ru_maxrss starts at its parent's, being kept across exec), else ru_maxrss."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return peak_rss_mb()
+    line = next((row for row in status.splitlines() if row.startswith("VmHWM:")), None)
+    return int(line.split()[1]) / 2**10 if line else peak_rss_mb()
+
+
+def attack_stage(run: str, attacks: tuple[str, ...]) -> dict:
+    """The attack stage on `run` in this process (a fresh one: `measured_attack_stage`), with its memory."""
+    from attacks.loader import load_responses
+    from attacks.runner import AttackOptions, attack_run
+
+    rss_start = process_peak_rss_mb()
+    tracemalloc.start()
+    start = time.perf_counter()
+    responses = load_responses(run)
+    arrays = sum(a.nbytes for a in (responses.pred, responses.member, responses.logits) if a is not None) / 2**20
+    rss_loaded = process_peak_rss_mb()
+    del responses
+    results = attack_run(run, AttackOptions(attacks=attacks, bootstrap=0), progress=False)
+    seconds = time.perf_counter() - start
+    traced = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return {"seconds": seconds, "rss_start": rss_start, "rss_loaded": rss_loaded, "rss_peak": process_peak_rss_mb(),
+            "traced_peak": traced, "arrays": arrays, "attacks": [r["attack"] for r in results if "skipped" not in r]}
+
+
+def measured_attack_stage(run: str, attacks: tuple[str, ...]) -> dict:
+    """`attack_stage` in a spawned process, so that its peak RSS is the stage's alone."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(attack_stage, run, attacks).result()
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -71,6 +122,13 @@ def bench(args: argparse.Namespace) -> int:
             print(problem)
         print(f"verify: {'ok' if not problems else f'{len(problems)} problem(s)'} "
               f"({cfg.membership.n_models} models)")
+        if args.attacks != "none" and not problems:
+            stage = measured_attack_stage(out, tuple(args.attacks.split(",")))
+            print(f"attack stage: {', '.join(stage['attacks'])} on {cfg.membership.n_models} models x "
+                  f"{len(plan.dataset)} examples x {len(plan.queries)} queries in {stage['seconds']:.1f} s (fresh "
+                  f"process, bootstrap off); peak RSS {stage['rss_peak']:.0f} MiB (at start {stage['rss_start']:.0f}, "
+                  f"responses loaded {stage['rss_loaded']:.0f}); tracemalloc peak {stage['traced_peak']:.0f} MiB; "
+                  f"responses arrays {stage['arrays']:.0f} MiB")
         return 1 if problems else 0
     finally:
         if scratch:
@@ -85,6 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="another config override, e.g. --set train.epochs=10 (repeatable)")
     parser.add_argument("--out", help="run directory to keep (default: a temporary one, deleted)")
+    parser.add_argument("--attacks", default=ATTACKS,
+                        help=f"attacks of the measured attack stage, or none (default {ATTACKS})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--smoke-test", action="store_true",
                         help="16 models in groups of 4, 200 examples, 2 epochs: runs in seconds")

@@ -10,6 +10,8 @@ def test_bench_scale_smoke(ray_local, tmp_path, capsys):
     assert bench_scale.main(["--smoke-test", "--quiet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for part in ("setup:", "16 models in 4 groups of 4", "machine:", "models/min", "driver peak RSS:",
-                 "trainer actor peak RSS:", "verify: ok (16 models)"):
+                 "trainer actor peak RSS:", "verify: ok (16 models)",
+                 "attack stage: gap, noise, calibrated, lira_confidence on 16 models x 200 examples", "peak RSS",
+                 "tracemalloc peak"):
         assert part in printed, part
     assert verify_plan(load_plan(str(out))) == []
