@@ -95,7 +95,7 @@ def whitebox_classifier(responses: Responses, *, target: int, shadows: Sequence[
 
 
 def evidence(responses: Responses, *, target: int, shadows: np.ndarray, variant: str,
-             global_variance: bool | str, min_std: float) -> np.ndarray:
+             global_variance: bool | str, min_std: float, empty: str = "error") -> np.ndarray:
     """float64[N]: the sum over white-box statistics (logit-scaled confidence, -log gradient norm per layer) of
     their per-example LiRA scores (`lira_scores`, `variant` online or offline) for `target` over `shadows`."""
     models = np.r_[int(target), shadows]
@@ -104,7 +104,7 @@ def evidence(responses: Responses, *, target: int, shadows: np.ndarray, variant:
     stats = np.concatenate([margin, layers], axis=-1)  # [1 + S, N, 1 + L]
     return sum(lira_scores(target_statistic=stats[0, :, k], shadow_statistic=stats[1:, :, k],
                            shadow_member=responses.member[shadows], variant=variant, global_variance=global_variance,
-                           min_std=min_std) for k in range(stats.shape[-1]))
+                           min_std=min_std, empty=empty) for k in range(stats.shape[-1]))
 
 
 def stolen_memories(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
@@ -115,7 +115,9 @@ def stolen_memories(responses: Responses, *, target: int, shadows: Sequence[int]
     The `evidence` of `n_calibration` shadows playing the target (each with the other shadows; seeded choice) is
     mapped to P(member) by a logistic fit on their membership (Platt scaling), then applied to the target's
     evidence. variant: "online" (IN and OUT shadows per example) or "offline" (OUT only). `precision` is used by the
-    report (`precision_check`); the scores do not depend on it."""
+    report (`precision_check`); the scores do not depend on it. A calibration shadow plays the target with one
+    shadow fewer, so an example may have no IN or no OUT shadow there: it gets the global fit (`empty="global"`)
+    in the calibration games only; the target's own evidence is fit as every other calibrated attack's."""
     from sklearn.linear_model import LogisticRegression
 
     if variant not in ("online", "offline"):
@@ -129,7 +131,8 @@ def stolen_memories(responses: Responses, *, target: int, shadows: Sequence[int]
     settings = {"variant": variant, "global_variance": global_variance, "min_std": min_std}
     xs, ys = [], []
     for c in pseudo_targets(shadows, n_pseudo=n_calibration, seed=seed):
-        xs.append(evidence(responses, target=int(c), shadows=shadows[shadows != c], **settings)[examples])
+        xs.append(evidence(responses, target=int(c), shadows=shadows[shadows != c], empty="global",
+                           **settings)[examples])
         ys.append(responses.member[c, examples])
     y = np.concatenate(ys)
     if y.all() or not y.any():
