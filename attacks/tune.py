@@ -154,10 +154,13 @@ def run_search(game: Game, *, attack: str, metric: str, num_samples: int, cpus_p
                                     {"cpu": cpus_per_trial})
     limit = InOrder if in_order else ConcurrencyLimiter
     searcher = limit(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
+    at_once = max_concurrent if in_order else None  # the reference's limiter already says so
     tuner = tune.Tuner(
         trainable, param_space=space,
+        # max_concurrent_trials (a ConcurrencyLimiter around InOrder) also lets Tune start that many trial workers
+        # at once: with one pending trial at a time, a reused worker takes each trial before a second one is up
         tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=searcher, num_samples=num_samples,
-                                    reuse_actors=reuse_actors),
+                                    reuse_actors=reuse_actors, max_concurrent_trials=at_once),
         run_config=tune.RunConfig(name=f"tune-{attack}", storage_path=storage_path, verbose=verbose),
     )
     return tuner.fit()
