@@ -24,6 +24,7 @@ constant time; never logged. Request lines are not logged either.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,14 @@ import numpy as np
 
 from attacks.oracles.base import LabelOracle
 from attacks.oracles.label_api import LabelApi, Reply
+
+DRAIN_BYTES = 64 << 20  # an over-limit body up to this size is read and dropped, so its client reads the 413
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    # socketserver's default accept queue is 5 connections: under a burst of concurrent clients (an audit opens
+    # `concurrency` connections per client) the kernel then resets connections instead of queueing them.
+    request_queue_size = socket.SOMAXCONN
 
 
 class LabelServer:
@@ -49,7 +58,7 @@ class LabelServer:
                             model_name=model_name)
         self.inputs_answered = self.requests_answered = 0
         self._lock, self._model_lock = threading.Lock(), threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self._httpd = _HTTPServer((host, port), _handler(self))
         self._thread: threading.Thread | None = None
 
     @property
@@ -109,13 +118,19 @@ def _handler(server: LabelServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(reply.body)
 
+        def _drain(self, length: int) -> None:
+            left = min(length, DRAIN_BYTES)
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
+
         def do_GET(self):  # noqa: N802 - http.server's naming
             self._send(api.get(self.path, self.headers.get("Authorization"), server.stats))
 
         def do_POST(self):  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
             if (refused := api.too_large(length)) is not None:
-                self.close_connection = True  # the body is not read
+                self.close_connection = True
+                self._drain(length)  # closing on unread bytes resets the connection: the 413 would be lost
                 return self._send(refused)
             body = self.rfile.read(length) if length > 0 else b""  # read it whatever follows: keep-alive
             inputs = api.parse(self.path, self.headers.get("Authorization"), self.headers.get("Content-Type"), body)
