@@ -223,12 +223,15 @@ def test_smoke_jobs_through_ray_job_submit(tmp_path):
     suffix = secrets.token_hex(4)
     logs = {}
     with ray_head() as head:
-        jobs = (("default", default), ("train", train), ("attack", attack), ("tune", tune), ("study", study))
-        for name, entrypoint in jobs:
-            head.submit(f"sf-{name}-{suffix}", entrypoint)
-            status = head.wait(f"sf-{name}-{suffix}")
-            logs[name] = head.logs(f"sf-{name}-{suffix}")
-            assert status == "SUCCEEDED", f"{name}:\n{logs[name][-5000:]}"
+        # Two waves of concurrent jobs: the farms, then three jobs that read the train job's run (each writes
+        # its own folder of it: attacks/ and report/, tune/, studies/).
+        for wave in ((("default", default), ("train", train)), (("attack", attack), ("tune", tune), ("study", study))):
+            for name, entrypoint in wave:
+                head.submit(f"sf-{name}-{suffix}", entrypoint)
+            for name, _ in wave:
+                status = head.wait(f"sf-{name}-{suffix}")
+                logs[name] = head.logs(f"sf-{name}-{suffix}")
+                assert status == "SUCCEEDED", f"{name}:\n{logs[name][-5000:]}"
     train_logs, attack_logs = logs["train"], logs["attack"]
 
     default_summary = json.loads(next(line for line in logs["default"].splitlines() if line.startswith("{")))

@@ -78,7 +78,7 @@ barrier = Barrier.options(name="barrier").remote(n_actors)
 driver.TrainerActor = ray.remote(BarrierTrainer)  # the driver's own dispatch, with the barrier in `train`
 cfg = load_config("jobs/configs/cifar10.yaml", [
     f"data.name=npz", f"data.path={npz}", "membership.n_models=8", "membership.target_ids=[0]",
-    "train.epochs=1", "train.batch_size=8", "queries=[clean]",
+    "train.epochs=1", "train.batch_size=8", "queries=[clean]", "model.name=cnn", "model.width=4",  # small: packing only
     "farm.group_size=2", "farm.num_actors=null",  # auto: min(8 CPUs / 2, 1 GPU / 0.25) = 4 actors
 ])
 plan = plan_run(cfg, out)
