@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from attacks.responses import Responses
 from attacks.stats.correctness import (
@@ -35,8 +34,15 @@ def check_variant(attack: str, variant: str, valid: Sequence[str]) -> None:
 
 
 def _logistic_regression(c: float, seed: int):
-    # lbfgs is deterministic; random_state only matters for other solvers but keeps the intent explicit.
-    return lambda: LogisticRegression(C=c, max_iter=1000, random_state=seed)
+    def make():
+        # Imported on first use: scikit-learn loaded before torch (importing this module first) binds its
+        # OpenMP runtime beside torch's, and with two threads its boosting fits then ran ~10x slower.
+        from sklearn.linear_model import LogisticRegression
+
+        # lbfgs is deterministic; random_state only matters for other solvers but keeps the intent explicit.
+        return LogisticRegression(C=c, max_iter=1000, random_state=seed)
+
+    return make
 
 
 def gap(responses: Responses, *, target: int, shadows: Sequence[int]) -> np.ndarray:
