@@ -32,10 +32,9 @@ class TrainerPool:
     def __init__(self, plan: Plan, groups: list[list[int]], n: int):
         cfg = plan.cfg
         self.max_retries = cfg.farm.max_retries
-        self.shared = dict(
-            run_uri=plan.run.uri, cfg=actor_config(cfg), info=plan.dataset.info,
-            arrays=[ray.put(plan.dataset.x), ray.put(plan.dataset.y), ray.put(plan.member)], queries=plan.queries,
-        )
+        self.shared = dict(run_uri=plan.run.uri, cfg=actor_config(cfg), info=plan.dataset.info, queries=plan.queries)
+        # kept alive for the whole farm; handed to the actors with each group (farm.worker.TrainerActor._load)
+        self.arrays = [ray.put(plan.dataset.x), ray.put(plan.dataset.y), ray.put(plan.member)]
         self.options = actor_options(cfg)
         self.actors = [self._new_actor() for _ in range(n)]
         self.queue = list(reversed(groups))  # pop() hands out the next group
@@ -51,7 +50,7 @@ class TrainerPool:
 
     def _submit(self, actor) -> None:
         group = self.queue.pop()
-        self.pending[actor.train.remote(group)] = (actor, group)
+        self.pending[actor.train.remote(group, self.arrays)] = (actor, group)
 
     def _in_flight(self, actor) -> int:
         return sum(a is actor for a, _ in self.pending.values())

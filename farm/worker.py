@@ -182,24 +182,31 @@ def run_group(
 class TrainerActor:
     """Holds the population on its device once; trains the groups the driver hands it."""
 
-    def __init__(self, *, run_uri: str, cfg: RunConfig, info: DatasetInfo, arrays: list, queries: Sequence[Query]):
-        # arrays: [x, y, member] object refs, nested so that this actor fetches them itself (a
-        # restarted actor fetches them again; the driver keeps them alive for the whole farm)
-        x, y, member = ray.get(arrays)
+    def __init__(self, *, run_uri: str, cfg: RunConfig, info: DatasetInfo, queries: Sequence[Query]):
         cpus = max(1, int(cfg.farm.num_cpus))
         torch.set_num_threads(cpus)
         self.device = pick_device(cfg.farm.device)
         self.run_uri, self.cfg, self.info, self.queries = run_uri, cfg, info, queries
+        self.x = self.y = self.member = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def _load(self, arrays: list) -> None:
+        # arrays: [x, y, member] object refs, nested so that Ray hands them over unresolved and this actor
+        # fetches them once, on its first group. They come with every call, not with the constructor: Ray
+        # cannot restart an actor whose constructor arguments live in the object store (and says so on
+        # every farm), while a restarted actor gets them again with its next group.
+        x, y, member = ray.get(arrays)
         self.member = np.array(member)
         # copies: arrays from the object store are read-only
         self.x = torch.tensor(x, device=self.device)
         self.y = torch.tensor(y, device=self.device)
 
-    def pid(self) -> int:
-        return os.getpid()
-
-    def train(self, model_ids: Sequence[int]) -> list[int]:
+    def train(self, model_ids: Sequence[int], arrays: list) -> list[int]:
         hold_point(f"train-{model_ids[0]:05d}")
+        if self.x is None:
+            self._load(arrays)
         return run_group(
             run_uri=self.run_uri, cfg=self.cfg, info=self.info, x=self.x, y=self.y, member=self.member,
             queries=self.queries, model_ids=model_ids, vectorize=self.cfg.farm.group_size > 1,

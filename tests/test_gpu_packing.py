@@ -63,13 +63,13 @@ class Barrier:
 
 
 class BarrierTrainer(TrainerActor.__ray_metadata__.modified_class.__ray_actor_class__):
-    def train(self, model_ids):
+    def train(self, model_ids, arrays):
         context = ray.get_runtime_context()
         info = {"actor": context.get_actor_id(), "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "assigned": context.get_assigned_resources(), "threads": torch.get_num_threads(),
                 "device": str(getattr(self, "device", "?")), "models": list(model_ids)}
         ray.get(ray.get_actor("barrier").arrive.remote(info))
-        return super().train(model_ids)
+        return super().train(model_ids, arrays)
 
 
 ray.init(address="local", num_cpus=8, num_gpus=1, include_dashboard=False, configure_logging=False,
