@@ -27,7 +27,6 @@ import math
 from collections.abc import Callable
 
 from torch import nn
-from torchvision.models import resnet18
 
 from farm.config import ModelConfig
 from farm.data import DatasetInfo
@@ -81,6 +80,8 @@ def _group_norm(channels: int) -> nn.Module:
 
 def _resnet18(cfg: ModelConfig, info: DatasetInfo) -> nn.Module:
     _require_image(cfg, info)
+    from torchvision.models import resnet18  # on first use: torchvision is slow to import (farm.queries._rotate)
+
     model = resnet18(num_classes=info.num_classes, norm_layer=_group_norm)
     # Small inputs (8x8 .. 32x32): the ImageNet stem (7x7 stride 2 + max-pool) would discard most
     # of the image, so use the usual CIFAR stem, initialized like torchvision's convolutions.

@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
@@ -117,6 +116,10 @@ def _translate(x, params, seed, info):
 def _rotate(x, params, seed, info):
     if params["degrees"] == 0:
         return x.clone()
+    # On first use: importing torchvision imports torchvision.models and with it torch._dynamo (~1.5 s in every
+    # process: trainer actors, tasks, each command), and most query sets have no rotation.
+    from torchvision.transforms.v2 import functional as TF
+
     return TF.rotate(x, float(params["degrees"]), interpolation=TF.InterpolationMode.BILINEAR,
                      fill=[_fill(info)])
 
