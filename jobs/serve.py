@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 from functools import partial
@@ -140,6 +141,10 @@ def serve(args: argparse.Namespace) -> int:
         server = make_app(args) if engine == "ray" else make_server(args)
     except OSError as exc:  # the port is taken, the address is not ours
         raise ConfigError(f"serve: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
+    if threading.current_thread() is threading.main_thread():
+        # `kill PID` (how a server started with `&` is stopped) shuts down as Ctrl-C does: the engine stops,
+        # the count is printed, exit code 0; without it Ray's own SIGTERM handler dumped a stack and aborted.
+        signal.signal(signal.SIGTERM, _interrupt)
     what = f"model {args.model_id} of {args.run}" if args.model_id is not None else args.torchscript
     print(f"serving {what} at {server.url} and {server.v2_url} (v2) with the {engine} engine "
           "(labels only; GET /stats; Ctrl-C stops)", flush=True)
@@ -152,6 +157,10 @@ def serve(args: argparse.Namespace) -> int:
         server.stop()
     print(f"stopped after answering {answered} inputs", flush=True)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:

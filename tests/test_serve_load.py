@@ -9,9 +9,13 @@ The Ray engine runs in the session Ray (two replicas); Serve is shut down at the
 """
 
 import json
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,3 +246,21 @@ def test_stdlib_answers_413_to_a_body_of_megabytes_instead_of_resetting(model):
         assert status == 413 and "at most" in json.loads(body)["error"]
     finally:
         server.stop()
+
+
+def test_serve_stops_cleanly_on_sigterm(model, tmp_path):
+    # `shadowfarm serve ... &` is stopped with `kill PID`: the server shuts down and says what it answered.
+    path = tmp_path / "target.pt"
+    torch.jit.trace(model, torch.zeros(1, *SHAPE)).save(str(path))
+    shadowfarm = str(Path(sys.executable).parent / "shadowfarm")
+    with subprocess.Popen([shadowfarm, "serve", "--torchscript", str(path), "--port", "0", "--engine", "stdlib"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as server:
+        first = server.stdout.readline()
+        assert first.startswith("serving "), first
+        url = first.split(" at ")[1].split(" and ")[0]
+        x = np.random.default_rng(0).normal(size=(3, *SHAPE)).astype(np.float32)  # distinct: no row is asked twice
+        assert len(HttpOracle(url, input_shape=SHAPE, settings=HttpSettings(batch_size=3)).predict_labels(x)) == 3
+        server.send_signal(signal.SIGTERM)
+        rest, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, rest
+    assert rest.strip() == "stopped after answering 3 inputs", rest
