@@ -14,7 +14,3 @@ The packages below it, by what they may touch:
 stats/ and methods/ import no Ray, HTTP or file I/O (tests/test_architecture.py checks it).
 """
 
-# torch before anything here loads scikit-learn: with scikit-learn's bundled OpenMP runtime loaded first, its
-# 2-thread HistGradientBoosting fits (confidence_classifier, whitebox_classifier) ran ~10x slower in the process
-# (measured on 2 cores; tests/conftest.py says the same). The commands import torch first anyway.
-import torch  # noqa: E402, F401
