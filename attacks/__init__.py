@@ -13,4 +13,3 @@ The packages below it, by what they may touch:
 
 stats/ and methods/ import no Ray, HTTP or file I/O (tests/test_architecture.py checks it).
 """
-

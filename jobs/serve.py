@@ -144,7 +144,7 @@ def serve(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         # `kill PID` (how a server started with `&` is stopped) shuts down as Ctrl-C does: the engine stops,
         # the count is printed, exit code 0; without it Ray's own SIGTERM handler dumped a stack and aborted.
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     what = f"model {args.model_id} of {args.run}" if args.model_id is not None else args.torchscript
     print(f"serving {what} at {server.url} and {server.v2_url} (v2) with the {engine} engine "
           "(labels only; GET /stats; Ctrl-C stops)", flush=True)
@@ -157,10 +157,6 @@ def serve(args: argparse.Namespace) -> int:
         server.stop()
     print(f"stopped after answering {answered} inputs", flush=True)
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
