@@ -11,7 +11,7 @@ import torch
 from farm.config import load_config
 from farm.driver import train_farm
 from farm.plan import plan_run
-from jobs import bench_boundary
+from jobs.bench import boundary as bench_boundary
 
 TINY = ["data.subsample=120", "membership.n_models=4", "train.epochs=3", "farm.group_size=4", "farm.num_actors=1",
         "model.hidden=[16]", "queries=[clean]"]

@@ -1,8 +1,8 @@
-"""`python -m jobs.bench_farm --smoke-test`: the loop, vmap and the kernel, with ratios, GFLOP/s and a profile."""
+"""`python -m jobs.bench.farm --smoke-test`: the loop, vmap and the kernel, with ratios, GFLOP/s and a profile."""
 
 import re
 
-from jobs import bench_farm
+from jobs.bench import farm as bench_farm
 
 
 def test_bench_farm_smoke_prints_every_method_and_equal_accuracy(capsys):

@@ -1,4 +1,4 @@
-"""The GPU benchmark (jobs/bench_gpu.py): its smoke test on the CPU prints every section and the ratio lines;
+"""The GPU benchmark (jobs/bench/gpu.py): its smoke test on the CPU prints every section and the ratio lines;
 the helpers that read the peaks and the packed farm's concurrency."""
 
 import json
@@ -8,8 +8,8 @@ import re
 import numpy as np
 import torch
 
-from jobs import bench_gpu
-from jobs.bench_gpu_parts import cifar_like, datasheet_peak, group_intervals, most_at_once
+from jobs.bench import gpu as bench_gpu
+from jobs.bench.gpu_parts import cifar_like, datasheet_peak, group_intervals, most_at_once
 
 
 def test_smoke_test_prints_every_section_and_ratio(capsys):
@@ -17,7 +17,7 @@ def test_smoke_test_prints_every_section_and_ratio(capsys):
     out = capsys.readouterr().out
     for title, _ in bench_gpu.SECTIONS:
         assert f"== {title}\n" in out
-    assert out.startswith("setup: jobs.bench_gpu --smoke-test") and "\nmachine: " in out
+    assert out.startswith("setup: jobs.bench.gpu --smoke-test") and "\nmachine: " in out
     assert re.search(r"measured matmul peak .*fp32 [\d.]+, tf32 [\d.]+, bf16 [\d.]+", out)
     for name in ("quickstart mlp", "cnn 3x32x32"):
         assert f"\n{name}: N=" in out

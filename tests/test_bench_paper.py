@@ -6,7 +6,7 @@ import re
 import pytest
 
 from farm.config import load_config
-from jobs import bench_paper
+from jobs.bench import paper as bench_paper
 from jobs.common import resolve_config
 
 ROW = re.compile(r"^\| (paper_\w+) \| (\w+) \| (label-only|confidence) \| (\d+\.\d)% \| (\d\.\d{3}) \| (\S+) "

@@ -1,8 +1,8 @@
-"""`python -m jobs.bench_pergrad --smoke-test`: both sides run on a group of 16 models and agree."""
+"""`python -m jobs.bench.pergrad --smoke-test`: both sides run on a group of 16 models and agree."""
 
 import re
 
-from jobs import bench_pergrad
+from jobs.bench import pergrad as bench_pergrad
 
 
 def test_bench_pergrad_smoke(capsys):

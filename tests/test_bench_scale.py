@@ -1,8 +1,8 @@
-"""`python -m jobs.bench_scale --smoke-test`: a 16-model farm, verified, with its report lines."""
+"""`python -m jobs.bench.scale --smoke-test`: a 16-model farm, verified, with its report lines."""
 
 from farm.plan import load_plan
 from farm.verify import verify_plan
-from jobs import bench_scale
+from jobs.bench import scale as bench_scale
 
 
 def test_bench_scale_smoke(ray_local, tmp_path, capsys):

@@ -1,6 +1,6 @@
-"""`python -m jobs.bench_tune --smoke-test`: both tune paths on the smoke farm, with the report lines."""
+"""`python -m jobs.bench.tune --smoke-test`: both tune paths on the smoke farm, with the report lines."""
 
-from jobs import bench_tune
+from jobs.bench import tune as bench_tune
 
 
 def test_bench_tune_smoke(ray_local, tmp_path, capsys):

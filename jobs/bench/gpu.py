@@ -1,14 +1,14 @@
 """Benchmark on a GPU (issue 19): the farm's vmapped groups vs a per-model loop, achieved FLOP/s against the
 device's peak, peak memory per group size, fractional GPU packing, batched HopSkipJump; one run, one printout.
 
-    python -m jobs.bench_gpu [--resnet] [--repeats 3] [--smoke-test] [--packing-on-cpu]
+    python -m jobs.bench.gpu [--resnet] [--repeats 3] [--smoke-test] [--packing-on-cpu]
 
 Device: cuda when torch sees one, else the CPU. Sections, each headed `== ...`:
-- device: name, torch / CUDA versions, TF32 settings, the datasheet peak (jobs/bench_gpu_parts.DATASHEET_TFLOPS,
+- device: name, torch / CUDA versions, TF32 settings, the datasheet peak (jobs.bench.gpu_parts.DATASHEET_TFLOPS,
   dense) and the measured torch.matmul peak (fp32, tf32, bf16), timed after a synchronize.
 - farm: the quickstart MLP (digits), a CIFAR-size CNN (`model.name: cnn`, synthetic 3x32x32 images made here:
   `data.synthetic` is tabular only) and with --resnet ResNet-18/GN, each trained as a per-model loop and as
-  vmapped groups (farm.train.train_group, as jobs.bench_farm does): median models/hour over --repeats, the
+  vmapped groups (farm.train.train_group, as jobs.bench.farm does): median models/hour over --repeats, the
   vmap/loop ratio, achieved FLOP/s (torch.utils.flop_counter on one forward+backward step x steps x models)
   against the peaks, and how far the same model's weights and labels differ between the two ways.
 - memory: torch.cuda.max_memory_allocated of one group of 1, 4, 16, 64 models training, to choose
@@ -42,8 +42,8 @@ from farm.data import DatasetInfo, load_dataset
 from farm.membership import make_membership
 from farm.models import build_model
 from farm.train import predict_in_chunks
-from jobs.bench_farm import machine
-from jobs.bench_gpu_parts import (
+from jobs.bench.farm import machine
+from jobs.bench.gpu_parts import (
     TimedOracle,
     Workload,
     cifar_like,
@@ -250,7 +250,7 @@ def bench(args: argparse.Namespace) -> int:
 
 def _run_sections(args: argparse.Namespace, sizes: dict) -> int:
     device, state, failed = _device(args), {}, []
-    print(f"setup: jobs.bench_gpu {'--smoke-test ' if args.smoke_test else ''}| repeats {args.repeats} | "
+    print(f"setup: jobs.bench.gpu {'--smoke-test ' if args.smoke_test else ''}| repeats {args.repeats} | "
           f"resnet {'yes' if args.resnet else 'no'} | sizes {sizes}")
     print(f"machine: {machine()} | {platform.node()}")
     begin = time.perf_counter()
@@ -278,7 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_gpu", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.gpu", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

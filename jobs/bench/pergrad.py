@@ -1,6 +1,6 @@
 """Benchmark: per-example gradients of a group of models with torch.func against a plain loop, in one process.
 
-`python -m jobs.bench_pergrad [--config quickstart] [--models 16] [--examples 512] [--repeats 5] [--smoke-test]`
+`python -m jobs.bench.pergrad [--config quickstart] [--models 16] [--examples 512] [--repeats 5] [--smoke-test]`
 
 Both sides compute every white-box statistic of `attacks.compute.whitebox` (loss, margin, gradient norms overall
 and per layer, activation norms, top probabilities) for the same models on the same examples of the config's
@@ -25,7 +25,7 @@ import torch
 from attacks.compute.whitebox import group_statistics, loop_statistics, stacked
 from farm.data import load_dataset
 from farm.models import build_model
-from jobs.bench_farm import machine
+from jobs.bench.farm import machine
 from jobs.common import job_main, job_parser, resolve_config
 
 
@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_pergrad", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.pergrad", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: the ensemble kernel vs vmapped groups vs a plain per-model loop, same models, one process.
 
-    python -m jobs.bench_farm [--config quickstart] [--models 32] [--group-size 16] [--repeats 3]
+    python -m jobs.bench.farm [--config quickstart] [--models 32] [--group-size 16] [--repeats 3]
                               [--threads 1] [--profile]
 
 Three ways to train the same models (same seeds, batches, epochs and optimizer steps):
@@ -164,7 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_farm", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.farm", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Pieces of the GPU benchmark (jobs/bench_gpu.py): the device's peak (datasheet and measured), CIFAR-size
+"""Pieces of the GPU benchmark (jobs/bench/gpu.py): the device's peak (datasheet and measured), CIFAR-size
 synthetic images, FLOPs of a training step, timed training of a workload, peak memory of a group, the packed
 farm (`section_packing`: plan_run + train_farm, group intervals from metrics.json) and a timed label oracle."""
 

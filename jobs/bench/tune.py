@@ -1,6 +1,6 @@
 """Benchmark: `shadowfarm tune` today against the search as it ran before issue 18, in the same process.
 
-    python -m jobs.bench_tune [--run RUN] [--attack calibrated] [--num-samples 16] [--repeats 1] [--profile]
+    python -m jobs.bench.tune [--run RUN] [--attack calibrated] [--num-samples 16] [--repeats 1] [--profile]
 
 Both paths tune the same attack on fresh copies of RUN (default: the quickstart, trained into a temporary
 directory), so neither finds the other's re-queries in the run's cache; the runs alternate (reference, new,
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from farm.errors import ConfigError
-from jobs.bench_farm import load, machine
+from jobs.bench.farm import load, machine
 from jobs.common import job_main, job_parser
 
 SMOKE = dict(num_samples=2, pseudo_targets=2, repeats=1)
@@ -151,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_tune", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.tune", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: requests/s of `shadowfarm serve`'s two engines, stdlib and Ray Serve, same model and load.
 
-    python -m jobs.bench_serve [--clients 8] [--requests 50] [--rows 16] [--features 64] [--replicas 2]
+    python -m jobs.bench.serve [--clients 8] [--requests 50] [--rows 16] [--features 64] [--replicas 2]
         [--replica-cpus 1] [--batch-wait-ms 5] [--repeats 3] [--smoke-test]
 
 One MLP (features -> 256 -> 256 -> 10) in this process; both engines serve it on loopback. `--clients` threads
@@ -26,7 +26,7 @@ import torch
 from attacks.oracles import protocol
 from attacks.oracles.model import ModelOracle
 from attacks.oracles.server import LabelServer
-from jobs.bench_farm import load, machine
+from jobs.bench.farm import load, machine
 from jobs.common import job_main, job_parser
 
 SMOKE = dict(clients=2, requests=5, repeats=1, replicas=1)
@@ -112,7 +112,7 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_serve", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.serve", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

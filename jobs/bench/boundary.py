@@ -1,6 +1,6 @@
 """Benchmark: our batched HopSkipJump (attacks/compute/hsja.py) vs IBM ART's HopSkipJump, same model, examples, budget.
 
-    python -m jobs.bench_boundary [--run runs/quickstart] [--model-id 0] [--examples 200] [--max-iter 10]
+    python -m jobs.bench.boundary [--run runs/quickstart] [--model-id 0] [--examples 200] [--max-iter 10]
         [--init-evals 100] [--max-evals 1000] [--repeats 3] [--art-repeats 1] [--art-estimator both] [--smoke-test]
 
 Both tools attack model `--model-id` of a trained run (untargeted, L2, labels only) on the same examples: half
@@ -25,7 +25,7 @@ are unseeded (np.random.RandomState()), so its distances and AUC vary from run t
 seeded with --seed.
 
 Needs IBM ART (pip install 'shadowfarm[bench]'); `--smoke-test` runs ours alone when ART is missing. ART's side
-and the meters both tools run under (query counts, timings) are in jobs/bench_art.py. Make the
+and the meters both tools run under (query counts, timings) are in jobs/bench/art.py. Make the
 quickstart run first: python -m jobs.train --config quickstart --out runs/quickstart (about 30 s).
 """
 
@@ -49,8 +49,8 @@ from farm.models import build_model
 from farm.plan import Plan, load_plan
 from farm.shards import MEMBERSHIP, RUN_JSON, is_done, load_weights, membership_matrix, model_dir
 from farm.storage import RunDir
-from jobs.bench_art import INIT_SIZE, ArtMissing, CountingModule, Stopwatch, back_to_boundary, import_art, run_art
-from jobs.bench_farm import machine
+from jobs.bench.art import INIT_SIZE, ArtMissing, CountingModule, Stopwatch, back_to_boundary, import_art, run_art
+from jobs.bench.farm import machine
 from jobs.common import job_main, job_parser
 
 MAKE_QUICKSTART = "python -m jobs.train --config quickstart --out runs/quickstart"
@@ -237,7 +237,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_boundary", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.boundary", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Load test: a farm of 256 quickstart models on the local Ray, memory bounded, every shard valid.
 
-    python -m jobs.bench_scale [--models 256] [--group-size 32] [--subsample 500] [--set KEY=VALUE] [--out RUN]
+    python -m jobs.bench.scale [--models 256] [--group-size 32] [--subsample 500] [--set KEY=VALUE] [--out RUN]
 
 Trains the farm into a fresh temporary directory (deleted afterwards; --out keeps it), then verifies
 every file as `shadowfarm verify` does. Prints the setup, the machine, the wall time and models/min of
@@ -15,7 +15,7 @@ its wall time, its peak RSS (VmHWM: `process_peak_rss_mb`) at the start, after l
 peak of the memory tracemalloc sees allocated in the stage (numpy arrays included), the responses' size.
 The issue-18 figure, 256 models x 10k examples (tabular, as digits has 1,797 rows):
 
-    python -m jobs.bench_scale --config paper_synthetic --models 256 --group-size 32 --subsample 10000 \
+    python -m jobs.bench.scale --config paper_synthetic --models 256 --group-size 32 --subsample 10000 \
         --set data.synthetic.n_examples=10000 --set train.epochs=2 --set model.hidden=[64] \
         --set membership.target_ids=[0]
 """
@@ -40,7 +40,7 @@ from farm.plan import load_plan, plan_run
 from farm.shards import model_dir
 from farm.verify import verify_plan
 from farm.worker import peak_rss_mb
-from jobs.bench_farm import machine
+from jobs.bench.farm import machine
 from jobs.common import job_main, job_parser, resolve_config
 
 SMOKE = dict(models=16, group_size=4, subsample=200, overrides=["train.epochs=2"])
@@ -151,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_scale", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.scale", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

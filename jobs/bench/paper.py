@@ -1,6 +1,6 @@
 """Benchmark: the label-only paper's overfit regimes (Choquette-Choo et al. 2007.14321), our figures beside theirs.
 
-    python -m jobs.bench_paper [--configs paper_adult,paper_digits,paper_synthetic] [--out-root runs/bench_paper]
+    python -m jobs.bench.paper [--configs paper_adult,paper_digits,paper_synthetic] [--out-root runs/bench_paper]
         [--attacks gap,noise,...] [--set KEY=VALUE] [--bootstrap 100] [--smoke-test]
 
 Trains each config's farm (jobs/configs/paper_*.yaml) through the library (`farm.plan.plan_run`,
@@ -36,7 +36,7 @@ from farm.config import load_config
 from farm.driver import train_farm
 from farm.plan import plan_run
 from farm.storage import RunDir
-from jobs.bench_farm import machine
+from jobs.bench.farm import machine
 from jobs.common import csv_list, job_main, job_parser, resolve_config
 
 CONFIGS = ("paper_adult", "paper_digits", "paper_synthetic")
@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.bench_paper", __doc__, add_arguments), run=bench)
+    return job_main(argv, job_parser("python -m jobs.bench.paper", __doc__, add_arguments), run=bench)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""IBM ART's side of `jobs.bench_boundary`, and the meters both tools run under.
+"""IBM ART's side of `jobs.bench.boundary`, and the meters both tools run under.
 
 `CountingModule` counts the rows a torch module evaluates (a tool's queries), `Stopwatch` times each run
 (wall clock and CPU); `run_art` runs ART's HopSkipJump through its PyTorchClassifier or BlackBoxClassifier;
