@@ -13,15 +13,13 @@ from functools import partial
 
 from farm.errors import ConfigError
 from farm.overrides import parse_override
-from jobs.common import csv_list, job_main, job_parser, model_ids
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
 
+HELP = "run label-only attacks and confidence baselines on a trained run"
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        parser.add_argument("run", help="run directory (a path or s3://, gs:// URI)")
-    else:
-        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    add_run_argument(parser, positional=positional, help="run directory (a path or s3://, gs:// URI)")
     parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack the run supports); "
                              "gap, augmentation, noise, calibrated, transfer, loss, confidence_classifier, "
@@ -70,20 +68,20 @@ def options_from(args: argparse.Namespace):
                          n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, tuned=args.tuned)
 
 
-def attack(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from attacks.report.core import format_table, summary_rows
     from attacks.report.page import write_report
     from attacks.runner import attack_run
     from farm.storage import RunDir
 
     results = attack_run(args.run, options_from(args), progress=not args.quiet)
-    run = RunDir(args.run)
-    print(format_table(summary_rows(run)))
+    store = RunDir(args.run)
+    print(format_table(summary_rows(store)))
     for row in results:
         if "skipped" in row:
             print(f"skipped {row['attack']}: {row['skipped']}")
     if not args.no_report:
-        print(f"report: {write_report(run)}")
+        print(f"report: {write_report(store)}")
     return 0
 
 
@@ -98,7 +96,7 @@ def smoke(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser("python -m jobs.attack", __doc__, partial(add_arguments, positional=False),
                         smoke_help="train the smoke farm (python -m jobs.train --smoke-test) if needed, then attack it")
-    return job_main(argv, parser, run=attack, smoke=smoke, needs_run=True)
+    return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from functools import partial
 
 from farm.errors import ConfigError
 from jobs.attack import parse_settings
-from jobs.common import csv_list, job_main, job_parser, model_ids
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
 
 HELP = "audit a deployed model (HTTP, TorchScript) with a run's shadows: label-only, journaled, budgeted"
@@ -35,10 +35,8 @@ def _shadows(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
-    if positional:
-        parser.add_argument("run", help="run directory: the farm of shadow models (a path or s3://, gs:// URI)")
-    else:
-        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    add_run_argument(parser, positional=positional,
+                     help="run directory: the farm of shadow models (a path or s3://, gs:// URI)")
     parser.add_argument("--target", required=positional,
                         help="http(s)://HOST:PORT/PATH, model:K, or a TorchScript file")
     parser.add_argument("--members", metavar="FILE",
@@ -83,31 +81,6 @@ def options_from(args: argparse.Namespace):
                         members=members, tuned=args.tuned)
 
 
-def format_results(results: list[dict], fpr: float) -> str:
-    """The audit's table: metrics when the ground truth is known, flagged counts always."""
-    truth = any(r.get("ground_truth") for r in results)
-    head = ("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "bal. acc") if truth else ("attack",)
-    head += (f"threshold@{fpr:g}", "flagged")
-    rows = []
-    for r in results:
-        if "skipped" in r:
-            continue
-        threshold = r["shadow_thresholds"][f"{fpr:g}"]
-        cells = (r["attack"],)
-        if truth:
-            cells += (f"{r['auc']:.3f}", f"{100 * r['tpr_at_fpr']['0.01']:.1f}%",
-                      f"{100 * r['tpr_at_fpr']['0.001']:.1f}%", f"{100 * r['balanced_accuracy']:.1f}%")
-        cells += (f"{threshold:.4g}", f"{r['n_flagged']}/{r['n_examples']}")
-        rows.append(cells)
-    widths = [max(len(line[i]) for line in (head, *rows)) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-             for cells in (head, *rows)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("thresholds chosen on shadow models only; bal. acc at the best-balanced-accuracy shadow threshold")
-    lines += [f"skipped {r['attack']}: {r['skipped']}" for r in results if "skipped" in r]
-    return "\n".join(lines)
-
-
 def v2_target(args: argparse.Namespace) -> str:
     """--target, with /v2/models/<--model-name> appended for --protocol v2; ConfigError for a misplaced flag."""
     if args.protocol != "v2":
@@ -121,9 +94,10 @@ def v2_target(args: argparse.Namespace) -> str:
     return f"{args.target.rstrip('/')}/v2/models/{urllib.parse.quote(args.model_name, safe='')}"
 
 
-def audit(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from attacks.audit import audit_run, open_target, target_key
     from attacks.oracles.http_client import HttpSettings
+    from attacks.report.audit_table import format_audit
     from farm.storage import RunDir
     from jobs.serve import read_token
 
@@ -139,7 +113,7 @@ def audit(args: argparse.Namespace) -> int:
                   "members_file": args.members}
     results = audit_run(args.run, oracle, target=name, options=options_from(args), provenance=provenance,
                         progress=not args.quiet)
-    print(format_results(results, args.fpr))
+    print(format_audit(results, args.fpr))
     print(f"target {name}: {oracle.queries_used} queries used (budget: "
           f"{'none' if oracle.budget is None else oracle.budget}"
           + (f", {oracle.journal_hits} answers reused from the journal" if hasattr(oracle, "journal_hits") else "")
@@ -167,7 +141,7 @@ def smoke(args: argparse.Namespace) -> int:
         args.attacks = args.attacks or ("gap", "augmentation", "noise", "calibrated", "boundary")
         args.settings = args.settings or ["boundary.max_iter=2", "boundary.init_evals=20", "boundary.max_evals=40"]
         args.bootstrap, args.pseudo_targets = min(args.bootstrap, 20), min(args.pseudo_targets, 2)
-        code = audit(args)
+        code = run(args)
     finally:
         server.stop()
     print(f"the server answered {server.stats()['inputs_answered']} inputs")
@@ -180,7 +154,7 @@ def smoke_or_audit(args: argparse.Namespace) -> int:
         return smoke(args)
     if not args.run or not args.target:
         raise ConfigError("--run and --target are required (or use --smoke-test)")
-    return audit(args)
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import attack as attack_job
-from jobs import audit as audit_job
-from jobs import defenses as defenses_job
-from jobs import mlserver as mlserver_job
-from jobs import serve as serve_job
-from jobs import study as study_job
-from jobs import study_ood, study_worst_case
-from jobs import train as train_job
-from jobs import tune as tune_job
+from jobs import attack, audit, export_mlserver, report, serve, train, tune, verify
 from jobs.common import job_main, job_parser
+from jobs.study import calibration, defenses, ood, worst_case
+
+# COMMAND (and STUDY) -> its job module: HELP, the description (__doc__), add_arguments and run(args).
+STUDIES = {"calibration": calibration, "worst-case": worst_case, "ood": ood, "defenses": defenses}
+STUDY_HELP = "studies: calibration (vs number of shadows), worst-case, ood, defenses (matrix)"
 
 EPILOG = """examples:
   shadowfarm train quickstart                  # 64 MLPs on digits into runs/quickstart
@@ -35,76 +32,25 @@ EPILOG = """examples:
 """
 
 
-def verify(args: argparse.Namespace) -> int:
-    """One line per problem on stdout, each naming its file; exit 1 when there is any."""
-    from farm.plan import load_plan
-    from farm.verify import verify_plan
-
-    problems = verify_plan(load_plan(args.run))
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) in {args.run}; re-running the `shadowfarm train` command that made it "
-              "(same config and --out) trains the bad or missing models again and keeps the valid ones",
-              file=sys.stderr)
-        return 1
-    print(f"{args.run}: ok")
-    return 0
-
-
-def report(args: argparse.Namespace) -> int:
-    from attacks.report.core import format_table, summary_rows
-    from attacks.report.page import write_report
-    from farm.storage import RunDir
-
-    run = RunDir(args.run)
-    path = write_report(run)
-    print(format_table(summary_rows(run)))
-    print(f"report: {path}")
-    return 0
+def _add(commands, name: str, job, **kwargs) -> None:
+    """COMMAND `name` of `job`: its help line, its docstring as description, its options; `func` runs it."""
+    p = commands.add_parser(name, help=job.HELP, description=job.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    job.add_arguments(p, **kwargs)
+    p.set_defaults(func=job.run)
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Every COMMAND (and STUDY) with its job's options; each sets `func`, the job's function to run."""
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("train", help="train the shadow-model farm of a config (resumable)",
-                       description=train_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train_job.add_arguments(p, positional=True)
-    p.set_defaults(func=train_job.train)
-    p = sub.add_parser("verify", help="check a run's shards: schemas, row counts, membership, _SUCCESS hashes")
-    p.add_argument("run", help="run directory")
-    p.set_defaults(func=verify)
-    p = sub.add_parser("attack", help="run label-only attacks and confidence baselines on a trained run",
-                       description=attack_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    attack_job.add_arguments(p, positional=True)
-    p.set_defaults(func=attack_job.attack)
-    p = sub.add_parser("tune", help="search an attack's settings with Ray Tune on a shadow-only game",
-                       description=tune_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tune_job.add_arguments(p, positional=True)
-    p.set_defaults(func=tune_job.tune)
-    p = sub.add_parser("study", help="studies: calibration (vs number of shadows), worst-case, ood, defenses (matrix)")
-    studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
-    q = studies.add_parser("calibration", help="re-run the shadow-calibrated attacks with the first k shadows",
-                           description=study_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    study_job.add_calibration_arguments(q, positional=True)
-    q.set_defaults(func=study_job.calibration)
-    for name, job in (("worst-case", study_worst_case), ("ood", study_ood), ("defenses", defenses_job)):
-        q = studies.add_parser(name, help=job.HELP, description=job.__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-        job.add_arguments(q, positional=True)
-        q.set_defaults(func=job.run)
-    for name, job in (("serve", serve_job), ("audit", audit_job)):
-        p = sub.add_parser(name, help=job.HELP, description=job.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        job.add_arguments(p)
-        p.set_defaults(func=getattr(job, name))
-    p = sub.add_parser("export-mlserver", help=mlserver_job.HELP, description=mlserver_job.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    mlserver_job.add_arguments(p)
-    p.set_defaults(func=mlserver_job.export)
-    p = sub.add_parser("report", help="write the HTML report of a run's attack results and print the table")
-    p.add_argument("run", help="run directory")
-    p.set_defaults(func=report)
+    for name, job in (("train", train), ("verify", verify), ("attack", attack), ("tune", tune)):
+        _add(sub, name, job, positional=True)
+    studies = sub.add_parser("study", help=STUDY_HELP).add_subparsers(dest="study", required=True, metavar="STUDY")
+    for name, job in STUDIES.items():
+        _add(studies, name, job, positional=True)
+    for name, job in (("serve", serve), ("audit", audit), ("export-mlserver", export_mlserver)):
+        _add(sub, name, job)  # the same arguments as their own entry points
+    _add(sub, "report", report, positional=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,6 +101,15 @@ def smoke_out(name: str) -> str:
     return out
 
 
+def add_run_argument(parser: argparse.ArgumentParser, *, positional: bool, help: str = "run directory") -> None:
+    """The run directory a job reads: RUN (`shadowfarm VERB RUN`, described by `help`) or --run (`python -m
+    jobs.VERB --run RUN`, which --smoke-test may fill in)."""
+    if positional:
+        parser.add_argument("run", help=help)
+    else:
+        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+
+
 def csv_list(text: str) -> tuple[str, ...]:
     """`a, b,,c` -> ("a", "b", "c"): a comma-separated command-line value."""
     return tuple(part.strip() for part in text.split(",") if part.strip())

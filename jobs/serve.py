@@ -135,7 +135,7 @@ def make_app(args: argparse.Namespace):
                   batch_wait_s=(5.0 if args.batch_wait_ms is None else args.batch_wait_ms) / 1000)
 
 
-def serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     engine = pick_engine(args)
     try:
         server = make_app(args) if engine == "ray" else make_server(args)
@@ -160,7 +160,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.serve", __doc__, add_arguments), run=serve)
+    return job_main(argv, job_parser("python -m jobs.serve", __doc__, add_arguments), run=run)
 
 
 if __name__ == "__main__":

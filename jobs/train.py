@@ -22,6 +22,7 @@ from farm.storage import RunDir
 from jobs.common import default_out, job_main, job_parser, resolve_config, smoke_out, train_summary
 from jobs.smoke import SMOKE_OVERRIDES
 
+HELP = "train the shadow-model farm of a config (resumable)"
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     if positional:
@@ -57,7 +58,7 @@ def move_aside(out: str, digest: str) -> str | None:
     return moved
 
 
-def train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config)
     overrides = (SMOKE_OVERRIDES if args.smoke_test else []) + args.overrides
     cfg = load_config(config, overrides)
@@ -71,7 +72,7 @@ def train(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return job_main(argv, job_parser("python -m jobs.train", __doc__, partial(add_arguments, positional=False)),
-                    run=train)
+                    run=run)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,13 @@ import sys
 from functools import partial
 
 from farm.errors import ConfigError
-from jobs.common import job_main, job_parser, model_ids
+from jobs.common import add_run_argument, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
 
+HELP = "search an attack's settings with Ray Tune on a shadow-only game"
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        parser.add_argument("run", help="run directory")
-    else:
-        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    add_run_argument(parser, positional=positional)
     parser.add_argument("--attack", default="noise",
                         help="attack to tune: augmentation, noise, calibrated, boundary, transfer, "
                              "confidence_classifier, lira_confidence (default noise)")
@@ -46,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--quiet", action="store_true", help="less Tune output")
 
 
-def tune(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from attacks.tune import tune_attack
 
     if not 0 < args.fpr < 1:
@@ -80,7 +78,7 @@ def smoke(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser("python -m jobs.tune", __doc__, partial(add_arguments, positional=False),
                         smoke_help="tune the noise attack with 4 trials on a fresh smoke farm")
-    return job_main(argv, parser, run=tune, smoke=smoke, needs_run=True)
+    return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from attacks.report.defenses import format_matrix
 from attacks.studies.defenses import TRAINING_DEFENSES, parse_defenses
 from farm.errors import ConfigError, RunError
 from farm.storage import RunDir
-from jobs import defenses as defenses_job
+from jobs.study import defenses as defenses_job
 
 
 def test_defense_settings_expand_to_one_farm_each():

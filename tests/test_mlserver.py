@@ -1,4 +1,4 @@
-"""A real MLServer (mlserver==1.7.1 from PyPI, in its own venv made on first use by jobs.mlserver_env) serving
+"""A real MLServer (mlserver==1.7.1 from PyPI, in its own venv made on first use by tests/mlserver_env.py) serving
 models of a tiny farm exported by `shadowfarm export-mlserver`: the labels and the arg-max of the scores it
 answers over the Open Inference Protocol equal the in-process oracle's, and `shadowfarm audit --protocol v2`
 of it writes the same scores as the audit of model:0.
@@ -17,15 +17,15 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 import pytest
+from mlserver_env import MlserverEnvError, mlserver_env
 from polling import wait_for
 
 from attacks.oracles.http_client import HttpOracle, HttpSettings
+from attacks.oracles.mlserver_export import export_mlserver, layer_arrays
 from attacks.oracles.model import ModelOracle, _load_run_model
 from farm.errors import ConfigError
 from farm.readers import read_digits
 from jobs import cli
-from jobs.mlserver import export_mlserver, layer_arrays
-from jobs.mlserver_env import MlserverEnvError, mlserver_env
 
 TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
         "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
@@ -152,7 +152,7 @@ def test_the_venv_is_made_once_and_reused_by_its_stamp(tmp_path, monkeypatch):
     import shutil
     import threading
 
-    from jobs import mlserver_env as env
+    import mlserver_env as env
 
     built = []
 
@@ -179,7 +179,7 @@ def test_the_venv_is_made_once_and_reused_by_its_stamp(tmp_path, monkeypatch):
 
 
 def test_pip_without_any_index_is_told_apart(tmp_path, monkeypatch):
-    from jobs import mlserver_env as env
+    import mlserver_env as env
 
     empty = tmp_path / "no-wheels"
     empty.mkdir()

@@ -27,7 +27,7 @@ from farm.driver import train_farm
 from farm.errors import ConfigError
 from farm.plan import plan_run
 from farm.storage import RunDir
-from jobs import study_ood
+from jobs.study import ood as study_ood
 
 IMAGE = DatasetInfo(name="img", kind="image", shape=(1, 4, 4), num_classes=3, bounds=(0.0, 1.0))
 TABULAR = DatasetInfo(name="tab", kind="tabular", shape=(5,), num_classes=2,
@@ -173,7 +173,7 @@ def test_transfer_ood_reproduces_the_attack_stages_statistic(tiny_run):
 
 
 def test_study_subcommands_as_wired_in_the_cli(tiny_run, capsys):
-    from jobs import study_worst_case
+    from jobs.study import worst_case as study_worst_case
 
     parser = argparse.ArgumentParser(prog="shadowfarm")
     studies = parser.add_subparsers(dest="command").add_parser("study").add_subparsers(dest="study", required=True)

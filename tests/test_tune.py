@@ -19,7 +19,7 @@ from farm.driver import train_farm
 from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
 from farm.storage import RunDir
-from jobs import study as study_job
+from jobs.study import __main__ as study_job
 
 TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
         "train.lr=0.01", "queries=[clean, {kind: gaussian, sigma: 0.2, n: 6}]"]

@@ -16,7 +16,7 @@ from farm.config import load_config
 from farm.driver import train_farm
 from farm.errors import ConfigError
 from farm.plan import plan_run
-from jobs import study_worst_case
+from jobs.study import worst_case as study_worst_case
 
 N_CLASSES, PER_CLASS, N_PLANTED, DIM = 4, 75, 24, 10
 

@@ -1,4 +1,4 @@
-"""An MLServer custom runtime for a shadowfarm model exported by `shadowfarm export-mlserver` (jobs.mlserver).
+"""An MLServer custom runtime for a shadowfarm model exported by `shadowfarm export-mlserver` (mlserver_export.py).
 
 Copied next to the model's weights as `shadowfarm_runtime.py`; it runs inside MLServer's own environment
 (mlserver and numpy, no torch, no shadowfarm) and is never imported by shadowfarm itself.

@@ -1,4 +1,4 @@
-"""The defense × attack matrix: `python -m jobs.defenses --config quickstart [--defenses ...] [--attacks ...]`.
+"""The defense × attack matrix: `python -m jobs.study.defenses --config quickstart [--defenses ...] [--attacks ...]`.
 
 Trains one farm per training-time defense setting (each its own run directory under the study folder),
 runs every attack on each, applies every output-side defense to each farm's logits, and writes
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.defenses", __doc__, partial(add_arguments, positional=False)),
-                    run=run)
+    parser = job_parser("python -m jobs.study.defenses", __doc__, partial(add_arguments, positional=False))
+    return job_main(argv, parser, run=run)
 
 
 if __name__ == "__main__":

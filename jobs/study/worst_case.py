@@ -1,6 +1,6 @@
 """Worst case: every attack on the population's outliers beside the whole population.
 
-    python -m jobs.study_worst_case --run runs/quickstart [--rule knn --k 10 --fraction 0.1] [--smoke-test]
+    python -m jobs.study.worst_case --run runs/quickstart [--rule knn --k 10 --fraction 0.1] [--smoke-test]
     shadowfarm study worst-case runs/quickstart
 
 Needs the attack stage's results (`shadowfarm attack RUN`). Marks outliers by a stated rule on the inputs
@@ -16,17 +16,15 @@ import argparse
 import sys
 from functools import partial
 
-from jobs.common import csv_list, job_main, job_parser, smoke_out
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, smoke_out
 from jobs.smoke import attacked_smoke_farm
 
 HELP = "attack results on the population's outliers beside the whole population"
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        parser.add_argument("run", help="run directory with attack results (a path or s3://, gs:// URI)")
-    else:
-        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    add_run_argument(parser, positional=positional,
+                     help="run directory with attack results (a path or s3://, gs:// URI)")
     parser.add_argument("--attacks", type=csv_list, default=None, help="comma-separated attacks (default: every attack "
                                                                    "with a result)")
     parser.add_argument("--rule", default="knn", help="outlier rule: knn (fewest same-class neighbours among the k "
@@ -62,7 +60,7 @@ def smoke(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser("python -m jobs.study_worst_case", __doc__, partial(add_arguments, positional=False),
+    parser = job_parser("python -m jobs.study.worst_case", __doc__, partial(add_arguments, positional=False),
                         smoke_help="train the smoke farm and run its cheap attacks (as python -m jobs.attack "
                                    "--smoke-test does) then run the study on it")
     return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)

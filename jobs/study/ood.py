@@ -1,7 +1,7 @@
 """Out-of-distribution non-members: each attack's false positives on inputs the target never saw and that do
 not come from its population (Hintersdorf et al.).
 
-    python -m jobs.study_ood --run runs/quickstart [--n-inputs 1000] [--other-data npz:PATH] [--smoke-test]
+    python -m jobs.study.ood --run runs/quickstart [--n-inputs 1000] [--other-data npz:PATH] [--smoke-test]
     shadowfarm study ood runs/quickstart
 
 Needs the attack stage's results (`shadowfarm attack RUN`). Families: uniform and Gaussian noise, permuted
@@ -19,17 +19,15 @@ import sys
 from functools import partial
 
 from farm.errors import ConfigError
-from jobs.common import csv_list, job_main, job_parser, smoke_out
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, smoke_out
 from jobs.smoke import attacked_smoke_farm
 
 HELP = "false positives of every attack on out-of-distribution inputs (noise, permuted, scaled, other data)"
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        parser.add_argument("run", help="run directory with attack results (a path or s3://, gs:// URI)")
-    else:
-        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+    add_run_argument(parser, positional=positional,
+                     help="run directory with attack results (a path or s3://, gs:// URI)")
     parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated attacks (default: every attack with a result)")
     parser.add_argument("--families", type=csv_list, default=None,
@@ -76,7 +74,7 @@ def smoke(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser("python -m jobs.study_ood", __doc__, partial(add_arguments, positional=False),
+    parser = job_parser("python -m jobs.study.ood", __doc__, partial(add_arguments, positional=False),
                         smoke_help="train the smoke farm and run its cheap attacks (as python -m jobs.attack "
                                    "--smoke-test does) then run the study on it with 50 inputs per family")
     return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)

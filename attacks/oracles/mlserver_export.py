@@ -1,9 +1,10 @@
-"""Export a run's model for MLServer: `shadowfarm export-mlserver RUN --model-id K DIR`, then `mlserver start DIR`.
+"""A run's model as an MLServer model folder: `export_mlserver(run, model_id, folder)` (the library of
+`shadowfarm export-mlserver RUN --model-id K DIR`, jobs/export_mlserver.py), then `mlserver start DIR`.
 
-Writes DIR/NAME/{model-settings.json, weights.npz, shadowfarm_runtime.py} (a numpy custom runtime,
-jobs/mlserver_runtime.py: MLServer's environment needs mlserver and numpy only, no torch) and DIR/settings.json
-(listen on --host, 127.0.0.1 by default, HTTP --port, gRPC --grpc-port, no metrics server, inference in the
-server process). Several exports into one DIR serve several models; the last one's server settings win.
+Writes DIR/NAME/{model-settings.json, weights.npz, shadowfarm_runtime.py} (a numpy custom runtime: a copy of
+mlserver_runtime.py, beside this file; MLServer's environment needs mlserver and numpy only, no torch) and
+DIR/settings.json (listen on `host`, 127.0.0.1 by default, HTTP `port`, gRPC `grpc_port`, no metrics server,
+inference in the server process). Several exports into one DIR serve several models; the last one's server settings win.
 The model then speaks the Open Inference Protocol (v2): audit it with
 `shadowfarm audit RUN --target http://127.0.0.1:PORT/v2/models/NAME --protocol v2`.
 Models made of flatten/linear/ReLU/dropout layers (the registry's logistic and mlp) can be exported;
@@ -12,7 +13,6 @@ weights are float32 like torch's, dropout is dropped (the identity in eval mode)
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
@@ -21,13 +21,13 @@ import numpy as np
 from farm.errors import ConfigError
 from farm.storage import RunDir
 
-HELP = "write a run's model as an MLServer model folder (numpy runtime, Open Inference Protocol)"
-RUNTIME = "shadowfarm_runtime"
+RUNTIME = "shadowfarm_runtime"  # the module name of the runtime's copy in an exported folder
+RUNTIME_SOURCE = Path(__file__).with_name("mlserver_runtime.py")
 OUTPUTS = {"labels": ("label", "INT64", [-1]), "scores": ("scores", "FP32", [-1, -1])}
 
 
 def layer_arrays(model) -> dict[str, np.ndarray]:
-    """The npz arrays of a torch nn.Sequential of Flatten/Linear/ReLU/Dropout (see jobs/mlserver_runtime.py);
+    """The npz arrays of a torch nn.Sequential of Flatten/Linear/ReLU/Dropout (see mlserver_runtime.py);
     ConfigError naming the first other layer."""
     from torch import nn
 
@@ -70,28 +70,8 @@ def export_mlserver(run: str, model_id: int, folder: str, *, name: str | None = 
                                "extra": {"output": output, "run": str(run), "model_id": model_id}}}
     target = RunDir(folder)
     target.write_bytes(f"{name}/weights.npz", buffer.getvalue())
-    target.write_text(f"{name}/{RUNTIME}.py", (Path(__file__).parent / "mlserver_runtime.py").read_text())
+    target.write_text(f"{name}/{RUNTIME}.py", RUNTIME_SOURCE.read_text())
     target.write_json(f"{name}/model-settings.json", settings)
     target.write_json("settings.json", {"host": host, "http_port": port, "grpc_port": grpc_port,
                                         "metrics_endpoint": None, "parallel_workers": 0})
     return f"http://{host}:{port}/v2/models/{name}"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory")
-    parser.add_argument("folder", metavar="DIR", help="MLServer folder to write (then: mlserver start DIR)")
-    parser.add_argument("--model-id", type=int, required=True, help="export model K of the run")
-    parser.add_argument("--name", help="the model's name in the v2 API (default: model-K)")
-    parser.add_argument("--output", choices=tuple(OUTPUTS), default="labels",
-                        help="answer labels (INT64, default) or scores (FP32 logits; an audit keeps the arg-max)")
-    parser.add_argument("--host", default="127.0.0.1", help="address MLServer listens on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="MLServer's HTTP port (default 8080)")
-    parser.add_argument("--grpc-port", type=int, default=8081, help="MLServer's gRPC port (default 8081)")
-
-
-def export(args: argparse.Namespace) -> int:
-    url = export_mlserver(args.run, args.model_id, args.folder, name=args.name, output=args.output,
-                          host=args.host, port=args.port, grpc_port=args.grpc_port)
-    print(f"wrote {args.folder}: start it with `mlserver start {args.folder}` (mlserver==1.7.1 and numpy in "
-          f"its own environment), audit it with `shadowfarm audit {args.run} --target {url} --protocol v2`")
-    return 0

@@ -2,7 +2,7 @@
 
 mlserver 1.7.1 needs fastapi<0.116 and ray[serve] 2.60 needs fastapi>=0.133, so MLServer cannot live in the
 project's environment. It gets `.venv-mlserver/` at the repository root (or `path`): a venv of this Python
-with only `REQUIREMENTS` pip-installed (no torch: the runtime, jobs/mlserver_runtime.py, is numpy). A stamp
+with only `REQUIREMENTS` pip-installed (no torch: the runtime, attacks/oracles/mlserver_runtime.py, is numpy). A stamp
 file, written last, marks a finished venv; later calls reuse it, concurrent calls wait on a lock file beside
 it, and a venv without its stamp (an interrupted install) is removed and made again.
 """

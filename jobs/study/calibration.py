@@ -1,17 +1,22 @@
-"""Studies on a trained run: `python -m jobs.study calibration --run runs/quickstart --shadows 1,2,4,8,16,32,64`.
+"""Attack quality against the number of shadows: re-runs the shadow-calibrated attacks with the first k shadows.
 
-calibration: re-runs the shadow-calibrated attacks with the first k shadows for each target and each
-k; writes studies/calibration.parquet and adds the curve (TPR at 1% FPR and AUC vs shadows, log-2
-axis) to the report.
+    python -m jobs.study.calibration --run runs/quickstart [--shadows 1,2,4,8,16,32,64] [--smoke-test]
+    shadowfarm study calibration runs/quickstart --shadows 1,2,4,8,16,32,64
+
+For each target and each k; writes studies/calibration.parquet and adds the curve (TPR at 1% FPR and AUC vs
+shadows, log-2 axis) to the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
-from jobs.common import job_main, job_parser
+from jobs.common import add_run_argument, job_main, job_parser
 from jobs.smoke import smoke_farm
+
+HELP = "re-run the shadow-calibrated attacks with the first k shadows"
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -21,18 +26,15 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def add_calibration_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        parser.add_argument("run", help="run directory")
-    else:
-        parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
+def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    add_run_argument(parser, positional=positional)
     parser.add_argument("--shadows", type=_ints, default=(1, 2, 4, 8, 16, 32, 64),
                         help="shadow counts, comma-separated (default 1,2,4,8,16,32,64; capped at the run's)")
     parser.add_argument("--targets", type=_ints, default=None, help="target model ids (default: the run's)")
     parser.add_argument("--pseudo-targets", type=int, default=4, help="shadows playing the target for thresholds")
 
 
-def calibration(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from attacks.report.page import write_report
@@ -52,19 +54,11 @@ def calibration(args: argparse.Namespace) -> int:
             tpr, auc = np.mean([r["tpr@1%fpr"] for r in sel]), np.mean([r["auc"] for r in sel])
             cells.append(f"{100 * tpr:6.1f}% / {auc:.3f}")
         print(f"{name:20s}" + "".join(f"{c:>15s}" for c in cells))
-    run = RunDir(args.run)
-    print(f"wrote {run.path('studies/calibration.parquet')}")
-    if run.listdir("attacks"):
-        print(f"report: {write_report(run)}")
+    store = RunDir(args.run)
+    print(f"wrote {store.path('studies/calibration.parquet')}")
+    if store.listdir("attacks"):
+        print(f"report: {write_report(store)}")
     return 0
-
-
-def add_studies(parser: argparse.ArgumentParser) -> None:
-    """The STUDY subcommand (one for now: calibration) with its options and --smoke-test."""
-    sub = parser.add_subparsers(dest="study", required=True, metavar="STUDY")
-    p = sub.add_parser("calibration", help="attack quality against the number of shadows")
-    add_calibration_arguments(p, positional=False)
-    p.add_argument("--smoke-test", action="store_true", help="a fresh smoke farm, shadows 1,2,4")
 
 
 def smoke(args: argparse.Namespace) -> None:
@@ -74,8 +68,9 @@ def smoke(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(argv, job_parser("python -m jobs.study", __doc__, add_studies), run=calibration, smoke=smoke,
-                    needs_run=True)
+    parser = job_parser("python -m jobs.study.calibration", __doc__, partial(add_arguments, positional=False),
+                        smoke_help="a fresh smoke farm, shadows 1,2,4")
+    return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""Check a run's shards: `python -m jobs.verify --run RUN` (or `shadowfarm verify RUN`).
+
+Schemas, row counts, membership and the `_SUCCESS` hashes of every model: one line per problem on stdout,
+each naming its file, and exit code 1 when there is any; `RUN: ok` otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+
+from jobs.common import add_run_argument, job_main, job_parser
+from jobs.smoke import smoke_farm
+
+HELP = "check a run's shards: schemas, row counts, membership, _SUCCESS hashes"
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    add_run_argument(parser, positional=positional)
+
+
+def run(args: argparse.Namespace) -> int:
+    """One line per problem on stdout, each naming its file; exit 1 when there is any."""
+    from farm.plan import load_plan
+    from farm.verify import verify_plan
+
+    problems = verify_plan(load_plan(args.run))
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.run}; re-running the `shadowfarm train` command that made it "
+              "(same config and --out) trains the bad or missing models again and keeps the valid ones",
+              file=sys.stderr)
+        return 1
+    print(f"{args.run}: ok")
+    return 0
+
+
+def smoke(args: argparse.Namespace) -> None:
+    """--smoke-test: the smoke farm (`jobs.smoke`) in --run."""
+    args.run = smoke_farm(args.run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = job_parser("python -m jobs.verify", __doc__, partial(add_arguments, positional=False),
+                        smoke_help="train the smoke farm (python -m jobs.train --smoke-test) if needed, then verify it")
+    return job_main(argv, parser, run=run, smoke=smoke, needs_run=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
