@@ -58,7 +58,9 @@ def slug(heading: str) -> str:
 
 
 def anchors(page: Path) -> set[str]:
-    return {slug(h) for h in re.findall(r"^#+ (.+)$", page.read_text(), re.MULTILINE)}
+    """The anchors of a page's headings (a `#` line inside a fenced code block is no heading)."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
 
 
 def broken_links(page: Path) -> list[str]:
@@ -114,7 +116,7 @@ def test_relative_links_point_at_existing_files_and_headings():
 
 def test_a_broken_link_is_found(tmp_path):
     page_md = tmp_path / "page.md"
-    (tmp_path / "there.md").write_text("# A heading (with `code`)\n")
+    (tmp_path / "there.md").write_text("# A heading (with `code`)\n```bash\n# nope\n```\n")
     page_md.write_text("[ok](there.md#a-heading-with-code) [gone](missing.md) [bad](there.md#nope) "
                        "[web](https://example.com/x.md)\n")
     assert [b.split(":")[0] for b in broken_links(page_md)] == ["missing.md", "there.md#nope"]
