@@ -1,6 +1,6 @@
 """The tree is the map: no import cycles, and imports point only the allowed way.
 
-Rules (README "Layout"):
+Rules (docs/design.md §1, README "Layout"):
 - no cycle among the project's modules, counting imports inside functions too;
 - `farm/` never imports `attacks/` or `jobs/`; `attacks/` never imports `jobs/`;
 - `attacks/stats/` and `attacks/methods/` are pure: numpy/scipy/scikit-learn/torch and each other, never

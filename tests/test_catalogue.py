@@ -10,15 +10,16 @@ Argument-syntax errors caught by argparse (`kind="argparse"`) exit 2 through arg
 with the same one line (`jobs.common.ArgumentParser`). Oracle answers go through `check_labels`
 (attacks.oracles.base), the validation every `CountingOracle` applies, and are reported by the same `run_cli`.
 
-The README's table is this list: `.venv/bin/python tests/test_catalogue.py > catalogue.md` prints it.
+docs/errors.md is this list: each case's row there must equal the line it printed; with
+SHADOWFARM_ERRORS_PAGE=write the cases write the page instead (`python tests/errors_page.py`, tests/errors_page.py).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import errors_page
 import numpy as np
 import pytest
 from catalogue_cases import CASES, SECRET, Case, make_files
@@ -90,12 +91,21 @@ def tiny_run(ray_local, tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="module")
+def page_rows() -> dict[str, str]:
+    """docs/errors.md's rows as the cases print them, written as the page when asked (errors_page.writing)."""
+    rows: dict[str, str] = {}
+    yield rows
+    if errors_page.writing():
+        errors_page.write(rows, [c.id for c in CASES])
+
+
 def test_catalogue_is_large_and_ids_are_unique():
     assert len(CASES) >= 25 and len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_one_clear_line_exit_2_nothing_written(case, files, tmp_path, request, capsys):
+def test_bad_input_one_clear_line_exit_2_nothing_written(case, files, page_rows, tmp_path, request, capsys):
     ctx = Context(files=str(files), out=str(tmp_path / "out"), request=request)
     before = snapshot(ctx.run) if case.kind == "run" else None
     files_before = snapshot(files)
@@ -111,6 +121,12 @@ def test_bad_input_one_clear_line_exit_2_nothing_written(case, files, tmp_path, 
     assert snapshot(files) == files_before
     if before is not None:
         assert snapshot(ctx.run) == before
+    printed = errors_page.row(case, err, files=files, run=ctx.run_dir, out=ctx.out)
+    if errors_page.writing():
+        page_rows[case.id] = printed
+    else:
+        assert errors_page.documented_rows().get(case.id) == printed, \
+            f"docs/errors.md is out of sync: regenerate it (python tests/errors_page.py)\n{printed}"
 
 
 def test_a_user_error_raised_inside_a_ray_task_is_still_one_line(ray_local, capsys):
@@ -124,31 +140,3 @@ def test_a_user_error_raised_inside_a_ray_task_is_still_one_line(ray_local, caps
     assert run_cli(lambda: ray_local.get(fails.remote())) == 2
     assert capsys.readouterr().err == "shadowfarm: error: part.parquet: a user error raised on a worker\n"
 
-
-def markdown(files: Path, run: str) -> str:
-    """The catalogue as a markdown table (id, input, message), messages as printed, paths shortened."""
-    import contextlib
-    import io
-
-    rows = ["| id | input | message (exit code 2) |", "|---|---|---|"]
-    for case in CASES:
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            invoke(case, Context(files=str(files), out=str(files / "out"), run_dir=run))
-        message = stderr.getvalue().strip().splitlines()[-1].replace(f"{files}/", "").replace(run, "RUN")
-        message = message.replace("|", "\\|")  # a pipe would end the table cell
-        rows.append(f"| `{case.id}` | {case.input} | `` {message} `` |")
-    return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":  # print the README table: python tests/test_catalogue.py
-    import tempfile
-
-    import ray
-
-    base = Path(tempfile.mkdtemp(prefix="catalogue-"))
-    make_files(base / "data")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    run_dir = str(base / "run")
-    train_farm(plan_run(load_config(None, TINY), run_dir), progress=False)
-    sys.stdout.write(markdown(base / "data", run_dir))

@@ -1,7 +1,7 @@
 """Same seed => identical results: two farms trained apart, with other group sizes, give bit-identical
 membership, weights, responses, boundary distances and attack scores for every attack.
 
-Also pinned here, where it does NOT hold bit for bit (the README's "Determinism" caveats):
+Also pinned here, where it does NOT hold bit for bit (docs/reliability.md, "Determinism"):
 dropout masks come from torch's global RNG seeded by the group, so with `model.dropout > 0` a model's
 weights depend on the group it was trained in (still reproducible for the same grouping). DP-SGD
 draws its Poisson batches and noise from generators seeded per model, so it does not depend on the group.

@@ -43,7 +43,7 @@ CONFIGS = ("paper_adult", "paper_digits", "paper_synthetic")
 # The paper's attacks and ours beside them: label-only first, then the confidence baselines.
 ATTACKS = ("gap", "noise", "augmentation", "calibrated", "transfer", "confidence_classifier", "loss",
            "lira_confidence")
-# Choquette-Choo et al., MI accuracy (%), by data set and our attack name (../shared/PAPERS.md).
+# Choquette-Choo et al. (arXiv 2007.14321), MI accuracy (%), by data set and our attack name.
 PAPER_MI_ACCURACY = {"adult": {"gap": 58.7, "confidence_classifier": 59.9, "noise": 58.7}}
 PAPER_NAMES = {"confidence_classifier": "confidence-vector", "noise": "noise robustness", "gap": "gap",
                "augmentation": "data augmentation"}
