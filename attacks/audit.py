@@ -45,7 +45,7 @@ from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
 from attacks.modes import audit_attacks, challenge_of, for_mode
 from attacks.oracles.http_client import HttpOracle, HttpSettings
-from attacks.oracles.journal import Journal
+from attacks.oracles.journal import open_journal
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
 from attacks.registry import attack_with, choose_attacks, get_attack, resolve_settings
 from attacks.responses import Responses
@@ -89,18 +89,23 @@ def journal_dir(target: str) -> str:
 
 
 def open_target(run_uri: str, target: str, *, budget: int | None = None, http: HttpSettings | None = None,
-                token: str | None = None):
-    """(oracle, name) for `target`: an http(s):// URL (journaled under the run), `model:K` (model K of the run)
-    or a TorchScript file (its absolute path is the name). The run's dataset gives the input shape."""
+                token: str | None = None, new_journal: bool = False):
+    """(oracle, name) for `target`: an http(s):// URL (journaled under the run, per model identity: see
+    attacks.oracles.journal; new_journal starts a new one), `model:K` (model K of the run) or a TorchScript file
+    (its absolute path is the name). The run's dataset gives the input shape. An HTTP oracle's `notes` say what
+    the user should know (a new journal, metadata without inputs)."""
     run = RunDir(run_uri)
     if not run.is_file(RUN_JSON):
         raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
     dataset = run.read_json(RUN_JSON)["dataset"]
     shape, num_classes = tuple(int(d) for d in dataset["shape"]), int(dataset["num_classes"])
     if target.startswith(("http://", "https://")):
-        return HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,
-                          settings=http or HttpSettings(), token=token,
-                          journal=Journal(run, journal_dir(target))), target
+        oracle = HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,
+                            settings=http or HttpSettings(), token=token)
+        journal, notes = open_journal(run, journal_dir(target), oracle.identity(), new=new_journal)
+        oracle.use_journal(journal)
+        oracle.notes.extend(notes)
+        return oracle, target
     if target.startswith("model:"):
         if not target[6:].isdigit():
             raise ConfigError(f"--target {target!r}: expected model:K with K a model id of the run")

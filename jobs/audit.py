@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
                       help="shadowfarm (`shadowfarm serve`'s /predict, default) or v2 (Open Inference Protocol)")
     http.add_argument("--model-name", help="v2: the model's name, when --target is the server's URL")
     http.add_argument("--output-name", help="v2: the output to read, labels or scores (default: the first)")
+    http.add_argument("--input-name", help="v2: the input to send (default: the first the metadata declares; "
+                                           "input-0 when it declares none, with the run's shape as FP32)")
+    http.add_argument("--new-journal", action="store_true",
+                      help="start a new answer journal for this target (the old one is kept): after the model "
+                           "behind the URL changed")
     http.add_argument("--token-env", metavar="VARIABLE", help="environment variable holding the bearer token")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -105,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")
     http = HttpSettings(batch_size=args.batch_size, concurrency=args.concurrency, timeout=args.timeout,
                         retries=args.retries, backoff=args.backoff, rate=args.rate, encoding=args.encoding,
-                        protocol=args.protocol, output_name=args.output_name)
+                        protocol=args.protocol, output_name=args.output_name,
+                        input_name=args.input_name)
     args.target = v2_target(args)
     oracle, name = open_target(args.run, args.target, budget=args.budget, http=http,
-                               token=read_token(args.token_env))
+                               token=read_token(args.token_env), new_journal=args.new_journal)
+    for note in getattr(oracle, "notes", ()):
+        print(f"note: {note}")
     provenance = {"token_env": args.token_env, "http": vars(http) if name.startswith("http") else None,
-                  "members_file": args.members}
+                  "members_file": args.members,
+                  "target_identity": oracle.identity() if name.startswith("http") else None}
     results = audit_run(args.run, oracle, target=name, options=options_from(args), provenance=provenance,
                         progress=not args.quiet)
     print(format_audit(results, args.fpr))

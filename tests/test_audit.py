@@ -60,6 +60,12 @@ def _options(members=None, attacks=ATTACKS):
     return AuditOptions(attacks=attacks, settings={"boundary": BOUNDARY}, members=members, **FAST)
 
 
+def _journal(run, url):
+    """The journal of the one model that answered at `url` (its generation folder under the URL's journal)."""
+    (generation,) = [n for n in RunDir(run).listdir(journal_dir(url)) if "-" in n]
+    return Journal(RunDir(run), f"{journal_dir(url)}/{generation}")
+
+
 def _scores(run, target, attack):
     return pd.read_parquet(f"{run}/audit/{target_key(target)}/{attack}/scores.parquet")
 
@@ -84,7 +90,7 @@ def test_http_audit_gives_the_scores_of_the_in_run_oracle(run, members, direct):
         assert a["member"].tolist() == farm["member"].tolist()
         assert http_result["shadow_thresholds"] == direct_result["shadow_thresholds"]
         assert http_result["auc"] == direct_result["auc"] == attacked[attack]["auc"]
-    journal = Journal(RunDir(run), journal_dir(server.url))
+    journal = Journal(RunDir(run), oracle.journal.rel)  # as written to disk
     assert server.stats()["inputs_answered"] == len(journal) == oracle.queries_used
     saved = json.loads(RunDir(run).read_text(f"audit/{target_key(server.url)}/target.json"))
     assert saved["queries_used"] == len(journal) and saved["target"] == server.url
@@ -97,15 +103,16 @@ def test_server_killed_mid_audit_spends_nothing_twice(run, members, direct):
     with pytest.raises(TargetError, match="connection failed"):
         audit_run(run, oracle, target=name, options=_options(members), progress=False)
     answered = first.stats()["inputs_answered"]
-    assert 0 < answered == len(Journal(RunDir(run), journal_dir(url)))
+    assert 0 < answered == len(Journal(RunDir(run), oracle.journal.rel))
     second = _serve(run, "killed", port=port)
     try:
         again, _ = open_target(run, url, http=NO_WAIT)
         audit_run(run, again, target=name, options=_options(members), progress=False)
     finally:
         second.stop()
-    total = answered + second.stats()["inputs_answered"]
-    assert total == len(Journal(RunDir(run), journal_dir(url))) == again.queries_used
+    total = answered + second.stats()["inputs_answered"]  # the second server also answered the re-checked rows
+    assert again.journal.rel == oracle.journal.rel and again.rechecked == min(64, answered)
+    assert total == len(Journal(RunDir(run), again.journal.rel)) + again.rechecked == again.queries_used
     for attack in ATTACKS:  # the same result as an audit that was never interrupted
         np.testing.assert_array_equal(_scores(run, url, attack)["score"], _scores(run, "model:0", attack)["score"])
 
@@ -122,7 +129,7 @@ def test_budget_is_never_exceeded_and_the_rest_is_resumed(run, members, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "query budget exceeded" in err and "budget of 500" in err
         answered = server.stats()["inputs_answered"]
-        assert 0 < answered <= 500 and answered == len(Journal(RunDir(run), journal_dir(server.url)))
+        assert 0 < answered <= 500 and answered == len(_journal(run, server.url))
         assert _cli_audit(run, server.url, "--budget", "100000") == 0
         out = capsys.readouterr().out
         assert "augmentation" in out and "noise" in out and "queries used" in out
@@ -130,6 +137,33 @@ def test_budget_is_never_exceeded_and_the_rest_is_resumed(run, members, capsys):
         assert saved["queries_used"] == server.stats()["inputs_answered"] <= 100000 and saved["budget"] == 100000
     finally:
         server.stop()
+
+
+def test_a_model_swapped_behind_the_url_is_refused_then_journaled_apart(run, members, capsys):
+    """A redeploy behind the same URL: the journal of the old model is never read as the new model's answers."""
+    old = _serve(run, "swap")
+    port = int(old.url.split(":")[2].split("/")[0])
+    try:
+        assert _cli_audit(run, old.url) == 0
+    finally:
+        old.stop()
+    capsys.readouterr()
+    new = LabelServer(ModelOracle.from_run(run, 1), path="/swap/predict", port=port).start()
+    try:
+        assert _cli_audit(run, new.url) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "the target changed since its journal" in err and "--new-journal" in err
+        assert new.stats()["inputs_answered"] == 64  # only the re-checked rows (RECHECK)
+        assert _cli_audit(run, new.url, "--new-journal") == 0
+        assert "note: --new-journal" in capsys.readouterr().out
+    finally:
+        new.stop()
+    direct_1 = "model-1-without-http"  # the same shadows as the HTTP audit (model:1 would drop model 1 from them)
+    audit_run(run, ModelOracle.from_run(run, 1), target=direct_1, options=_options(attacks=("augmentation", "noise")),
+              progress=False)
+    for attack in ("augmentation", "noise"):
+        np.testing.assert_array_equal(_scores(run, new.url, attack)["score"], _scores(run, direct_1, attack)["score"])
+    assert len([n for n in RunDir(run).listdir(journal_dir(new.url)) if "-" in n]) == 2  # the old one is kept
 
 
 def test_4xx_malformed_and_timeouts_exit_with_one_line(run, capsys, monkeypatch):
@@ -162,7 +196,7 @@ def test_4xx_malformed_and_timeouts_exit_with_one_line(run, capsys, monkeypatch)
         assert _cli_audit(run, garbage.url, "--batch-size", "50", "--concurrency", "1") == 2
         err = capsys.readouterr().err.strip()
         assert "malformed response: expected" in err and "\n" not in err
-        assert len(Journal(RunDir(run), journal_dir(garbage.url))) == good[0] > 0
+        assert len(_journal(run, garbage.url)) == good[0] > 0
     finally:
         garbage.stop()
     with socket.socket() as silent:

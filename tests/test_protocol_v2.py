@@ -16,7 +16,7 @@ from torch import nn
 
 from attacks.oracles import protocol_v2
 from attacks.oracles.http_client import HttpOracle, HttpSettings, TargetError
-from attacks.oracles.journal import Journal
+from attacks.oracles.journal import Journal, open_journal
 from attacks.oracles.model import ModelOracle
 from attacks.oracles.server import LabelServer
 from farm.errors import ConfigError, DataError
@@ -88,7 +88,7 @@ def test_oracle_over_v2_gives_the_in_process_labels(model, tmp_path):
 class _Logits(BaseHTTPRequestHandler):
     """A v2 server returning FP32 logits of `model` (class attribute); metadata input shape from `dims`."""
 
-    model, dims = None, [-1, *SHAPE]
+    model, dims, declare, versions, sent = None, [-1, *SHAPE], True, ["1"], []
 
     def log_message(self, format, *args):  # noqa: A002
         pass
@@ -102,12 +102,14 @@ class _Logits(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):  # noqa: N802
-        self._json({"name": "logits", "versions": ["1"], "platform": "test",
-                    "inputs": [{"name": "x", "datatype": "FP32", "shape": self.dims}],
+        self._json({"name": "logits", "versions": self.versions, "platform": "test",
+                    "inputs": [{"name": "x", "datatype": "FP32", "shape": self.dims}] if self.declare else [],
                     "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, CLASSES]}]})
 
     def do_POST(self):  # noqa: N802
-        x = protocol_v2.decode_request(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.sent.append(json.loads(body)["inputs"][0]["name"])
+        x = protocol_v2.decode_request(body)
         with torch.no_grad():
             logits = self.model(torch.from_numpy(x)).numpy()
         self._json({"model_name": "logits", "outputs": [{"name": "logits", "shape": list(logits.shape),
@@ -147,6 +149,48 @@ def test_a_wrong_metadata_shape_is_one_line_naming_the_model(logits_server, tmp_
     assert oracle.queries_used == 0
     with pytest.raises(ConfigError, match="--protocol v2 expected"):
         HttpOracle(f"http://127.0.0.1:{logits_server.server_address[1]}/predict", settings=V2)
+
+
+def test_metadata_without_inputs_gets_the_runs_shape_as_fp32_and_says_so(model, logits_server, tmp_path,
+                                                                         monkeypatch):
+    """MLServer's scikit-learn runtime answers metadata with `inputs: []` unless its settings declare them."""
+    monkeypatch.setattr(_Logits, "declare", False)
+    monkeypatch.setattr(_Logits, "sent", [])
+    url = f"http://127.0.0.1:{logits_server.server_address[1]}/v2/models/logits"
+    x, direct = _batch(9, seed=2), ModelOracle(model, input_shape=SHAPE)
+    oracle = HttpOracle(url, input_shape=SHAPE, num_classes=CLASSES, settings=V2, journal=_journal(tmp_path))
+    np.testing.assert_array_equal(oracle.predict_labels(x), direct.predict_labels(x))
+    assert set(_Logits.sent) == {"input-0"} and len(oracle.notes) == 1
+    assert "declares no inputs" in oracle.notes[0] and "[-1, 2, 3]" in oracle.notes[0] and "\n" not in oracle.notes[0]
+    named = HttpOracle(url, input_shape=SHAPE, settings=HttpSettings(protocol="v2", input_name="features"))
+    named.predict_labels(x)
+    assert _Logits.sent[-1] == "features"
+    monkeypatch.setattr(_Logits, "declare", True)
+    with pytest.raises(TargetError, match=r"no input named 'features' \(inputs: \['x'\]\)"):
+        HttpOracle(url, input_shape=SHAPE, settings=HttpSettings(protocol="v2", input_name="features")).identity()
+
+
+def test_a_new_model_version_gets_a_journal_of_its_own(model, logits_server, tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{logits_server.server_address[1]}/v2/models/logits"
+    run, x = RunDir(str(tmp_path / "run")), _batch(12, seed=3)
+
+    def opened():
+        oracle = HttpOracle(url, input_shape=SHAPE, num_classes=CLASSES, settings=V2)
+        journal, notes = open_journal(run, "audit/t/journal", oracle.identity())
+        oracle.use_journal(journal)
+        return oracle, notes
+
+    first, notes = opened()
+    first.predict_labels(x)
+    assert notes == [] and len(first.journal) == 12
+    again, notes = opened()
+    assert notes == [] and again.journal.rel == first.journal.rel and again.queries_used == 12
+    monkeypatch.setattr(_Logits, "versions", ["2"])  # a new version promoted behind the same URL
+    second, notes = opened()
+    assert second.journal.rel != first.journal.rel and len(second.journal) == 0 and second.queries_used == 0
+    assert len(notes) == 1 and "identity" in notes[0] and "new journal" in notes[0]
+    second.predict_labels(x)
+    assert second.queries_used == 12 and len(Journal(run, first.journal.rel)) == 12  # the old one is kept
 
 
 def test_a_bad_token_gives_todays_401_line(model, tmp_path):
@@ -192,7 +236,8 @@ def test_cli_audit_over_v2_equals_the_in_process_scores(ray_local, tmp_path, cap
         b = pd.read_parquet(f"{run}/audit/{target_key('model:0')}/{attack}/scores.parquet")
         assert len(a) == 120
         pd.testing.assert_frame_equal(a, b)
-    journal = Journal(RunDir(run), journal_dir(server.v2_url))
+    (generation,) = [n for n in RunDir(run).listdir(journal_dir(server.v2_url)) if "-" in n]
+    journal = Journal(RunDir(run), f"{journal_dir(server.v2_url)}/{generation}")
     assert len(journal) == server.stats()["inputs_answered"] > 0
     assert cli.main(["audit", run, "--target", base, "--model-name", "m0", *common]) == 2
     assert "--model-name/--output-name: only with --protocol v2" in capsys.readouterr().err

@@ -21,8 +21,14 @@ Protocol (`HttpSettings.protocol`): "shadowfarm" (attacks.oracles.protocol, `sha
 names the model (`.../v2/models/NAME`); its metadata is read once (not a query) to find the input's name,
 datatype (FP32, or FP64) and shape (checked against the run's); answers are labels (an integer output) or
 scores (a float output [B, C]) of which only the arg-max is kept, so the attack stays label-only and the
-journal holds labels only. `output_name` picks the output (default: the first). Only the URL, the body and
-the decoding differ: retries, rate, concurrency, budget and journal are the same.
+journal holds labels only. `output_name` picks the output (default: the first). Metadata that declares no
+inputs (MLServer's scikit-learn runtime unless its settings list them) gets the run's input shape as FP32 under
+`input_name` (default "input-0"), said in `notes`. Only the URL, the body and the decoding differ: retries,
+rate, concurrency, budget and journal are the same.
+
+A journal written in an earlier run is trusted only after `RECHECK` of its rows, re-asked (and counted as
+queries) on the first call that would reuse it, get the same answers: otherwise `TargetChanged` (see
+attacks.oracles.journal: journals are kept per model identity).
 
 Token: given as a string (the CLI reads it from an environment variable); sent as `Authorization: Bearer`;
 never stored in files, messages or the repr. A target URL with credentials in it is refused.
@@ -39,62 +45,22 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from attacks.oracles import protocol, protocol_v2
 from attacks.oracles.base import QueryBudgetExceeded
+from attacks.oracles.http_settings import HttpSettings, TargetChanged, TargetError, check_target_url
 from attacks.oracles.journal import Journal, row_keys
-from farm.errors import ConfigError, DataError, ShadowfarmError
+from farm.errors import ConfigError, DataError
+
+__all__ = ["HttpOracle", "HttpSettings", "TargetChanged", "TargetError", "check_target_url"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+RECHECK = 64  # two similar models agree on ~95% of inputs: 8 rows would miss a swap 2 times in 3, 64 rows 4 in 100
 _MAX_BACKOFF = 60.0
-
-
-class TargetError(ShadowfarmError):
-    """The audited target refused a request, answered malformed labels, or did not answer in time."""
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """How an `HttpOracle` talks to its target (seconds for times; rate in requests per second, None: no limit)."""
-
-    batch_size: int = 1024
-    concurrency: int = 4
-    timeout: float = 30.0
-    retries: int = 3
-    backoff: float = 0.5
-    rate: float | None = None
-    encoding: str = "binary"  # or "json" (protocol "shadowfarm" only; v2 is JSON)
-    protocol: str = "shadowfarm"  # or "v2"
-    output_name: str | None = None  # v2: the output to read (default: the first)
-
-    def __post_init__(self):
-        for name, low in (("batch_size", 1), ("concurrency", 1), ("retries", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
-        if not self.timeout > 0 or not self.backoff >= 0 or (self.rate is not None and not self.rate > 0):
-            raise ConfigError(f"timeout > 0, backoff >= 0 and rate > 0 expected, got {self.timeout!r}, "
-                              f"{self.backoff!r}, {self.rate!r}")
-        if self.encoding not in ("binary", "json"):
-            raise ConfigError(f"encoding: expected binary or json, got {self.encoding!r}")
-        if self.protocol not in ("shadowfarm", "v2"):
-            raise ConfigError(f"protocol: expected shadowfarm or v2, got {self.protocol!r}")
-
-
-def check_target_url(url: str) -> str:
-    """`url` if it is an http(s) URL without credentials; ConfigError otherwise (not echoing secrets)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--target: expected http://HOST:PORT/PATH, got {url!r}")
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if "@" in parts.netloc or any(k.lower() in ("token", "key", "api_key", "password", "secret") for k, _ in query):
-        raise ConfigError(f"--target {parts.scheme}://{parts.hostname}{parts.path}: credentials in the URL would be "
-                          "written into the run; give a bearer token with --token-env VARIABLE")
-    return url
+_DEFAULT = HttpSettings()
 
 
 class _Retryable(Exception):
@@ -106,15 +72,15 @@ class HttpOracle:
     before sending); num_classes: labels outside [0, num_classes) are malformed answers."""
 
     def __init__(self, url: str, *, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
-                 budget: int | None = None, settings: HttpSettings = HttpSettings(), token: str | None = None,
+                 budget: int | None = None, settings: HttpSettings = _DEFAULT, token: str | None = None,
                  journal: Journal | None = None, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic):
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise ConfigError(f"budget: expected None or an integer >= 0, got {budget!r}")
-        self.url, self.settings, self.budget, self.journal = check_target_url(url), settings, budget, journal
+        self.url, self.settings, self.budget = check_target_url(url), settings, budget
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
-        self.num_classes = num_classes
-        self.queries_used = len(journal) if journal is not None else 0
+        self.num_classes, self.notes, self.rechecked = num_classes, [], 0
+        self.use_journal(journal)
         self.journal_hits = 0
         self._token, self._sleep, self._clock = token, sleep, clock
         self._lock, self._next_start = threading.Lock(), 0.0
@@ -130,6 +96,20 @@ class HttpOracle:
     def __repr__(self) -> str:
         return f"HttpOracle({self.url!r}, queries_used={self.queries_used}, budget={self.budget})"
 
+    def use_journal(self, journal: Journal | None) -> None:
+        """Answer from (and append to) `journal`; its rows count as used queries; re-check it before reuse."""
+        self.journal, self.queries_used = journal, len(journal) if journal is not None else 0
+        self._checked = journal is None or not len(journal)
+
+    def identity(self) -> dict:
+        """What identifies the model behind the URL where its protocol states it (read once, not a query): v2,
+        its metadata's name, versions, platform, inputs and outputs; our own protocol states nothing."""
+        if self.settings.protocol != "v2":
+            return {"protocol": self.settings.protocol}
+        self._v2_input()
+        stated = ("name", "versions", "platform", "inputs", "outputs")
+        return {"protocol": "v2", **{k: self._meta.get(k) for k in stated}}
+
     def predict_labels(self, x) -> np.ndarray:
         """x float32[B, *shape] -> int64[B]; journaled rows cost nothing, each new distinct row one query."""
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
@@ -140,12 +120,16 @@ class HttpOracle:
         first: dict[bytes, int] = {}
         for i in np.flatnonzero(labels < 0):
             first.setdefault(keys[i], int(i))
+        recheck = self._recheck_rows(keys, labels)
         with self._lock:
             self.journal_hits += int((labels >= 0).sum())
-            if self.budget is not None and self.queries_used + len(first) > self.budget:
+            if self.budget is not None and self.queries_used + len(first) + len(recheck) > self.budget:
                 raise QueryBudgetExceeded(
-                    f"query budget exceeded: this call needs {len(first)} new queries but {self.queries_used} of "
-                    f"the budget of {self.budget} are used; answers so far are journaled, raise --budget to go on")
+                    f"query budget exceeded: this call needs {len(first) + len(recheck)} new queries but "
+                    f"{self.queries_used} of the budget of {self.budget} are used; answers so far are journaled, "
+                    "raise --budget to go on")
+        if len(recheck):
+            self._recheck(x[recheck], labels[recheck])
         if not first:
             return labels
         rows = np.fromiter(first.values(), dtype=np.intp, count=len(first))
@@ -154,6 +138,23 @@ class HttpOracle:
         missing = labels < 0
         labels[missing] = [fresh[keys[i]] for i in np.flatnonzero(missing)]
         return labels
+
+    def _recheck_rows(self, keys: list[bytes], labels: np.ndarray) -> np.ndarray:
+        """Indices of up to RECHECK distinct journaled rows to re-ask, on the first call that reuses the journal."""
+        with self._lock:
+            if self._checked or not (labels >= 0).any():
+                return np.empty(0, dtype=np.intp)
+            self._checked = True
+        hits = np.fromiter({keys[i]: i for i in np.flatnonzero(labels >= 0)[::-1]}.values(), dtype=np.intp)
+        return np.sort(np.random.default_rng(0).choice(hits, size=min(RECHECK, len(hits)), replace=False))
+
+    def _recheck(self, x: np.ndarray, journaled: np.ndarray) -> None:
+        answers = self._request(x, None)
+        self.rechecked += len(x)
+        if (differ := int((answers != journaled).sum())):
+            raise TargetChanged(f"{self.url}: the target changed since its journal {self.journal.where} was written: "
+                                f"{differ} of {len(x)} journaled answers re-asked differ; run again with --new-journal "
+                                "to start a new journal (the old one is kept)")
 
     # ------------------------------------------------------------ requests
     def _ask(self, x: np.ndarray, keys: list[bytes]) -> np.ndarray:
@@ -183,7 +184,7 @@ class HttpOracle:
             raise error
         return out
 
-    def _request(self, x: np.ndarray, keys: list[bytes]) -> np.ndarray:
+    def _request(self, x: np.ndarray, keys: list[bytes] | None) -> np.ndarray:
         body, content_type, decode = self._codec(x)
         payload = self._send(lambda: self._post(body, content_type, self._infer_url), len(x))
         try:
@@ -193,7 +194,7 @@ class HttpOracle:
         if self.num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise TargetError(f"{self.url}: malformed response: labels outside [0, {self.num_classes}) "
                               f"(got {labels.min()}..{labels.max()})")
-        if self.journal is not None:
+        if self.journal is not None and keys is not None:
             self.journal.append(keys, labels)
         return labels
 
@@ -216,9 +217,14 @@ class HttpOracle:
                 except ValueError:
                     raise TargetError(f"{self.url}: malformed metadata from GET {self._meta_url}: not JSON") from None
                 try:
-                    self._spec = protocol_v2.input_spec(meta, self._model, self.input_shape)
+                    self._spec = protocol_v2.input_spec(meta, self._model, self.input_shape, self.settings.input_name)
                 except DataError as exc:
                     raise TargetError(f"{self.url}: {exc}") from None
+                self._meta = meta
+                if not meta.get("inputs"):
+                    self.notes.append(f"{self.url}: the model's metadata declares no inputs; sending FP32 "
+                                      f"{[-1, *self._spec.shape]} as input {self._spec.name!r} (the run's shape; "
+                                      "--input-name names the input)")
             return self._spec
 
     def _send(self, send: Callable[[], bytes], n: int) -> bytes:

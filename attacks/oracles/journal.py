@@ -7,11 +7,22 @@ added, so a crash loses at most the requests in flight, and a re-run asks the ta
 journal has not seen: no query is paid for twice. Opening a journal with more than `COMPACT_AFTER` parts
 first writes them as one part, then deletes the old ones (a crash in between leaves duplicates, which
 agree). If the target answered one row twice differently, the first answer wins.
+
+Journals are kept per model, not per URL (the model behind a URL changes: a redeploy, a new version
+promoted): `open_journal` keys the folder on the target's identity where its protocol states one (v2: the
+model's metadata, `HttpOracle.identity`), as `<journal>/<identity hash>-<generation>/` with the identity in
+`identity.json`. A changed identity gets a journal of its own; `new=True` (`--new-journal`) starts the next
+generation, keeping the old one. Where the identity says nothing (our own protocol, or a model replaced under
+the same metadata), `HttpOracle` re-asks a few journaled rows before it trusts the journal and refuses when
+the answers differ (`TargetChanged`), so answers of two models are never mixed. Parts written before identities
+were recorded (directly in `<journal>/`) are adopted as the journal of whatever answers there now, after the
+same re-ask check.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -28,6 +39,7 @@ JOURNAL_SCHEMA = schema(
     file="journal",
 )
 COMPACT_AFTER = 256
+IDENTITY = "identity.json"
 
 
 def row_keys(x: np.ndarray) -> list[bytes]:
@@ -54,6 +66,10 @@ class Journal:
 
     def __len__(self) -> int:
         return len(self._answers)
+
+    @property
+    def where(self) -> str:
+        return self.run.path(self.rel)
 
     def get(self, keys: list[bytes]) -> np.ndarray:
         """int64[len(keys)]: the journaled label of each key, -1 where none."""
@@ -85,3 +101,33 @@ class Journal:
                           "label": pa.array(np.asarray(labels, dtype=np.int64))}, schema=JOURNAL_SCHEMA)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         self.run.write_table(f"{self.rel}/{name}", table)
+
+
+def identity_hash(identity: dict) -> str:
+    """12 hex digits over the canonical JSON of a target's identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def open_journal(run: RunDir, base: str, identity: dict, *, new: bool = False) -> tuple[Journal, list[str]]:
+    """(the journal of the model `identity` under `base`, notes for the user): its latest generation, a new one
+    when `new` or when none exists (the parts of an older layout in `base` itself are adopted if no generation
+    exists yet and not `new`)."""
+    key, names = identity_hash(identity), run.listdir(base)
+    generations = sorted(int(n.rsplit("-", 1)[1]) for n in names
+                         if n.startswith(key + "-") and n.rsplit("-", 1)[1].isdigit())
+    legacy = any(n.startswith("part-") for n in names)
+    others = [n for n in names if "-" in n and not n.startswith(("part-", key + "-"))]
+    notes = []
+    if generations and not new:
+        rel = f"{base}/{key}-{generations[-1]}"
+    elif legacy and not new:
+        return Journal(run, base), notes
+    else:
+        rel = f"{base}/{key}-{(generations[-1] if generations else 0) + 1}"
+        if new and (generations or legacy or others):
+            notes.append(f"--new-journal: answers go to a new journal {run.path(rel)}; the earlier ones are kept")
+        elif others:
+            notes.append(f"the target's identity (its metadata) differs from the journal's: a new journal "
+                         f"{run.path(rel)} is started (the earlier ones are kept)")
+        run.write_json(f"{rel}/{IDENTITY}", identity)
+    return Journal(run, rel), notes

@@ -28,6 +28,7 @@ INT_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UI
 FLOAT_TYPES = ("FP16", "FP32", "FP64")
 INPUT_TYPES = ("FP32", "FP64")  # FP64 inputs get the float32 values cast up
 LABEL_OUTPUT = "label"
+DEFAULT_INPUT = "input-0"  # the name sent when metadata declares no inputs (MLServer's own examples use it)
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,20 @@ def model_urls(url: str) -> tuple[str, str, str]:
     return base, base + "/infer", urllib.parse.unquote(name)
 
 
-def input_spec(meta: dict, model: str, input_shape: tuple[int, ...] | None) -> InputSpec:
-    """The first input of model metadata `meta`, checked against the run's example shape `input_shape` (the
-    same dims, or one flat dim of their product; -1 matches any); DataError (one line) when they disagree."""
+def input_spec(meta: dict, model: str, input_shape: tuple[int, ...] | None, input_name: str | None = None) -> InputSpec:
+    """The input of model metadata `meta` named `input_name` (default: the first), checked against the run's example
+    shape `input_shape` (the same dims, or one flat dim of their product; -1 matches any); DataError (one line) when
+    they disagree. Metadata that declares no inputs (`[]` or none: MLServer's scikit-learn runtime unless its
+    settings list them) gets `input_shape` as FP32, named `input_name` or DEFAULT_INPUT."""
+    declared = meta.get("inputs") if isinstance(meta, dict) else None
+    if not declared and isinstance(meta, dict) and input_shape is not None:
+        return InputSpec(input_name or DEFAULT_INPUT, "FP32", tuple(input_shape))
     try:
-        spec = meta["inputs"][0]
+        spec = next(s for s in declared if input_name is None or s["name"] == input_name) if declared else None
         name, datatype, shape = str(spec["name"]), str(spec["datatype"]), [int(d) for d in spec["shape"]]
+    except StopIteration:
+        names = [s.get("name") for s in declared if isinstance(s, dict)]
+        raise DataError(f"model {model!r}: no input named {input_name!r} (inputs: {names})") from None
     except (KeyError, IndexError, TypeError, ValueError):
         raise DataError(f"model {model!r}: metadata without inputs [{{name, datatype, shape}}]") from None
     if datatype not in INPUT_TYPES:
