@@ -6,6 +6,9 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,6 +112,15 @@ def test_the_registry_holds_every_fact_the_side_tables_held():
                         "as run"), "calibrated": "offline", "lira_confidence": "offline"}
     assert {n for n, s in ATTACKS.items() if s.tune} == {
         "augmentation", "noise", "calibrated", "boundary", "transfer", "confidence_classifier", "lira_confidence"}
+
+
+def test_the_registry_imports_neither_torch_nor_ray():
+    """Every process that touches an attack imports the registry (Ray task workers too): the compute callables on
+    the specs are named lazily, so importing it stays cheap (commit 01c365e)."""
+    code = "import sys, attacks.registry; print(sorted({'torch', 'ray', 'sklearn'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]"
 
 
 TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
