@@ -21,7 +21,7 @@ file, or a model of the run (`model:K`; demos and tests). The flow:
 The shadows are the run's models minus its `membership.target_ids` (as in `shadowfarm attack`, so serving
 the run's target model gives the scores `shadowfarm attack` gives it), or an explicit list; a `model:K` target
 is dropped from them (one line on stderr). `tuned`: tune/<attack>/best.json's setting, query set (the target
-answers it through its oracle) and threshold (`attacks.tuned`). Label-only
+answers it through its oracle) and threshold (`attacks.tune.tuned`). Label-only
 attacks only: the target answers labels. Writes `<run>/audit/<target key>/` (key: a hash of the target's
 URL or path): target.json, <attack>/scores.parquet (`attacks.artifacts.AUDIT_SCORES_SCHEMA`), <attack>/metrics.json,
 and the HTTP journal/ (attacks.oracles.journal).
@@ -41,18 +41,19 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_journal, audit_metrics, audit_scores, audit_target, jsonable
+from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
-from attacks.modes import audit_attacks, challenge_of, for_mode
+from attacks.modes import audit_attacks, challenge_of
 from attacks.oracles.http_client import HttpOracle, HttpSettings
 from attacks.oracles.journal import open_journal
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
-from attacks.registry import attack_with, choose_attacks, get_attack, resolve_settings
+from attacks.registry import attack_with, choose_attacks, get_attack
 from attacks.responses import Responses
-from attacks.runner import game_settings
+from attacks.settings import resolve
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play, pseudo_targets
-from attacks.tuned import load_tuned, run_model, tuned_responses, tuned_thresholds, without_target
+from attacks.tune.tuned import load_tuned, run_model, tuned_thresholds, without_target
 from farm.errors import ConfigError, DataError, RunError
 from farm.plan import Plan, load_plan
 from farm.queries import apply_query
@@ -76,7 +77,7 @@ class AuditOptions:
     seed: int = 0
     examples: int | None = None
     members: tuple[int, ...] | None = None
-    tuned: bool = False  # use tune/<attack>/best.json: setting, query set, and threshold for its FPR (attacks.tuned)
+    tuned: bool = False  # tune/<attack>/best.json: setting, query set, threshold for its FPR (attacks.tune.tuned)
 
 
 def target_key(target: str) -> str:
@@ -155,8 +156,7 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
     names, skipped = audit_attacks(plan.cfg.membership, shadows, options.attacks, *choose_attacks(
         options.attacks, responses, subject="this target (it answers labels only)", weights=False))
     tuned = load_tuned(plan.run, names, targets=run_model(target)) if options.tuned else {}
-    settings, auto = for_mode(mode, {name: game_settings(resolve_settings(name, options.settings.get(
-        name, tuned.get(name, {}).get("settings"))), n_shadows=len(shadows)) for name in names}, options.settings)
+    settings, auto = resolve(names, explicit=options.settings, tuned=tuned, mode=mode, n_shadows=len(shadows))
     for name in set(options.settings) - set(names):
         get_attack(name)
     examples = np.flatnonzero(pool)[challenge_examples(int(pool.sum()), examples=options.examples, seed=options.seed)]
@@ -170,8 +170,8 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
                                  shadows=shadows.tolist(), seed=options.seed, progress=progress)
     answer = partial(target_pred, oracle, info=plan.dataset.info, x=plan.dataset.x, examples=examples,
                      progress=progress)
-    results = [_audit_attack(plan.run, name, tuned_responses(plan, responses, answer, tuned.get(name),
-                                                             examples=examples, shadows=shadows, progress=progress),
+    results = [_audit_attack(plan.run, name, _tuned_responses(plan, responses, answer, tuned.get(name),
+                                                              examples=examples, shadows=shadows, progress=progress),
                              settings[name],
                              target=target, examples=examples, shadows=shadows, n_pseudo_targets=len(pseudo),
                              options=options, ground_truth=member is not None, target_pool=column_pool,
@@ -186,6 +186,18 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
         "shadows": shadows.tolist(), "attacks": names, "skipped": skipped, "ground_truth": member is not None,
         "seconds": time.perf_counter() - start}))
     return results + [{"attack": name, "skipped": reason} for name, reason in skipped.items()]
+
+
+def _tuned_responses(plan: Plan, responses: Responses, answer, tuned: dict | None, *, examples: np.ndarray,
+                     shadows: np.ndarray, progress: bool) -> Responses:
+    """The audit's `responses` under the tuned query set (unchanged when there is none): the shadows' answers
+    from the query engine, the target's through its oracle, answer(queries=...) -> int16[K, Q]."""
+    if not (tuned or {}).get("queries"):
+        return responses
+    if plan.cfg.membership.mode != "lira":
+        raise ConfigError("--tuned: tuned query sets are audited on lira-mode runs only (membership.mode)")
+    return requery_responses(plan, responses, tuned["queries"], models=shadows.tolist(), answer=answer,
+                             examples=examples, progress=progress)
 
 
 def _with_target_answers(plan: Plan, responses: Responses, oracle, *, examples: np.ndarray,

@@ -17,10 +17,10 @@ Then (`attacks.stats.shadow_game.play` with target_pool):
   variant calibrated) cannot score a target-pool example: asked for explicitly it is a one-line ConfigError,
   and by default `calibrated` and `lira_confidence` run their offline variant (a one-sided test against the
   OUT shadows, here all of them), recorded in metrics.json's `auto_settings`
-  (`attacks.registry.mode_settings`);
+  (`attacks.settings.mode_settings`);
 - an audit (`attacks.audit`) challenges target-pool examples (all, or a seeded sample) and queries the target
-  on those only, so `transfer` and `boundary`, whose statistics need the target's answers elsewhere, are
-  skipped (or refused when asked for).
+  on those only, so the attacks whose statistics need the target's answers elsewhere
+  (`AttackSpec.target_statistics`: transfer, boundary) are skipped (or refused when asked for).
 metrics.json records the mode and the challenge set (`challenge_of`); the report labels both.
 """
 
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.registry import mode_settings
+from attacks.registry import ATTACKS
 from farm.config import MembershipConfig
 from farm.errors import ConfigError
 
@@ -43,20 +43,30 @@ def challenge_of(mode: str, target_pool: np.ndarray) -> dict:
             "n_shadow_pool_examples": int((~target_pool).sum())}
 
 
-def for_mode(mode: str, settings: dict, asked: dict) -> tuple[dict, dict]:
-    """(settings, auto): the resolved `settings` (attack -> settings) with the variants `mode` chooses
-    (`attacks.registry.mode_settings`: offline calibration in a disjoint run), and attack -> that choice.
-    asked: attack -> the settings given for it (explicit or tuned), to tell an asked-for variant."""
-    settings, auto = dict(settings), {}
-    for name in settings:
-        _, chosen = mode_settings(name, asked.get(name), mode)
-        if chosen:
-            settings[name], auto[name] = {**settings[name], "variant": chosen["variant"]}, chosen
-    return settings, auto
+def split_targets(membership: MembershipConfig, targets: Sequence[int] | None = None, *,
+                  modes: Sequence[str] = ("lira",)) -> tuple[list[int], np.ndarray]:
+    """(targets, shadows int[S]): `targets` (None: membership.target_ids) and the shadows.
 
-# Attacks whose audit statistics need the target's answers on the attacker's own data (relabelling, HopSkipJump):
-# a disjoint audit queries the target on the challenge examples only.
-TARGET_STATISTICS = ("transfer", "boundary")
+    lira: the shadows are every other model of the run. disjoint (Shokri et al.): the targets must be target
+    models (membership.target_ids: they trained on the target pool) and the shadows are the models that are
+    not (they trained on the shadow pool), whichever targets are attacked. `modes`: the membership modes the
+    caller supports (the attack stage and the audit: both; tuning and the studies: lira).
+    """
+    if membership.mode not in modes:
+        raise ConfigError(f"membership.mode: this command supports {' or '.join(modes)} runs, not "
+                          f"{membership.mode!r}")
+    targets = list(targets if targets is not None else membership.target_ids)
+    for t in targets:
+        if not 0 <= t < membership.n_models:
+            raise ConfigError(f"--targets: {t} is not a model id in [0, {membership.n_models})")
+        if membership.mode == "disjoint" and t not in membership.target_ids:
+            raise ConfigError(f"--targets: model {t} is a shadow of this disjoint run (it trained on the shadow "
+                              f"pool); expected one of membership.target_ids {list(membership.target_ids)}")
+    not_shadows = set(membership.target_ids) if membership.mode == "disjoint" else set(targets)
+    shadows = np.array([i for i in range(membership.n_models) if i not in not_shadows], dtype=np.intp)
+    if len(shadows) < 3:
+        raise ConfigError(f"membership.n_models: {len(shadows)} shadows is too few (need at least 3)")
+    return targets, shadows
 
 
 def audit_attacks(membership: MembershipConfig, shadows: np.ndarray, asked: Sequence[str] | None, names: list[str],
@@ -68,7 +78,7 @@ def audit_attacks(membership: MembershipConfig, shadows: np.ndarray, asked: Sequ
     if wrong:
         raise ConfigError(f"--shadows: model {wrong[0]} is a target model of this disjoint run (it trained on the "
                           "target pool); a disjoint run's shadows are the models not in membership.target_ids")
-    for name in TARGET_STATISTICS:
+    for name in [name for name, spec in ATTACKS.items() if spec.target_statistics]:
         if name in names:
             if asked is not None:
                 raise ConfigError(f"attack {name!r} cannot run in an audit of a disjoint run: it needs the target's "

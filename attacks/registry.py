@@ -1,4 +1,5 @@
-"""Attack registry: look attacks up by name; unknown names and unknown settings are ConfigErrors.
+"""Attack registry: every attack's `AttackSpec` (`attacks.spec`: all its facts); look attacks up by name; unknown
+names and unknown settings are ConfigErrors.
 
 Every attack is fn(responses, *, target, shadows, **settings) -> float64[N] scores for the examples as
 seen by model `target` (higher = more likely member). Contract: an attack reads `member[shadows]`
@@ -6,102 +7,162 @@ only, never `member[target]`; label-only attacks never read `logits` (`run_attac
 responses without logits, so this holds by construction) and work when `logits` is None.
 
 `transfer` (Label-Leaks) and `boundary` need model access: the stage computes those per-(model, example)
-statistics first (`attacks.compute.statistics.prepare_statistics`) into `responses.statistics`; the
-registered functions only read them. So do the white-box attacks (`gradient_norm`, `whitebox_classifier`,
-`stolen_memories`, `attacks.methods.whitebox`), which read statistics of the models' weights (per-example
-gradients): neither label-only nor confidence, their type is "white-box" (`AttackSpec.kind`).
+statistics first (`AttackSpec.statistic`, `attacks.compute.statistics.prepare_statistics`) into
+`responses.statistics`; the registered functions only read them. So do the white-box attacks (`gradient_norm`,
+`whitebox_classifier`, `stolen_memories`, `attacks.methods.whitebox`), which read statistics of the models'
+weights (per-example gradients): neither label-only nor confidence, their type is "white-box" (`AttackSpec.kind`).
 
 `choose_attacks` picks the attacks a run (or an audited target) supports: every registered attack that
-`applicable` lets through, except the costly `EXPLICIT_ONLY` ones, which run when asked for by name.
+`applicable` lets through, except the costly ones (`AttackSpec.explicit_only`), which run when asked for by name.
+Adding an attack: its function under attacks/methods/, one entry in `ATTACKS` (or `register` at run time), and a
+module under attacks/compute/ when it needs model access; no other module names it (tests/test_attack_spec.py).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks.methods import baselines, boundary, calibrated, choquette_choo, transfer, whitebox
+from attacks.methods import boundary, calibrated, confidence, correctness, transfer, whitebox
 from attacks.responses import Responses
+from attacks.spaces import augment_space, augment_specs, choice, loguniform, noise_space, noise_specs, randint
+from attacks.spec import AttackSpec, Ood, SearchSpace, Statistic
 from attacks.stats.correctness import AUGMENTATION_KINDS, NOISE_KINDS, PERTURBATION_KINDS, query_indices
+from farm.config import QuerySpec
 from farm.errors import ConfigError, unknown_name
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    """One registered attack.
-
-    name: registry key; fn: the attack function; label_only: reads only predicted labels;
-    needs: query kinds of which at least one must be in the run (empty: none required);
-    defaults: the settings fn accepts, with their defaults; description: one line for reports;
-    white_box: reads statistics of the models' weights (needs the weights of the target, not its answers).
-    """
-
-    name: str
-    fn: Callable[..., np.ndarray]
-    label_only: bool
-    needs: tuple[str, ...]
-    defaults: dict = field(default_factory=dict)
-    description: str = ""
-    white_box: bool = False
-
-    @property
-    def kind(self) -> str:
-        """The attack's type in reports: "label-only", "confidence" or "white-box"."""
-        return "label-only" if self.label_only else "white-box" if self.white_box else "confidence"
-
-
 def _spec(name: str, fn: Callable[..., np.ndarray], *, label_only: bool, needs: tuple[str, ...],
-          description: str, white_box: bool = False) -> AttackSpec:
-    # Defaults are read from the signature so that the registry can never drift from the function.
+          description: str, **facts) -> AttackSpec:
+    """An AttackSpec whose defaults are read from fn's signature, so that the registry can never drift from it."""
     defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("target", "shadows")}
-    return AttackSpec(name, fn, label_only, needs, defaults, description, white_box)
+    return AttackSpec(name, fn, label_only, needs, defaults, description, **facts)
+
+
+# The statistics that need model access, prepared by `attacks.compute` (named lazily: no torch or Ray here).
+TRANSFER_MODELS = Statistic("attacks.compute.transfer:prepare", "attacks.compute.transfer:prepare_audit")
+HOPSKIPJUMP = Statistic("attacks.compute.boundary:prepare", "attacks.compute.boundary:prepare_audit")
+GRADIENTS = Statistic("attacks.compute.whitebox:prepare")  # one for every white-box attack; no audit (no weights)
+AS_RUN, OFFLINE = Ood("as run"), Ood("offline")
+LIRA_SPACE = {"variant": choice(["online", "offline"]), "global_variance": choice([True, False])}
+
+
+def _augmentation_queries(config: dict, info) -> list[QuerySpec]:
+    # nothing selected would leave no augmentation at all: fall back to one-pixel shifts
+    return [QuerySpec("clean")] + (augment_specs(config) or [QuerySpec("translate", (("d", 1),))])
 
 
 ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
-    _spec("gap", choquette_choo.gap, label_only=True, needs=("clean",),
+    _spec("gap", correctness.gap, label_only=True, needs=("clean",), ood=AS_RUN, smoke=("study", "matrix", "audit"),
           description="clean label correct => member (Yeom et al.; Choquette-Choo et al.)"),
-    _spec("augmentation", choquette_choo.augmentation, label_only=True, needs=AUGMENTATION_KINDS,
+    _spec("augmentation", correctness.augmentation, label_only=True, needs=AUGMENTATION_KINDS, ood=AS_RUN,
+          smoke=("study", "audit"), short="augment",
+          tune=SearchSpace(lambda info: {**augment_space(info, attack="augmentation"),
+                                         "variant": choice(["classifier", "count"]), "c": loguniform(0.01, 10.0)},
+                           _augmentation_queries),
           description="correctness vector over flips/translations/rotations, classifier fit on shadows "
                       "(Choquette-Choo et al.)"),
-    _spec("noise", choquette_choo.noise, label_only=True, needs=NOISE_KINDS,
+    _spec("noise", correctness.noise, label_only=True, needs=NOISE_KINDS, ood=AS_RUN,
+          smoke=("study", "matrix", "audit"),
+          tune=SearchSpace(lambda info: {**noise_space(info), "variant": choice(["threshold", "classifier"])},
+                           lambda c, info: [QuerySpec("clean")] + noise_specs(c, info)),
           description="fraction correct under gaussian/bitflip noise (Choquette-Choo et al.)"),
-    _spec("calibrated", calibrated.calibrated, label_only=True, needs=PERTURBATION_KINDS,
+    _spec("calibrated", calibrated.calibrated, label_only=True, needs=PERTURBATION_KINDS, ood=OFFLINE,
+          needs_in_shadows=("online",), disjoint_variant="offline", statistic_of=calibrated.statistic,
+          smoke=("study", "matrix", "audit"), short="calib",
+          calibration_rows={"calibrated": {"variant": "online", "empty": "global"},
+                            "calibrated-offline": {"variant": "offline", "empty": "global"},
+                            "global-threshold": {"variant": "global"}},
+          tune=SearchSpace(lambda info: {**noise_space(info), **({"d": choice([0, 1])} if info.kind == "image" else {}),
+                                         **LIRA_SPACE},
+                           lambda c, info: [QuerySpec("clean")] + noise_specs(c, info) + augment_specs(c)),
           description="per-example IN/OUT Gaussians of the fraction of correct perturbed queries "
                       "(LiRA applied to label-only statistics)"),
-    _spec("transfer", transfer.transfer, label_only=True, needs=("clean",),
+    _spec("transfer", transfer.transfer, label_only=True, needs=("clean",), statistic=TRANSFER_MODELS,
+          needs_in_shadows=transfer.PER_EXAMPLE, disjoint_variant="threshold", target_statistics=True, short="transfer",
+          ood=Ood("as run", statistic="attacks.studies.ood.query:transfer_statistics"),
+          tune=SearchSpace(lambda info: {"n_models": choice([2, 4, 8])}),
           description="confidence or loss at the true label of local models trained on the attacker's data "
                       "relabelled by the target; default: its gain on the local models that trained on the "
                       "example over those that did not; or threshold, or per-example calibration from shadows "
                       "(Li & Zhang, Label-Leaks)"),
-    _spec("boundary", boundary.boundary, label_only=True, needs=("clean",),
+    _spec("boundary", boundary.boundary, label_only=True, needs=("clean",), statistic=HOPSKIPJUMP,
+          needs_in_shadows=boundary.PER_EXAMPLE, target_statistics=True,
+          explicit_only="runs HopSkipJump on every example (many queries)",
+          smoke=("audit",), smoke_settings={"max_iter": 2, "init_evals": 20, "max_evals": 40},
+          ood=Ood("as run", variants=("threshold",), limited="HopSkipJump",
+                  why_not="the calibrated variant needs HopSkipJump on every shadow for every OOD input",
+                  statistic="attacks.studies.ood.query:boundary_statistics"),
+          tune=SearchSpace(lambda info: {"max_iter": randint(2, 13), "init_evals": choice([25, 50, 100]),
+                                         "max_evals": choice([100, 300, 1000])}),
           description="L2 distance to the decision boundary by batched HopSkipJump, threshold or per-example "
                       "calibration from shadows (Li & Zhang; Choquette-Choo et al.)"),
-    _spec("loss", baselines.loss, label_only=False, needs=(),
+    _spec("loss", confidence.loss, label_only=False, needs=(), ood=AS_RUN, smoke=("study", "matrix"),
           description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
-    _spec("confidence_classifier", baselines.confidence_classifier, label_only=False, needs=(),
+    _spec("confidence_classifier", confidence.confidence_classifier, label_only=False, needs=(), ood=AS_RUN,
+          short="conf_clf",
+          tune=SearchSpace(lambda info: {"max_iter": choice([50, 100, 200, 400])}),
           description="gradient-boosted attack model on sorted confidences, fit on shadows "
                       "(Shokri et al.; needs logits)"),
-    _spec("lira_confidence", baselines.lira_confidence, label_only=False, needs=(),
+    _spec("lira_confidence", confidence.lira_confidence, label_only=False, needs=(), ood=OFFLINE,
+          needs_in_shadows=("online",), disjoint_variant="offline", statistic_of=confidence.lira_statistic,
+          smoke=("study", "matrix"), short="lira_conf",
+          calibration_rows={"lira_confidence": {"variant": "online", "empty": "global"}},
+          tune=SearchSpace(lambda info: LIRA_SPACE),
           description="LiRA on the logit-scaled true-label confidence (Carlini et al.; needs logits)"),
-    _spec("gradient_norm", whitebox.gradient_norm, label_only=False, needs=(), white_box=True,
+    _spec("gradient_norm", whitebox.gradient_norm, label_only=False, needs=(), white_box=True, statistic=GRADIENTS,
+          needs_in_shadows=whitebox.PER_EXAMPLE, disjoint_variant="offline",
           description="norm of the loss gradient at the true label, threshold or per-example calibration from "
                       "shadows (Rezaei & Liu; needs the weights)"),
     _spec("whitebox_classifier", whitebox.whitebox_classifier, label_only=False, needs=(), white_box=True,
+          statistic=GRADIENTS,
           description="per-layer gradient norms, activations, loss and label to an attack model fit on shadows "
                       "(Nasr et al.; needs the weights)"),
-    _spec("stolen_memories", whitebox.stolen_memories, label_only=False, needs=(), white_box=True,
+    _spec("stolen_memories", whitebox.stolen_memories, label_only=False, needs=(), white_box=True, statistic=GRADIENTS,
+          needs_in_shadows=("online",), disjoint_variant="offline",
           description="per-example white-box evidence calibrated on shadows into P(member); member when >= the "
                       "precision asked for (Leino & Fredrikson; needs the weights)"),
 )}
 
 
+TUNE_DEFAULT = "noise"  # what `shadowfarm tune` tunes when no --attack is given
+
+
+def tunable() -> list[str]:
+    """The attacks with a `shadowfarm tune` search space (`AttackSpec.tune`), in registry order."""
+    return [name for name, spec in ATTACKS.items() if spec.tune is not None]
+
+
+def smoke_attacks(run: str) -> tuple[str, ...]:
+    """The attacks the smoke test or demo `run` ("study", "matrix", "audit": `AttackSpec.smoke`) runs, in registry
+    order."""
+    return tuple(name for name, spec in ATTACKS.items() if run in spec.smoke)
+
+
+def smoke_settings(run: str) -> list[str]:
+    """The NAME.KEY=VALUE settings of the attacks of the smoke test or demo `run` that make them cheap."""
+    return [f"{name}.{key}={value}" for name in smoke_attacks(run)
+            for key, value in ATTACKS[name].smoke_settings.items()]
+
+
 def attack_type(name: str, label_only: bool) -> str:
     """The type of a result named `name` (a registered attack's `kind`; else from its label_only flag)."""
     return ATTACKS[name].kind if name in ATTACKS else "label-only" if label_only else "confidence"
+
+
+def register(spec: AttackSpec) -> AttackSpec:
+    """Add `spec` to the registry (replacing an attack of the same name); returns it. Ray workers import the
+    registry afresh: code that runs an attack registered at run time in one passes the spec along (`attacks.tune`)."""
+    ATTACKS[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove attack `name` from the registry (tests that registered one)."""
+    ATTACKS.pop(name, None)
 
 
 def get_attack(name: str) -> AttackSpec:
@@ -143,45 +204,6 @@ def attack_with(name: str, settings: dict | None) -> Callable[..., np.ndarray]:
     return attack
 
 
-# Membership modes (farm.config.MembershipConfig.mode). In a disjoint run (Shokri et al.) no shadow ever trains
-# on a target-pool example, so a variant that fits IN shadows per example cannot score the challenge set:
-# attack -> (the variants that need IN shadows, the variant chosen instead when no variant is asked for).
-NEEDS_IN_SHADOWS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "calibrated": (("online",), "offline"),
-    "lira_confidence": (("online",), "offline"),
-    "boundary": (("calibrated",), None),
-    "transfer": (("calibrated",), "threshold"),
-    "gradient_norm": (("calibrated",), "offline"),
-    "stolen_memories": (("online",), "offline"),
-}
-
-
-def mode_settings(name: str, settings: dict | None, mode: str) -> tuple[dict | None, dict | None]:
-    """(settings, chosen) of attack `name` for a run in membership `mode`, before `resolve_settings`.
-
-    lira: `settings` unchanged, chosen None. disjoint: an asked-for variant that needs IN shadows is a
-    ConfigError; with no variant asked for, an attack whose default needs them gets its one-sided variant
-    (the offline LiRA test against the OUT shadows), and chosen = {"variant": ..., "reason": ...} says so.
-    """
-    if mode == "lira" or name not in NEEDS_IN_SHADOWS:
-        return settings, None
-    online, instead = NEEDS_IN_SHADOWS[name]
-    asked = (settings or {}).get("variant")
-    if asked in online:
-        raise ConfigError(f"attack {name!r}: variant {asked!r} needs IN shadows for every challenge example, and a "
-                          f"disjoint run's shadows never train on the target pool (use variant: "
-                          f"{instead or 'threshold'})")
-    if asked is not None or get_attack(name).defaults["variant"] not in online:
-        return settings, None
-    return {**(settings or {}), "variant": instead}, {
-        "variant": instead, "reason": "disjoint run: no shadow trained on a target-pool example, so the "
-                                      "per-example test is one-sided against the OUT shadows"}
-
-
-# Attacks left out of the default list because of their cost; they run when asked for by name.
-EXPLICIT_ONLY = ("boundary",)
-
-
 def applicable(name: str, responses: Responses, *, weights: bool = True) -> str | None:
     """Why attack `name` cannot run on these responses (weights: whether the models' weights are at hand), or None
     when it can."""
@@ -208,8 +230,8 @@ def choose_attacks(names: Sequence[str] | None, responses: Responses, *, subject
     chosen, skipped = [], {}
     for name in ATTACKS:
         reason = applicable(name, responses, weights=weights)
-        if name in EXPLICIT_ONLY and not reason:
-            reason = f"runs HopSkipJump on every example (many queries); ask for it with --attacks {name}"
+        if ATTACKS[name].explicit_only and not reason:
+            reason = f"{ATTACKS[name].explicit_only}; ask for it with --attacks {name}"
         if reason:
             skipped[name] = reason
         else:

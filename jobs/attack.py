@@ -53,7 +53,7 @@ def parse_settings(texts: list[str]) -> dict:
 
 
 def options_from(args: argparse.Namespace):
-    from attacks.runner import AttackOptions
+    from attacks.stage import AttackOptions
 
     settings = parse_settings(args.settings)
     if not 0 < args.fpr < 1:
@@ -71,7 +71,7 @@ def options_from(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from attacks.report.core import format_table, summary_rows
     from attacks.report.page import write_report
-    from attacks.runner import attack_run
+    from attacks.stage import attack_run
     from farm.storage import RunDir
 
     results = attack_run(args.run, options_from(args), progress=not args.quiet)

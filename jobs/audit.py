@@ -22,6 +22,7 @@ import sys
 import urllib.parse
 from functools import partial
 
+from attacks.registry import smoke_attacks, smoke_settings
 from farm.errors import ConfigError
 from jobs.attack import parse_settings
 from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
@@ -147,8 +148,8 @@ def smoke(args: argparse.Namespace) -> int:
     print(f"serving model 0 of {args.run} at {server.url}")
     try:
         args.target, args.members = server.url, members_file
-        args.attacks = args.attacks or ("gap", "augmentation", "noise", "calibrated", "boundary")
-        args.settings = args.settings or ["boundary.max_iter=2", "boundary.init_evals=20", "boundary.max_evals=40"]
+        args.attacks = args.attacks or smoke_attacks("audit")  # AttackSpec.smoke, with its cheap settings
+        args.settings = args.settings or smoke_settings("audit")
         args.bootstrap, args.pseudo_targets = min(args.bootstrap, 20), min(args.pseudo_targets, 2)
         code = run(args)
     finally:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from attacks.registry import smoke_attacks
 from farm.config import load_config
 from farm.driver import train_farm
 from farm.plan import plan_run
@@ -16,7 +17,7 @@ SMOKE_RUN = "quickstart-smoke"  # under runs/ (or the system temp dir inside a R
 SMOKE_CONFIG = "quickstart"
 SMOKE_OVERRIDES = ["membership.n_models=8", "train.epochs=2", "data.subsample=200", "farm.group_size=4"]
 # The cheap attacks: a study's smoke test checks the plumbing end to end in seconds (transfer trains models).
-STUDY_SMOKE_ATTACKS = ("gap", "augmentation", "noise", "calibrated", "loss", "lira_confidence")
+STUDY_SMOKE_ATTACKS = smoke_attacks("study")  # AttackSpec.smoke
 
 
 def smoke_farm(run: str | None) -> str:
@@ -31,7 +32,7 @@ def attacked_smoke_farm(run: str) -> str:
     """The smoke farm in `run` with `STUDY_SMOKE_ATTACKS` run on it (2 pseudo-targets, no bootstrap); prints their
     table and returns `run`."""
     from attacks.report.core import format_table, summary_rows
-    from attacks.runner import AttackOptions, attack_run
+    from attacks.stage import AttackOptions, attack_run
     from farm.storage import RunDir
 
     smoke_farm(run)

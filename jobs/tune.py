@@ -18,6 +18,7 @@ import json
 import sys
 from functools import partial
 
+from attacks.registry import TUNE_DEFAULT, tunable
 from farm.errors import ConfigError
 from jobs.common import add_run_argument, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
@@ -26,9 +27,8 @@ HELP = "search an attack's settings with Ray Tune on a shadow-only game"
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     add_run_argument(parser, positional=positional)
-    parser.add_argument("--attack", default="noise",
-                        help="attack to tune: augmentation, noise, calibrated, boundary, transfer, "
-                             "confidence_classifier, lira_confidence (default noise)")
+    parser.add_argument("--attack", default=TUNE_DEFAULT,
+                        help=f"attack to tune: {', '.join(tunable())} (default {TUNE_DEFAULT})")
     parser.add_argument("--num-samples", type=int, default=16, help="Tune trials (default 16)")
     parser.add_argument("--metric", default="auc", help="auc, tpr@1%%fpr or tpr@0.1%%fpr (default auc)")
     parser.add_argument("--fpr", type=float, default=0.01, help="requested FPR for the threshold (default 0.01)")
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attacks.tune import tune_attack
+    from attacks.tune.trials import tune_attack
 
     if not 0 < args.fpr < 1:
         raise ConfigError(f"--fpr: expected a value in (0, 1), got {args.fpr}")

@@ -4,7 +4,7 @@ Rules (docs/design.md §1, README "Layout"):
 - no cycle among the project's modules, counting imports inside functions too;
 - `farm/` never imports `attacks/` or `jobs/`; `attacks/` never imports `jobs/`;
 - `attacks/stats/` and `attacks/methods/` are pure: numpy/scipy/scikit-learn/torch and each other, never
-  Ray, HTTP or the stage's I/O and model access (oracles, compute, studies, report, the runner);
+  Ray, HTTP or the stage's I/O and model access (oracles, compute, studies, report, the stage);
 - entry points (`if __name__ == "__main__"`) only in `jobs/`;
 - small files with one job: no module over 300 lines, no function over 60 (benchmarks' functions, jobs/bench/, exempt).
 
@@ -190,7 +190,7 @@ def test_a_cycle_is_found_even_through_a_lazy_import(tmp_path):
 
 
 @pytest.mark.parametrize(("rel", "text", "rule"), [
-    ("farm/x.py", "from attacks.runner import attack_run\n", "farm/ never imports"),
+    ("farm/x.py", "from attacks.stage import attack_run\n", "farm/ never imports"),
     ("attacks/stats/x.py", "import ray\n", "stay pure"),
     ("attacks/methods/x.py", "def f():\n    from attacks.oracles.model import ModelOracle\n",
      "pure modules import only"),
@@ -199,7 +199,7 @@ def test_a_cycle_is_found_even_through_a_lazy_import(tmp_path):
 ])
 def test_each_direction_rule_fails_when_broken(tmp_path, rel, text, rule):
     root = _tree(tmp_path, {rel: text, "attacks/stats/__init__.py": "", "attacks/methods/__init__.py": "",
-                            "attacks/runner.py": "", "attacks/oracles/__init__.py": "",
+                            "attacks/stage.py": "", "attacks/oracles/__init__.py": "",
                             "attacks/oracles/model.py": "", "jobs/common.py": ""})
     found = violations(root)
     assert len(found) == 1 and rule in found[0], found

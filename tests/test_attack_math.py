@@ -11,7 +11,7 @@ from scipy.special import expit
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
-from attacks.methods.baselines import logit_scaled_confidence, true_label_log_prob
+from attacks.methods.confidence import logit_scaled_confidence, true_label_log_prob
 from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
 from attacks.stats import correctness

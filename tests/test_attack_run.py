@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from attacks.registry import ATTACKS
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from farm.config import load_config
 from farm.driver import train_farm
 from farm.errors import ConfigError

@@ -12,7 +12,7 @@ from attacks.oracles.http_client import HttpSettings, TargetError
 from attacks.oracles.journal import Journal
 from attacks.oracles.model import ModelOracle, export_torchscript
 from attacks.oracles.server import LabelServer
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from farm.config import load_config
 from farm.driver import train_farm
 from farm.plan import plan_run

@@ -11,7 +11,7 @@ from attacks.loader import load_responses
 from attacks.oracles.model import ModelOracle
 from attacks.oracles.output_defenses import FITTED, OUTPUT_DEFENSES, DefendedModel, defended_responses, mask_logits
 from attacks.registry import run_attack
-from attacks.runner import AttackOptions
+from attacks.stage import AttackOptions
 from attacks.studies.defenses import attack_farm, parse_defenses
 from farm.config import load_config
 from farm.driver import train_farm

@@ -19,7 +19,7 @@ import torch
 
 from attacks.compute.boundary import HsjaSettings, boundary_distances
 from attacks.registry import ATTACKS
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from farm.config import load_config, model_seed
 from farm.data import load_dataset
 from farm.driver import train_farm

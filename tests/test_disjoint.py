@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from attacks.audit import AuditOptions, audit_run, open_target
-from attacks.registry import attack_with, mode_settings
+from attacks.modes import split_targets
+from attacks.registry import attack_with
 from attacks.report.page import write_report
 from attacks.responses import Responses
-from attacks.runner import AttackOptions, attack_run, split_targets
+from attacks.settings import mode_settings
+from attacks.stage import AttackOptions, attack_run
 from attacks.stats.shadow_game import play
 from farm.config import MembershipConfig, load_config
 from farm.driver import train_farm

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from polling import wait_for
 
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from farm.config import load_config
 from farm.driver import train_farm
 from farm.plan import plan_run

@@ -16,7 +16,7 @@ from attacks.registry import get_attack, resolve_settings, run_attack
 from attacks.report.ood import TITLE as OOD_TITLE
 from attacks.report.ood import format_ood, ood_section
 from attacks.responses import Responses
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from attacks.studies.game import AttackGame
 from attacks.studies.ood.inputs import OOD_FAMILIES, ood_inputs
 from attacks.studies.ood.query import transfer_ood

@@ -9,11 +9,12 @@ import pytest
 
 from attacks.compute.requery import requery
 from attacks.loader import load_responses
+from attacks.methods import calibrated
 from attacks.registry import run_attack
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from attacks.studies import calibration
 from attacks.studies.calibration import calibration_study
-from attacks.tune import tune_attack
+from attacks.tune.trials import tune_attack
 from farm.config import QuerySpec, load_config
 from farm.driver import train_farm
 from farm.plan import plan_run
@@ -80,12 +81,12 @@ def test_study_job_smoke_test(ray_local, tmp_path, capsys):
     assert "global-threshold" in capsys.readouterr().out
 
 
-def test_fast_path_finds_what_the_reference_path_finds(plan):
-    """Same seed, one trial at a time: today's search and the one before issue 18 (`reference`) propose the same
-    trials, score them the same to the last bit and choose the same setting and threshold."""
+def test_same_seed_same_search(plan):
+    """Same seed, one trial at a time: a second search (re-querying afresh) proposes the same trials, scores them
+    the same to the last bit and chooses the same setting and threshold."""
     kwargs = dict(attack="calibrated", num_samples=3, metric="auc", fpr=0.05, n_pseudo=2, max_concurrent=1, verbose=0)
-    reference = tune_attack(plan.run.uri, reference=True, **kwargs)
-    shutil.rmtree(plan.run.path("requery"))  # the new path re-queries too, not reading the reference's answers
+    reference = tune_attack(plan.run.uri, **kwargs)
+    shutil.rmtree(plan.run.path("requery"))  # the second search re-queries too, not reading the first's answers
     new = tune_attack(plan.run.uri, **kwargs)
     assert [t["config"] for t in new["trials"]] == [t["config"] for t in reference["trials"]]
     assert [t["score"] for t in new["trials"]] == [t["score"] for t in reference["trials"]]
@@ -95,12 +96,12 @@ def test_fast_path_finds_what_the_reference_path_finds(plan):
 def test_requery_in_process_equals_the_ray_tasks(plan, tmp_path):
     specs = [QuerySpec("clean"), QuerySpec("gaussian", (("n", 3), ("sigma", 0.3))), QuerySpec("translate", (("d", 1),))]
     answers = []
-    for i, (local, once) in enumerate(((False, True), (True, False), (True, True))):
+    for i, local in enumerate((False, True)):
         run = RunDir(str(tmp_path / f"copy{i}"))
         shutil.copytree(plan.run.path(), run.path(), ignore=shutil.ignore_patterns("requery", "tune"))
         answers.append(requery(run, specs=specs, info=plan.dataset.info, x=plan.dataset.x, labels=plan.dataset.y,
-                               models=[1, 2, 5], n_models=8, seed=0, chunk_examples=50, progress=False, local=local,
-                               perturb_once=once)[1])
+                               models=[1, 2, 5], n_models=8, seed=0, chunk_examples=50, progress=False,
+                               local=local)[1])
     for other in answers[1:]:
         np.testing.assert_array_equal(other, answers[0])
     assert (answers[0][[1, 2, 5]] >= 0).all() and (answers[0][[0, 3]] == -1).all()
@@ -109,14 +110,14 @@ def test_requery_in_process_equals_the_ray_tasks(plan, tmp_path):
 def test_calibration_study_is_one_statistics_pass_with_the_attacks_scores(plan, monkeypatch):
     responses = load_responses(plan.run)
     statistic = calibration.statistics(responses, {"calibrated", "lira_confidence"})
-    for attack, settings in calibration.VARIANTS.values():
+    for attack, settings in calibration.study_rows(responses).values():
         for k in (1, 4, 7):
             shadows = np.arange(1, 1 + k)
             fn = calibration.scorer(attack, settings, statistic[attack], responses.member)
             np.testing.assert_array_equal(fn(responses, target=0, shadows=shadows),
                                           run_attack(attack, responses, target=0, shadows=shadows, settings=settings))
     calls = []
-    counted = calibration.count_correct
-    monkeypatch.setattr(calibration, "count_correct", lambda *a, **kw: calls.append(1) or counted(*a, **kw))
+    counted = calibrated.count_correct
+    monkeypatch.setattr(calibrated, "count_correct", lambda *a, **kw: calls.append(1) or counted(*a, **kw))
     calibration_study(plan.run.uri, shadow_counts=(1, 2, 4, 7))
     assert len(calls) == 1  # was one per attack call: 4 shadow counts x 3 variants x (target + pseudo-targets)

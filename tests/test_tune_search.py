@@ -1,4 +1,4 @@
-"""`attacks.tune_search.InOrder`: the trials TPE proposes depend on the seed, not on the order trials finish."""
+"""`attacks.tune.search.InOrder`: the trials TPE proposes depend on the seed, not on the order trials finish."""
 
 import random
 
@@ -7,7 +7,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from attacks.tune_search import InOrder, concurrent_trials
+from attacks.tune.search import InOrder, concurrent_trials
 from farm.errors import ConfigError
 
 SPACE = {"x": tune.uniform(-2.0, 2.0), "k": tune.choice([1, 2, 3])}

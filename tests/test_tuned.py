@@ -8,10 +8,11 @@ import pytest
 
 from attacks.audit import AuditOptions, audit_run, open_target
 from attacks.registry import attack_with, resolve_settings
-from attacks.runner import AttackOptions, attack_run, game_settings
+from attacks.settings import game_settings
+from attacks.stage import AttackOptions, attack_run
 from attacks.stats.metrics import fpr_key
 from attacks.stats.shadow_game import play
-from attacks.tune import tune_attack
+from attacks.tune.trials import tune_attack
 from farm.config import from_dict, load_config
 from farm.driver import train_farm
 from farm.errors import ConfigError

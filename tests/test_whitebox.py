@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from attacks.compute import whitebox as compute
-from attacks.compute.statistics import WHITE_BOX
 from attacks.methods.whitebox import STATISTICS, precision_check
 from attacks.registry import ATTACKS, applicable, choose_attacks, run_attack
 from attacks.report.core import format_table, summary_rows
 from attacks.responses import Responses
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from farm.config import load_config
 from farm.data import DatasetInfo
 from farm.driver import train_farm
@@ -26,6 +25,7 @@ from farm.storage import RunDir
 TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
         "train.lr=0.01", "queries=[clean]"]
 RTOL = 1e-4
+WHITE_BOX = tuple(name for name, spec in ATTACKS.items() if spec.white_box)
 
 
 def reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from attacks.artifacts import OUTLIERS, WORST_CASE, WORST_CASE_SCHEMA
 from attacks.report.worst_case import TITLE as WORST_CASE_TITLE
 from attacks.report.worst_case import format_worst_case
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from attacks.studies.worst_case import OutlierRule, outlier_mask, subset_rows
 from farm.config import load_config
 from farm.driver import train_farm

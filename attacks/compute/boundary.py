@@ -20,9 +20,14 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
+from tqdm.auto import tqdm
 
 from attacks.compute.hsja import RANDOM_STREAMS, HsjaResult, hopskipjump
 from attacks.compute.tasks import map_tasks
+from attacks.methods.boundary import STATISTIC
+from attacks.responses import Responses
+from farm.cluster import ensure_ray
+from farm.plan import Plan
 from farm.shards import schema
 from farm.storage import RunDir
 
@@ -114,3 +119,61 @@ def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds
 @ray.remote
 def _slice(array: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(array[start:stop])
+
+
+def hsja_settings(settings: dict, *, seed: int) -> HsjaSettings:
+    """The HopSkipJump settings of the boundary attack's resolved `settings` (the key of its distance cache)."""
+    return HsjaSettings(max_iter=settings["max_iter"], init_evals=settings["init_evals"],
+                        max_evals=settings["max_evals"], budget=settings["budget"], seed=seed)
+
+
+def prepare(plan: Plan, responses: Responses, chosen: dict, *, scored: Sequence[int], everyone: Sequence[int],
+            seed: int, progress: bool, local: bool) -> Responses:
+    """`responses` with the "boundary" distances of the `scored` models (and of `everyone`, the shadows, for the
+    calibrated variant); chosen: the attack's resolved settings (`Statistic.prepare`)."""
+    models = sorted(scored) if chosen["variant"] == "threshold" else sorted(set(scored) | set(everyone))
+    stat = boundary_distances(plan.run, x=plan.dataset.x, labels=plan.dataset.y, bounds=plan.dataset.info.bounds,
+                              models=models, n_models=responses.n_models, settings=hsja_settings(chosen, seed=seed),
+                              progress=progress, local=local)
+    return responses.with_statistic(STATISTIC, stat)
+
+
+def prepare_audit(plan: Plan, responses: Responses, oracle, chosen: dict, *, examples: np.ndarray,
+                  pseudo: Sequence[int], shadows: Sequence[int], seed: int, progress: bool) -> Responses:
+    """`prepare` for an audit: the shadows' distances on the challenge `examples` (cached as by the attack stage)
+    and the oracle's, the target being the last row of `responses` (`Statistic.audit`)."""
+    ensure_ray()
+    target = responses.n_models - 1
+    models = pseudo if chosen["variant"] == "threshold" else shadows
+    hsja = hsja_settings(chosen, seed=seed)
+    stat = np.full(responses.member.shape, np.nan)
+    stat[:target] = _shadow_distances(plan, models, examples=examples, n_models=target, hsja=hsja, progress=progress)
+    stat[target] = _target_distances(plan, oracle, examples=examples, hsja=hsja, progress=progress)
+    return responses.with_statistic(STATISTIC, stat)
+
+
+def _shadow_distances(plan: Plan, models: Sequence[int], *, examples: np.ndarray, n_models: int,
+                      hsja: HsjaSettings, progress: bool) -> np.ndarray:
+    """float64[n_models, K]: distances of `models` on the challenge examples (NaN rows for the others).
+
+    Computed on the whole population: the distances are cached per example chunk, as by `shadowfarm attack`.
+    """
+    data = plan.dataset
+    return boundary_distances(plan.run, x=data.x, labels=data.y, bounds=data.info.bounds, models=sorted(models),
+                              n_models=n_models, settings=hsja, progress=progress)[:, examples]
+
+
+def _target_distances(plan: Plan, oracle, *, examples: np.ndarray, hsja: HsjaSettings, progress: bool) -> np.ndarray:
+    """float[K]: the oracle's distances on the challenge examples; the same seed and example ids as the
+    shadows' give the target and the shadows the same random probes."""
+    data = plan.dataset
+    bar = tqdm(desc="target boundary", unit="query", disable=not progress)
+
+    def ask(x: np.ndarray) -> np.ndarray:
+        labels = oracle.predict_labels(x)
+        bar.update(len(x))
+        return labels
+
+    result = hsja.run(ask, data.x[examples], data.y[examples], bounds=data.info.bounds, example_ids=examples)
+    bar.close()
+    return result.distance

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -26,8 +26,9 @@ import torch
 
 from attacks.compute.tasks import map_tasks
 from attacks.responses import Responses
-from farm.config import QuerySpec
+from farm.config import QuerySpec, from_dict
 from farm.data import DatasetInfo
+from farm.plan import Plan
 from farm.queries import Query, apply_query, expand_queries
 from farm.shards import fixed_list_to_numpy, responses_table
 from farm.storage import RunDir
@@ -89,25 +90,21 @@ _query_task = ray.remote(_query_chunk)
 
 def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np.ndarray, labels: np.ndarray,
             models: Sequence[int], n_models: int, seed: int, chunk_examples: int = 4096,
-            progress: bool = True, local: bool = False, perturb_once: bool = True) -> tuple[list[Query], np.ndarray]:
+            progress: bool = True, local: bool = False) -> tuple[list[Query], np.ndarray]:
     """(queries, pred int16[n_models, N, Q]) for the query set `specs`; rows of other models are -1.
 
     x: float32[N, *info.shape] the whole population in example_id order; labels: int[N].
     One Ray task per missing (model, chunk), through `map_tasks` (at most twice the cluster's CPUs in flight);
     local=True computes them in this process (inside a Tune trial, which holds its own CPUs), each query's
-    perturbation drawn once for all models (perturb_once=False: once per (model, chunk), as before; the
-    reference path of `jobs.bench_tune`).
+    perturbation drawn once for all models.
     """
     queries = expand_queries(specs, info=info, seed=seed)
     key = query_set_key(queries)
     n = len(labels)
     chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
     todo = [c for c in chunks if not run.is_file(_part(key, *c))]
-    if todo and local and perturb_once:
+    if todo and local:
         _query_local(run.uri, todo, x, np.asarray(labels), queries, info, key)
-    elif todo and local:
-        for m, s, e in todo:
-            _query_chunk(run.uri, m, s, e, x, np.asarray(labels), queries, info, key)
     elif todo:
         x_ref, labels_ref = ray.put(x), ray.put(np.asarray(labels))
         map_tasks(lambda c: _query_task.remote(run.uri, *c, x_ref, labels_ref, queries, info, key), todo,
@@ -122,3 +119,24 @@ def with_queries(responses: Responses, queries: Sequence[Query], pred: np.ndarra
     """The same game with another query set's responses (logits and statistics kept)."""
     return replace(responses, pred=pred, query_kinds=tuple(q.kind for q in queries),
                    query_params=tuple(q.params for q in queries))
+
+
+def requery_responses(plan: Plan, responses: Responses, specs: Sequence[QuerySpec | dict], *,
+                      models: Sequence[int] | None = None, answer: Callable | None = None,
+                      examples: np.ndarray | None = None, progress: bool = False, local: bool = False) -> Responses:
+    """`responses` under another query set (`specs`: QuerySpecs, or their dicts as best.json records them).
+
+    The answers of `models` (None: every model of the run) come from the query engine (`requery`, cached in the
+    run); the other models' rows are -1. An audit's `responses` (the run's models on the challenge `examples`,
+    its target last) pass `answer`: answer(queries=...) -> int16[K, Q], the target's answers through its oracle
+    (journaled and budgeted as any query)."""
+    if specs and isinstance(specs[0], dict):
+        specs = from_dict({"queries": list(specs)}).queries
+    data = plan.dataset
+    n_models = responses.n_models - (answer is not None)
+    models = list(range(n_models)) if models is None else [int(m) for m in models]
+    queries, pred = requery(plan.run, specs=specs, info=data.info, x=data.x, labels=data.y, models=models,
+                            n_models=n_models, seed=plan.cfg.seed, progress=progress, local=local)
+    if answer is not None:
+        pred = np.concatenate([pred[:, examples], answer(queries=queries)[None]])
+    return with_queries(responses, queries, pred)

@@ -27,11 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from attacks.compute.tasks import map_tasks
+from attacks.methods.transfer import PER_EXAMPLE, SPLIT, STATISTIC
 from attacks.responses import Responses
+from farm.cluster import ensure_ray
 from farm.config import RunConfig, model_seed
 from farm.data import DatasetInfo
 from farm.errors import ConfigError
 from farm.membership import lira_membership
+from farm.plan import Plan
 from farm.train import TrainedGroup, predict_in_chunks, steps_per_epoch, train_group
 
 SCORES = ("confidence", "loss")
@@ -164,3 +167,27 @@ def transfer_statistic(responses: Responses, *, cfg: RunConfig, info: DatasetInf
     for group, rows in zip(groups, results, strict=True):
         out[group] = rows
     return out
+
+
+def prepare(plan: Plan, responses: Responses, chosen: dict, *, scored: Sequence[int], everyone: Sequence[int],
+            seed: int, progress: bool, local: bool) -> Responses:
+    """`responses` with the "transfer" statistic of the `scored` models (and of `everyone`, the shadows, for a
+    variant that calibrates per example); chosen: the attack's resolved settings (`Statistic.prepare`)."""
+    models = sorted(set(scored) | set(everyone)) if chosen["variant"] in PER_EXAMPLE else sorted(scored)
+    stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x, models=models,
+                              n_models=chosen["n_models"], score=chosen["score"], seed=seed,
+                              split=chosen["variant"] in SPLIT, local=local)
+    return responses.with_statistic(STATISTIC, stat)
+
+
+def prepare_audit(plan: Plan, responses: Responses, oracle, chosen: dict, *, examples: np.ndarray,
+                  pseudo: Sequence[int], shadows: Sequence[int], seed: int, progress: bool) -> Responses:
+    """`prepare` for an audit: `responses` holds the run's models on the challenge `examples` plus the target,
+    whose clean answers (its last row) are relabelled like any model's (`Statistic.audit`)."""
+    ensure_ray()
+    target = responses.n_models - 1
+    models = sorted(set(shadows) | set(pseudo)) if chosen["variant"] in PER_EXAMPLE else pseudo
+    stat = transfer_statistic(responses, cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x[examples],
+                              models=sorted(models) + [target], n_models=chosen["n_models"],
+                              score=chosen["score"], seed=seed, split=chosen["variant"] in SPLIT)
+    return responses.with_statistic(STATISTIC, stat)

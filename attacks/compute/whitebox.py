@@ -36,9 +36,11 @@ from torch.func import functional_call, grad, vmap
 
 from attacks.compute.tasks import map_tasks
 from attacks.methods.whitebox import STATISTICS
+from attacks.responses import Responses
 from farm.config import ModelConfig
 from farm.data import DatasetInfo
 from farm.models import build_model
+from farm.plan import Plan
 from farm.shards import fixed_list_to_numpy, load_weights
 from farm.storage import RunDir
 
@@ -210,3 +212,16 @@ def _read(run: RunDir, key: str, *, models: Sequence[int], n_examples: int, n_mo
                     out[field] = np.full((n_models, n_examples, *values.shape[1:]), np.nan)
                 out[field][m, start:stop] = values
     return {STATISTICS[k]: v for k, v in out.items()}
+
+
+def prepare(plan: Plan, responses: Responses, chosen: dict, *, scored: Sequence[int], everyone: Sequence[int],
+            seed: int, progress: bool, local: bool) -> Responses:
+    """`responses` with every white-box statistic of the `scored` models and `everyone` (`Statistic.prepare`; the
+    same for every white-box attack, so prepared once: chosen and seed are unused)."""
+    stats = whitebox_statistics(plan.run, model_cfg=plan.cfg.model, info=plan.dataset.info, x=plan.dataset.x,
+                                labels=plan.dataset.y, models=sorted(set(scored) | set(everyone)),
+                                n_models=responses.n_models, group_size=plan.cfg.farm.group_size,
+                                progress=progress, local=local)
+    for name, values in stats.items():
+        responses = responses.with_statistic(name, values)
+    return responses

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from attacks.methods.calibrated import calibrate
 from attacks.responses import Responses
-from attacks.stats.lira import lira_scores
 from farm.errors import ConfigError
 
 STATISTIC = "boundary"  # the per-(model, example) statistic in Responses.statistics
+PER_EXAMPLE = ("calibrated",)  # the variants that read every shadow's distances
 
 
 def boundary(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "threshold",
@@ -27,12 +28,10 @@ def boundary(responses: Responses, *, target: int, shadows: Sequence[int], varia
         raise ConfigError("attack 'boundary' needs HopSkipJump distances; run it through `shadowfarm attack`")
     if variant == "threshold":
         return np.asarray(values[target], dtype=np.float64)
-    if variant != "calibrated":
+    if variant not in PER_EXAMPLE:
         raise ConfigError(f"attack 'boundary': unknown variant {variant!r} (valid: calibrated, threshold)")
     shadows = np.asarray(shadows, dtype=np.intp)
     if np.isnan(values[shadows]).any():
         raise ConfigError("attack 'boundary' variant 'calibrated' needs the distances of every shadow")
     stat = np.log(values + 1e-3)
-    return lira_scores(target_statistic=stat[target], shadow_statistic=stat[shadows],
-                       shadow_member=responses.member[shadows], variant="online",
-                       global_variance=global_variance)
+    return calibrate(stat[np.r_[int(target), shadows]], responses.member[shadows], global_variance=global_variance)

@@ -12,6 +12,8 @@ from attacks.stats.correctness import PERTURBATION_KINDS, check_game, count_corr
 from attacks.stats.lira import lira_scores, smoothed_logit_fraction
 from farm.errors import ConfigError
 
+NAME = "calibrated"
+
 
 def calibrated(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
                kinds: Sequence[str] | None = None, global_variance: bool | str = "auto",
@@ -25,24 +27,45 @@ def calibrated(responses: Responses, *, target: int, shadows: Sequence[int], var
     itself, to be thresholded globally (the baseline calibration is measured against). Needs at
     least one perturbation query (or a query of one of `kinds`). Returns float64[N].
     """
+    chosen = _kinds(responses, kinds)
+    shadows = check_game(responses, target=target, shadows=shadows)
+    statistic = _statistic(responses, np.concatenate([[int(target)], shadows]), chosen)
+    if variant == "global":
+        return statistic[0]
+    return calibrate(statistic, responses.member[shadows], variant=variant, global_variance=global_variance,
+                     min_std=min_std, empty=empty)
+
+
+def calibrate(statistic: np.ndarray, shadow_member: np.ndarray, *, variant: str = "online",
+              global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "error") -> np.ndarray:
+    """The per-example calibration every calibrated attack applies to its statistic: LiRA (`lira_scores`).
+
+    statistic float[1 + S, N]: the target's row first, then its shadows'; shadow_member bool[S, N]: the
+    shadows' membership (all False: the offline test of inputs no shadow trained on). Returns float64[N]."""
+    return lira_scores(target_statistic=statistic[0], shadow_statistic=statistic[1:], shadow_member=shadow_member,
+                       variant=variant, global_variance=global_variance, min_std=min_std, empty=empty)
+
+
+def statistic(responses: Responses, models: np.ndarray, settings: dict) -> np.ndarray:
+    """float64[len(models), N]: the statistic `calibrated` calibrates, for `models`: the smoothed fraction of the
+    queries of settings["kinds"] (None: every non-clean query) answered correctly."""
+    return _statistic(responses, models, _kinds(responses, settings.get("kinds")))
+
+
+def _kinds(responses: Responses, kinds: Sequence[str] | None) -> tuple[str, ...]:
     if kinds is None:
         chosen = tuple(sorted({kind for kind in responses.query_kinds if kind != "clean"}))
         if not chosen:
-            require_kinds(responses, attack="calibrated", any_of=PERTURBATION_KINDS)
-    else:
-        chosen = tuple(kinds)
-        for kind in chosen:  # every requested kind must be there: a silent subset would change the statistic
-            require_kinds(responses, attack="calibrated", any_of=(kind,))
-        if not chosen:
-            raise ConfigError("attack 'calibrated': kinds is empty; "
-                              "leave it unset to use every non-clean query")
-    shadows = check_game(responses, target=target, shadows=shadows)
-    queries = query_indices(responses, kinds=chosen)
-    models = np.concatenate([[int(target)], shadows])
-    counts = count_correct(responses, queries=queries, models=models)
-    statistic = smoothed_logit_fraction(counts, len(queries))
-    if variant == "global":
-        return statistic[0]
-    return lira_scores(target_statistic=statistic[0], shadow_statistic=statistic[1:],
-                       shadow_member=responses.member[shadows], variant=variant,
-                       global_variance=global_variance, min_std=min_std, empty=empty)
+            require_kinds(responses, attack=NAME, any_of=PERTURBATION_KINDS)
+        return chosen
+    chosen = tuple(kinds)
+    for kind in chosen:  # every requested kind must be there: a silent subset would change the statistic
+        require_kinds(responses, attack=NAME, any_of=(kind,))
+    if not chosen:
+        raise ConfigError(f"attack {NAME!r}: kinds is empty; leave it unset to use every non-clean query")
+    return chosen
+
+
+def _statistic(responses: Responses, models: np.ndarray, kinds: tuple[str, ...]) -> np.ndarray:
+    queries = query_indices(responses, kinds=kinds)
+    return smoothed_logit_fraction(count_correct(responses, queries=queries, models=models), len(queries))

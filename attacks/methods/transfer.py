@@ -16,13 +16,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from attacks.methods.calibrated import calibrate
 from attacks.responses import Responses
-from attacks.stats.lira import lira_scores
 from farm.errors import ConfigError
 
 STATISTIC = "transfer"  # the per-(model, example) statistic in Responses.statistics
 VARIANTS = ("in_out", "threshold", "calibrated")
 SPLIT = ("in_out",)  # the variants whose statistic comes from IN/OUT halves of transfer models
+PER_EXAMPLE = ("calibrated",)  # the variants that read every shadow's statistic
 
 
 def transfer(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "in_out",
@@ -41,7 +42,7 @@ def transfer(responses: Responses, *, target: int, shadows: Sequence[int], varia
                           "run it through `shadowfarm attack`")
     if variant in ("threshold", "in_out"):
         return np.asarray(values[target], dtype=np.float64)
-    if variant != "calibrated":
+    if variant not in PER_EXAMPLE:
         raise ConfigError(f"attack 'transfer': unknown variant {variant!r} (valid: {', '.join(VARIANTS)})")
     shadows = np.asarray(shadows, dtype=np.intp)
     if np.isnan(values[shadows]).any():
@@ -50,5 +51,4 @@ def transfer(responses: Responses, *, target: int, shadows: Sequence[int], varia
     if score == "confidence":
         p = np.clip(stat, 1e-6, 1 - 1e-6)
         stat = np.log(p) - np.log1p(-p)
-    return lira_scores(target_statistic=stat[target], shadow_statistic=stat[shadows],
-                       shadow_member=responses.member[shadows], variant="online", global_variance=global_variance)
+    return calibrate(stat[np.r_[int(target), shadows]], responses.member[shadows], global_variance=global_variance)

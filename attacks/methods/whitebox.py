@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from attacks.methods.calibrated import calibrate
 from attacks.responses import Responses
 from attacks.stats.correctness import check_game
 from attacks.stats.lira import lira_scores
@@ -31,6 +32,7 @@ from farm.errors import ConfigError
 
 FIELDS = ("loss", "margin", "grad_norm", "layers", "activations", "top")
 STATISTICS = {name: f"whitebox_{name}" for name in FIELDS}  # field -> Responses.statistics name
+PER_EXAMPLE = ("calibrated",)  # gradient_norm's variant that fits IN and OUT shadows per example
 TINY = 1e-30  # added before a log: a gradient can underflow to exactly 0 for a very confident model
 
 
@@ -56,9 +58,8 @@ def gradient_norm(responses: Responses, *, target: int, shadows: Sequence[int], 
         return -np.log(statistic(responses, "grad_norm", np.array([target]), attack="gradient_norm")[0] + TINY)
     shadows = check_game(responses, target=target, shadows=shadows)
     stat = -np.log(statistic(responses, "grad_norm", np.r_[int(target), shadows], attack="gradient_norm") + TINY)
-    return lira_scores(target_statistic=stat[0], shadow_statistic=stat[1:], shadow_member=responses.member[shadows],
-                       variant="online" if variant == "calibrated" else "offline", global_variance=global_variance,
-                       min_std=min_std)
+    return calibrate(stat, responses.member[shadows], variant="online" if variant == "calibrated" else "offline",
+                     global_variance=global_variance, min_std=min_std)
 
 
 def nasr_features(responses: Responses, models: np.ndarray, examples: np.ndarray) -> np.ndarray:

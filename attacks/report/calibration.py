@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.artifacts import CALIBRATION
+from attacks.registry import ATTACKS
 from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import Section, escape
 from farm.storage import RunDir
@@ -26,7 +27,8 @@ def curve_png(rows: list[dict]) -> bytes:
         ks = sorted({r["n_shadows"] for r in rows if r["attack"] == name})
         for ax, key in zip(axes, ("auc", "tpr@1%fpr"), strict=True):
             ys = [_mean(rows, key, attack=name, k=k) for k in ks]
-            ax.plot(ks, ys, marker="o", label=name, linestyle="--" if name == "lira_confidence" else "-")
+            confidence = name in ATTACKS and not ATTACKS[name].label_only  # dashed: a confidence attack
+            ax.plot(ks, ys, marker="o", label=name, linestyle="--" if confidence else "-")
     for ax, title in zip(axes, ("AUC", "TPR at 1% FPR"), strict=True):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("shadow models")

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names, attack_scores
-from attacks.methods.whitebox import precision_check
-from attacks.registry import attack_type
+from attacks.methods.whitebox import precision_check, stolen_memories
+from attacks.registry import ATTACKS, attack_type
 from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import pct, text_table
 from attacks.stats.metrics import roc_curve
@@ -73,9 +73,14 @@ def summary_rows(run: RunDir) -> list[dict]:
     return sorted(rows, key=lambda r: (not r["label_only"], -r["auc"], r["attack"]))
 
 
+def _calibrated_precision(name: str) -> bool:
+    """Whether attack `name`'s scores are a calibrated P(member) read at the precision it asks for."""
+    return name in ATTACKS and ATTACKS[name].fn is stolen_memories
+
+
 def _precision_check(run: RunDir, name: str, settings: dict) -> dict | None:
     """stolen_memories' promised vs realized precision on its targets (from its scores.parquet); None otherwise."""
-    if name != "stolen_memories" or "precision" not in settings or not run.is_file(attack_scores(name)):
+    if not _calibrated_precision(name) or "precision" not in settings or not run.is_file(attack_scores(name)):
         return None
     table = run.read_table(attack_scores(name), columns=["member", "score"])
     return precision_check(table["score"].to_numpy(), table["member"].to_numpy(zero_copy_only=False),

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from attacks.artifacts import MATRIX, read_matrix
-from attacks.registry import attack_type
+from attacks.registry import ATTACKS, attack_type
 from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import Section, escape, notes_html
 from farm.storage import RunDir
@@ -24,8 +24,7 @@ from farm.storage import RunDir
 TITLE = "Defenses"
 PNG = "defenses.png"
 TREND = "weight_decay"  # the training defense whose strengths the trend panels sweep
-SHORT = {"augmentation": "augment", "calibrated": "calib", "transfer": "transfer",
-         "confidence_classifier": "conf_clf", "lira_confidence": "lira_conf"}  # column names in narrow places
+SHORT = {name: spec.short for name, spec in ATTACKS.items() if spec.short}  # column names in narrow places
 
 
 def as_frame(matrix: pa.Table | pd.DataFrame) -> pd.DataFrame:

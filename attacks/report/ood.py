@@ -8,6 +8,7 @@ import math
 import pandas as pd
 
 from attacks.artifacts import OOD, OOD_SCHEMA, POPULATION
+from attacks.registry import ATTACKS
 from attacks.report.markup import (
     Section,
     escape,
@@ -73,8 +74,10 @@ def _notes(meta: dict) -> list[str]:
         f"Label of an OOD input, for every attack: {escape(meta.get('label_rule', '?'))}. " + LABEL_NOTE,
         SCORING_NOTE,
     ]
-    if meta.get("scoring", {}).get("boundary"):
-        notes.append(f"boundary: HopSkipJump on the first {meta.get('boundary_inputs')} inputs of each family.")
+    for name in meta.get("scoring", {}):
+        ood = ATTACKS[name].ood if name in ATTACKS else None
+        if meta["scoring"][name] and ood is not None and ood.limited:
+            notes.append(f"{name}: {ood.limited} on the first {meta.get('boundary_inputs')} inputs of each family.")
     return notes
 
 

@@ -3,7 +3,7 @@
 For every example, the statistic's distribution over the shadows that trained on it (IN) and over
 those that did not (OUT) is modelled as a Gaussian; the target's value is scored by the likelihood
 ratio (online) or by a one-sided test against OUT alone (offline). `lira_scores` is the shared core,
-also used by `attacks.methods.baselines.lira_confidence` and usable for any per-(model, example) statistic
+also used by `attacks.methods.confidence.lira_confidence` and usable for any per-(model, example) statistic
 (e.g. boundary distances). Only shadow statistics and shadow membership go in: the target's
 membership cannot even be passed.
 

@@ -3,16 +3,17 @@
 For each k in `shadow_counts` and each target, the attacks see only the first k non-target models
 (by model_id) as shadows. Rows: AUC and TPR at 0.1%/1% FPR read off the target's ROC, and the
 realized FPR/TPR on the target at the threshold chosen for 1% FPR on those k shadows (pseudo-targets
-among them; needs k >= 3, else NaN). Attacks:
+among them; needs k >= 3, else NaN). Attacks (each calibrated attack's `AttackSpec.calibration_rows`):
 - `calibrated` (online, LiRA on the label-only statistic), `calibrated-offline`;
 - `global-threshold`: the same statistic with one global threshold (no per-example calibration):
   the baseline calibration is measured against;
 - `lira_confidence` (confidence baseline) when the run has logits.
 Examples with no IN (or OUT) shadow among k get the mean over all IN (OUT) rows.
 One statistics pass: each attack's per-(model, example) statistic (a row per model, the same whichever game the
-model plays in) is computed once for every model (`statistics`), and every k, target and pseudo-target reads its
-rows from it, scored as the attack scores them (`lira_scores` with the attack's resolved settings); the rows
-equal those of `run_attack` on each game (tests/test_tune.py pins it).
+model plays in: `AttackSpec.statistic_of`) is computed once for every model (`statistics`), and every k, target
+and pseudo-target reads its rows from it, scored as the attack scores them (`attacks.methods.calibrated.calibrate`
+with the attack's resolved settings); the rows equal those of `run_attack` on each game (tests/test_tune.py pins
+it).
 The report's section of the study (table and curve) is `attacks.report.calibration`.
 """
 
@@ -25,23 +26,22 @@ import pyarrow as pa
 
 from attacks.artifacts import CALIBRATION
 from attacks.loader import load_responses
-from attacks.methods.baselines import logit_scaled_confidence
-from attacks.registry import resolve_settings
+from attacks.methods.calibrated import calibrate
+from attacks.modes import split_targets
+from attacks.registry import ATTACKS, get_attack, resolve_settings
 from attacks.responses import Responses
-from attacks.runner import split_targets
-from attacks.stats.correctness import PERTURBATION_KINDS, count_correct, query_indices, require_kinds
-from attacks.stats.lira import lira_scores, smoothed_logit_fraction
+from attacks.settings import resolve
 from attacks.stats.metrics import auc, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
 from attacks.stats.shadow_game import shadow_scores
 from farm.errors import ConfigError
 from farm.plan import load_plan
 
-VARIANTS = {
-    "calibrated": ("calibrated", {"variant": "online", "empty": "global"}),
-    "calibrated-offline": ("calibrated", {"variant": "offline", "empty": "global"}),
-    "global-threshold": ("calibrated", {"variant": "global"}),
-    "lira_confidence": ("lira_confidence", {"variant": "online", "empty": "global"}),
-}
+
+def study_rows(responses: Responses) -> dict[str, tuple[str, dict]]:
+    """row name -> (attack, settings): every calibrated attack's `calibration_rows` (the confidence ones only when
+    the run has logits)."""
+    return {row: (name, settings) for name, spec in ATTACKS.items() for row, settings in spec.calibration_rows.items()
+            if spec.label_only or responses.logits is not None}
 
 
 def _row(attack: str, k: int, target: int, scores: np.ndarray, member: np.ndarray, threshold: float) -> dict:
@@ -54,33 +54,24 @@ def _row(attack: str, k: int, target: int, scores: np.ndarray, member: np.ndarra
 
 
 def statistics(responses: Responses, attacks: set[str]) -> dict[str, np.ndarray]:
-    """attack -> float64[M, N]: the statistic `attacks` ("calibrated", "lira_confidence") calibrate, every model's
-    row: the fraction of the run's perturbed queries answered correctly, smoothed (`calibrated`'s default kinds),
-    and the logit-scaled confidence at the true label."""
-    out = {}
-    if "calibrated" in attacks:
-        kinds = tuple(sorted({kind for kind in responses.query_kinds if kind != "clean"}))
-        if not kinds:
-            require_kinds(responses, attack="calibrated", any_of=PERTURBATION_KINDS)
-        queries = query_indices(responses, kinds=kinds)
-        out["calibrated"] = smoothed_logit_fraction(count_correct(responses, queries=queries), len(queries))
-    if "lira_confidence" in attacks:
-        out["lira_confidence"] = logit_scaled_confidence(responses.logits, responses.labels)
-    return out
+    """attack -> float64[M, N]: the statistic each of `attacks` calibrates (`AttackSpec.statistic_of`, its default
+    settings), every model's row: e.g. the fraction of the run's perturbed queries answered correctly, smoothed
+    (`calibrated`), or the logit-scaled confidence at the true label."""
+    models = np.arange(responses.n_models)
+    return {name: get_attack(name).statistic_of(responses, models, resolve_settings(name)) for name in attacks}
 
 
 def scorer(attack: str, settings: dict, statistic: np.ndarray, member: np.ndarray):
     """fn(responses, *, target, shadows) -> float64[N]: `attack` with `settings` on the precomputed `statistic`
     rows (reads member[shadows] only, as the attack does)."""
-    chosen = resolve_settings(attack, settings)
+    chosen = resolve([attack], explicit={attack: settings})[0][attack]
 
     def fn(_responses, *, target: int, shadows: np.ndarray) -> np.ndarray:
         shadows = np.asarray(shadows, dtype=np.intp)
         if chosen["variant"] == "global":
             return statistic[target]
-        return lira_scores(target_statistic=statistic[target], shadow_statistic=statistic[shadows],
-                           shadow_member=member[shadows], variant=chosen["variant"],
-                           global_variance=chosen["global_variance"], min_std=chosen["min_std"], empty=chosen["empty"])
+        return calibrate(statistic[np.r_[target, shadows]], member[shadows], variant=chosen["variant"],
+                         global_variance=chosen["global_variance"], min_std=chosen["min_std"], empty=chosen["empty"])
 
     return fn
 
@@ -94,7 +85,7 @@ def calibration_study(run_uri: str, *, shadow_counts: Sequence[int] = (1, 2, 4, 
     counts = sorted({min(int(k), len(all_shadows)) for k in shadow_counts})
     if not counts or counts[0] < 1:
         raise ConfigError("--shadows: expected positive shadow counts, e.g. 1,2,4,8")
-    variants = {name: v for name, v in VARIANTS.items() if v[0] != "lira_confidence" or responses.logits is not None}
+    variants = study_rows(responses)
     statistic = statistics(responses, {attack for attack, _ in variants.values()})
     rows = []
     for k in counts:

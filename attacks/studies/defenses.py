@@ -3,16 +3,14 @@ every output-side defense applied to each; `studies/defenses.parquet`, a table a
 
 A study folder holds one ordinary run directory per training-time defense setting, named by its label
 (`none`, `weight_decay=0.01`, `dp_sgd=8`, ...), each trained with `farm.driver.train_farm` and attacked
-with `attacks.runner.attack_run` (so `shadowfarm attack/report` work on each), plus (`attacks.artifacts`):
+with `attacks.stage.attack_run` (so `shadowfarm attack/report` work on each), plus (`attacks.artifacts`):
 
     <study>/study.json                 the settings, each farm's overrides, timings, machine
     <study>/studies/defenses.parquet   one row per (training defense, output defense, attack): `MATRIX_SCHEMA`
     <study>/none/studies/defenses.parquet  a copy in the undefended farm, whose report gets the Defenses section
 
 `run_study` returns the matrix; the job (`jobs/defenses.py`) then writes <study>/report/ and the undefended
-farm's report with `attacks.report.defenses.write_study_report`.
-
-Decisions:
+farm's report with `attacks.report.defenses.write_study_report`. Decisions:
 - Training-time defenses are a registry of config overrides for a strength (`TRAINING_DEFENSES`); a
   setting is `name` (its default strengths) or `name=v1:v2`. `dp_sgd` also sets the batch size and
   learning rate it needs (noisy clipped gradients want large batches); `--set-for NAME:KEY=VALUE`
@@ -42,9 +40,10 @@ import ray
 
 from attacks.artifacts import MATRIX, MATRIX_FPRS, MATRIX_SCHEMA, STUDY_JSON
 from attacks.loader import load_responses
+from attacks.modes import split_targets
 from attacks.oracles.output_defenses import OUTPUT_DEFENSES, defended_responses
 from attacks.registry import attack_with, get_attack
-from attacks.runner import AttackOptions, attack_run, split_targets
+from attacks.stage import AttackOptions, attack_run
 from attacks.stats.metrics import evaluate, fpr_column, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play
 from farm.cluster import ensure_ray
@@ -174,7 +173,7 @@ def plan_study(options: StudyOptions) -> list[tuple[DefenseSetting, Plan]]:
 def evaluate_attack(name: str, responses, *, targets: Sequence[int], shadows: np.ndarray,
                     options: AttackOptions) -> dict:
     """The runner's metrics of one attack on `responses` (e.g. masked ones): targets pooled, thresholds from
-    the shadow game, exactly as `attacks.runner.attack_run` computes them (same settings, pseudo-targets)."""
+    the shadow game, exactly as `attacks.stage.attack_run` computes them (same settings, pseudo-targets)."""
     fprs = reported_fprs(options.fpr)
     game = play(attack_with(name, options.settings.get(name)), responses, targets=targets, shadows=shadows,
                 n_pseudo=options.n_pseudo, seed=options.seed, fprs=fprs)

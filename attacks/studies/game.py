@@ -3,7 +3,7 @@
 A study (worst case, out-of-distribution) starts from an attack's result, `attacks/<name>/metrics.json`,
 and rebuilds its game from it: the same settings, the same targets (`target_model_ids`), the same shadows
 (every other model of the run), the same pseudo-targets (`n_pseudo_targets`, seed 0 as in
-`attacks.runner.AttackOptions`). `replay` plays it with `attacks.stats.shadow_game.play`, as the attack
+`attacks.stage.AttackOptions`). `replay` plays it with `attacks.stats.shadow_game.play`, as the attack
 stage does, so thresholds are chosen on the same shadow game; `shadow_game` gives that game's rows, on a
 subset of which a study can re-choose thresholds (e.g. outliers) without ever reading a target's membership.
 
@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names
-from attacks.compute.statistics import MODEL_STATISTICS, prepare_statistics
-from attacks.registry import attack_with, get_attack, resolve_settings, run_attack
+from attacks.compute.statistics import prepare_statistics
+from attacks.registry import attack_with, get_attack, run_attack
 from attacks.responses import Responses
+from attacks.settings import resolve
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets, shadow_scores
 from farm.errors import ConfigError, RunError
 from farm.plan import Plan
@@ -76,7 +77,8 @@ def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = No
         targets = tuple(int(t) for t in m["target_model_ids"])
         shadows = np.array([i for i in range(n_models) if i not in set(targets)], dtype=np.intp)
         games.append(AttackGame(name=name, label_only=get_attack(name).label_only,
-                                settings=resolve_settings(name, m["settings"]), targets=targets, shadows=shadows,
+                                settings=resolve([name], explicit={name: m["settings"]})[0][name],
+                                targets=targets, shadows=shadows,
                                 n_pseudo=int(m["n_pseudo_targets"]), requested_fpr=float(m.get("requested_fpr", 0.01)),
                                 seed=int(m.get("seed", GAME_SEED))))
     return games
@@ -84,10 +86,10 @@ def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = No
 
 def prepare_game_statistics(plan: Plan, responses: Responses, games: Sequence[AttackGame], *,
                             progress: bool = False) -> Responses:
-    """`responses` with the "transfer" / "boundary" / white-box statistics every game needs, computed exactly as
-    the attack stage computes them."""
+    """`responses` with the statistics needing model access every game needs (`AttackSpec.statistic`), computed
+    exactly as the attack stage computes them."""
     for game in games:
-        if game.name in MODEL_STATISTICS:
+        if get_attack(game.name).statistic is not None:
             responses = prepare_statistics(plan, responses, {game.name: game.settings},
                                            scored=sorted(set(game.targets) | set(game.pseudo_targets.tolist())),
                                            everyone=game.shadows.tolist(), seed=game.seed, progress=progress)

@@ -4,7 +4,7 @@
         [--attacks gap,noise,...] [--set KEY=VALUE] [--bootstrap 100] [--smoke-test]
 
 Trains each config's farm (jobs/configs/paper_*.yaml) through the library (`farm.plan.plan_run`,
-`farm.driver.train_farm`) into OUT_ROOT/<config>, runs the attacks on it (`attacks.runner.attack_run`), and prints
+`farm.driver.train_farm`) into OUT_ROOT/<config>, runs the attacks on it (`attacks.stage.attack_run`), and prints
 the setup, the machine, each config's mean train/test accuracy and gap over its models, and one table: per config
 and attack, our MI accuracy and AUC beside the paper's MI accuracy. Re-running resumes: finished models are not
 trained again and finished attacks (same settings) are read back.
@@ -31,7 +31,7 @@ import time
 from attacks.loader import load_responses
 from attacks.registry import applicable, get_attack
 from attacks.report.core import model_stats
-from attacks.runner import AttackOptions, attack_run
+from attacks.stage import AttackOptions, attack_run
 from farm.config import load_config
 from farm.driver import train_farm
 from farm.plan import plan_run

@@ -61,7 +61,7 @@ def process_peak_rss_mb() -> float:
 def attack_stage(run: str, attacks: tuple[str, ...]) -> dict:
     """The attack stage on `run` in this process (a fresh one: `measured_attack_stage`), with its memory."""
     from attacks.loader import load_responses
-    from attacks.runner import AttackOptions, attack_run
+    from attacks.stage import AttackOptions, attack_run
 
     rss_start = process_peak_rss_mb()
     tracemalloc.start()

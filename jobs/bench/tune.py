@@ -1,16 +1,17 @@
-"""Benchmark: `shadowfarm tune` today against the search as it ran before issue 18, in the same process.
+"""Benchmark: `shadowfarm tune`'s trials per minute.
 
     python -m jobs.bench.tune [--run RUN] [--attack calibrated] [--num-samples 16] [--repeats 1] [--profile]
 
-Both paths tune the same attack on fresh copies of RUN (default: the quickstart, trained into a temporary
-directory), so neither finds the other's re-queries in the run's cache; the runs alternate (reference, new,
-reference, ...) so both see the same load. Reference (`tune_attack(reference=True)`): a fresh Ray worker per
-trial, each trial's re-query perturbing every query once per shadow, TPE told of results as trials finish. New:
-reused trial workers, perturbations drawn once per trial for all shadows, TPE told of results in the order it
-proposed the trials (same seed, same trials), as many trials at once as the cluster's CPUs hold. Prints the
-setup, the machine, the load, each run's wall time and trials/min, the medians and their ratio, whether the trials
-both ran and their scores agree, and the chosen settings. --profile: cProfile of one trial (the chosen setting of
-the first reference run, in this process) under both re-query paths, top functions by own time.
+Each repeat tunes the attack on a fresh copy of RUN (default: the quickstart, trained into a temporary directory),
+so none finds another's re-queries in the run's cache: reused trial workers, perturbations drawn once per trial
+for all shadows, TPE told of results in the order it proposed the trials (same seed, same trials), as many trials
+at once as the cluster's CPUs hold. Prints the setup, the machine, the load, each run's wall time and trials/min,
+their median, and the chosen settings. --profile: cProfile of one trial (the chosen setting of the first run, in
+this process), top functions by own time.
+
+The search as it ran before issue 18 (a fresh Ray worker per trial, perturbations per shadow, TPE told of results
+as trials finish), which this benchmark compared against, is gone from the code (issue 24); its recorded figures
+stay in the benchmarks' README.
 """
 
 from __future__ import annotations
@@ -41,35 +42,27 @@ def fresh_copy(run: str, into: Path) -> str:
     return str(into)
 
 
-def timed_tune(run: str, *, reference: bool, args: argparse.Namespace) -> dict:
-    from attacks.tune import tune_attack
+def timed_tune(run: str, *, args: argparse.Namespace) -> dict:
+    from attacks.tune.trials import tune_attack
 
     start = time.perf_counter()
     best = tune_attack(run, attack=args.attack, num_samples=args.num_samples, n_pseudo=args.pseudo_targets,
-                       seed=args.seed, max_concurrent=2 if reference else None, verbose=0, reference=reference)
+                       seed=args.seed, verbose=0)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "trials_per_min": args.num_samples / seconds * 60, "best": best}
 
 
-def agreement(reference: dict, new: dict) -> str:
-    """How many trials both runs proposed, and whether those have the same scores."""
-    scores = {json.dumps(t["config"], sort_keys=True): t["score"] for t in reference["trials"]}
-    shared = [t for t in new["trials"] if json.dumps(t["config"], sort_keys=True) in scores]
-    same = sum(scores[json.dumps(t["config"], sort_keys=True)] == t["score"] for t in shared)
-    return f"{len(shared)} of {len(new['trials'])} trials proposed by both paths, {same} of them with equal scores"
-
-
-def profile_trial(run: str, config: dict, *, perturb_once: bool, args: argparse.Namespace, top: int = 8) -> str:
+def profile_trial(run: str, config: dict, *, args: argparse.Namespace, top: int = 8) -> str:
     """cProfile of one trial's game evaluation (re-query included) on `run`, top functions by own time."""
     from attacks.loader import load_responses
-    from attacks.runner import split_targets
-    from attacks.tune import make_games
+    from attacks.modes import split_targets
+    from attacks.tune.trials import make_games
     from farm.plan import load_plan
 
     plan = load_plan(run)
     _, shadows = split_targets(plan.cfg.membership)
     game, _ = make_games(plan, load_responses(plan.run), shadows=shadows, n_pseudo=args.pseudo_targets,
-                         seed=args.seed, perturb_once=perturb_once)
+                         seed=args.seed)
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.runcall(game.evaluate, args.attack, config, local=True)
@@ -95,30 +88,21 @@ def bench(args: argparse.Namespace) -> int:
         import ray
 
         print(f"setup: {run} | attack {args.attack} | {args.num_samples} trials, {args.pseudo_targets} pseudo-targets, "
-              f"seed {args.seed} | {args.repeats} repeat(s) per path | cluster CPUs "
-              f"{ray.cluster_resources().get('CPU', 0):g}")
+              f"seed {args.seed} | {args.repeats} repeat(s) | cluster CPUs {ray.cluster_resources().get('CPU', 0):g}")
         print(f"machine: {machine()}")
-        results = {"reference": [], "new": []}
+        rows = []
         for i in range(args.repeats):
-            for name in results:
-                print(f"{name} run {i + 1}: {load()}", flush=True)
-                row = timed_tune(fresh_copy(run, scratch / f"{name}-{i}"), reference=name == "reference", args=args)
-                results[name].append(row)
-                print(f"  {row['seconds']:.1f} s wall, {row['trials_per_min']:.2f} trials/min, chosen "
-                      f"{json.dumps(row['best']['chosen']['config'], sort_keys=True)} "
-                      f"(selection {row['best']['chosen']['score']:.4f})", flush=True)
+            print(f"run {i + 1}: {load()}", flush=True)
+            row = timed_tune(fresh_copy(run, scratch / f"run-{i}"), args=args)
+            rows.append(row)
+            print(f"  {row['seconds']:.1f} s wall, {row['trials_per_min']:.2f} trials/min, chosen "
+                  f"{json.dumps(row['best']['chosen']['config'], sort_keys=True)} "
+                  f"(selection {row['best']['chosen']['score']:.4f})", flush=True)
         print(f"after: {load()}")
-        medians = {name: statistics.median(r["trials_per_min"] for r in rows) for name, rows in results.items()}
-        print(f"median trials/min: reference {medians['reference']:.2f}, new {medians['new']:.2f}: "
-              f"ratio {medians['new'] / medians['reference']:.2f}x")
-        print(f"trials: {agreement(results['reference'][0]['best'], results['new'][0]['best'])}")
-        same = results["reference"][0]["best"]["chosen"]["config"] == results["new"][0]["best"]["chosen"]["config"]
-        print(f"chosen setting: {'the same' if same else 'different'} on both paths")
+        print(f"median trials/min: {statistics.median(r['trials_per_min'] for r in rows):.2f}")
         if args.profile:
-            config = results["reference"][0]["best"]["chosen"]["config"] or None
-            for name, once in (("reference", False), ("new", True)):
-                print(f"profile {name}: " + profile_trial(fresh_copy(run, scratch / f"profile-{name}"), config,
-                                                           perturb_once=once, args=args))
+            config = rows[0]["best"]["chosen"]["config"] or None
+            print("profile: " + profile_trial(fresh_copy(run, scratch / "profile"), config, args=args))
         return 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -143,11 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attack", default="calibrated", help="attack to tune (default calibrated)")
     parser.add_argument("--num-samples", type=int, default=16, help="trials per tune (default 16)")
     parser.add_argument("--pseudo-targets", type=int, default=8, help="as shadowfarm tune (default 8)")
-    parser.add_argument("--repeats", type=int, default=1, help="tunes per path (default 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="tunes (default 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", action="store_true", help="also cProfile one trial under both paths")
+    parser.add_argument("--profile", action="store_true", help="also cProfile one trial")
     parser.add_argument("--smoke-test", action="store_true",
-                        help="the smoke farm, 2 trials per path, 2 pseudo-targets: runs in a minute")
+                        help="the smoke farm, 2 trials, 2 pseudo-targets: runs in a minute")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import json
 import sys
 from functools import partial
 
+from attacks.registry import smoke_attacks
 from farm.errors import ConfigError
 from jobs.common import csv_list, job_main, job_parser, model_ids, resolve_config, smoke_out
 
@@ -29,7 +30,7 @@ SMOKE = ["membership.n_models=6", "train.epochs=2", "data.subsample=200", "farm.
          "model.hidden=[16]"]
 SMOKE_DEFENSES = ("none", "weight_decay=0.1", "dp_sgd=8")
 SMOKE_SET_FOR = ("dp_sgd:train.dp_sgd.accountant=rdp",)  # RDP finds the noise multiplier faster than PRV
-MATRIX_SMOKE_ATTACKS = ("gap", "noise", "calibrated", "loss", "lira_confidence")
+MATRIX_SMOKE_ATTACKS = smoke_attacks("matrix")  # AttackSpec.smoke
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 def options_from(args: argparse.Namespace):
     from attacks.oracles.output_defenses import OUTPUT_DEFENSES
-    from attacks.runner import AttackOptions
+    from attacks.stage import AttackOptions
     from attacks.studies.defenses import DEFAULT_DEFENSES, StudyOptions, parse_defenses
 
     config = resolve_config(args.config)

@@ -23,10 +23,12 @@ import numpy as np
 import ray
 import torch
 
-from attacks.compute.boundary import HsjaSettings
+from attacks.compute.boundary import HsjaSettings, hsja_settings
 from attacks.compute.tasks import map_tasks
 from attacks.compute.transfer import check_settings, train_transfer_models, transfer_scores, transfer_seed
+from attacks.methods.boundary import STATISTIC as BOUNDARY
 from attacks.methods.transfer import SPLIT
+from attacks.methods.transfer import STATISTIC as TRANSFER
 from farm.config import ModelConfig, RunConfig
 from farm.data import DatasetInfo
 from farm.queries import Query, apply_query
@@ -141,3 +143,26 @@ def boundary_ood(*, run_uri: str, target: int, x: np.ndarray, labels: np.ndarray
 
     results = map_tasks(submit, range(0, len(x), chunk), desc="OOD boundary", progress=progress)
     return np.concatenate(results) if results else np.zeros(0)
+
+
+def transfer_statistics(game, plan, responses, *, x_ood: np.ndarray, used: np.ndarray, labels: np.ndarray,
+                        progress: bool) -> dict[int, dict[str, np.ndarray]]:
+    """The transfer attack's `Ood.statistic`: {target: {"transfer": float64[n]}}, the OOD inputs' transfer
+    statistic for each of the game's targets (`transfer_ood`, with the game's settings)."""
+    clean = responses.queries_of("clean")[0]
+    extra = transfer_ood(cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x, truth=responses.labels,
+                         target_labels={t: responses.pred[t, :, clean] for t in game.targets},
+                         x_ood=x_ood, ood_labels={t: labels[t] for t in game.targets},
+                         n_models=game.settings["n_models"], score=game.settings["score"], seed=game.seed,
+                         variant=game.settings["variant"], progress=progress)
+    return {t: {TRANSFER: extra[t][1]} for t in game.targets}
+
+
+def boundary_statistics(game, plan, responses, *, x_ood: np.ndarray, used: np.ndarray, labels: np.ndarray,
+                        progress: bool) -> dict[int, dict[str, np.ndarray]]:
+    """The boundary attack's `Ood.statistic`: {target: {"boundary": float64[n_used]}}, HopSkipJump distances of
+    the `used` OOD inputs for each of the game's targets (`boundary_ood`, with the game's settings)."""
+    return {t: {BOUNDARY: boundary_ood(run_uri=plan.run.uri, target=t, x=x_ood[used], labels=labels[t, used],
+                                       bounds=plan.dataset.info.bounds,
+                                       settings=hsja_settings(game.settings, seed=game.seed), progress=progress)}
+            for t in game.targets}

@@ -9,22 +9,25 @@ the perturbation attacks measure whether the target's label is stable around the
 they measure on the population; the confidence baselines score the target's confidence in its own top
 class, Hintersdorf et al.'s setting (ReLU networks are overconfident far from the data).
 
-Scoring. Attacks stay exactly as fit on the shadows of the population:
-- "as run" (`SUBSTITUTED`): the attack is run on the population responses in which the target's answers
+Scoring. Attacks stay exactly as fit on the shadows of the population; each attack's spec says how
+(`AttackSpec.ood`, `attacks.spec.Ood`):
+- "as run": the attack is run on the population responses in which the target's answers
   on examples 0..k-1 are replaced by its answers on k OOD inputs (`substitute_target`). These attacks read
   only the target's own row per example and fit everything else on shadow rows, so the classifier,
   threshold or statistic is the one of the attack stage. Correctness against the OOD label is carried
   over exactly by swapping, per input, the class of its OOD label with the class of the example's
   population label (in `pred`, and in the logits' columns).
-- "offline" (`OFFLINE`): per-example calibration (calibrated, lira_confidence) needs shadows that trained on
+- "offline": per-example calibration (calibrated, lira_confidence) needs shadows that trained on
   the input (IN) and did not (OUT). No shadow trained on an OOD input, so the online likelihood ratio does
   not exist; the attacker's available test is LiRA's offline one: the target's statistic against the OUT
   Gaussian of the shadows' answers on the same OOD input (global variance pooled over the family when the
-  attack's `global_variance` asks for it). Its thresholds come from the offline variant's shadow game, and
+  attack's `global_variance` asks for it): the attack's own statistic (`AttackSpec.statistic_of`) and
+  calibration (`attacks.methods.calibrated.calibrate`). Its thresholds come from the offline variant's shadow game, and
   its population reference FPR from the offline variant on the target.
 - boundary: "as run" with the threshold variant, on the first `boundary_inputs` inputs of each family
-  (HopSkipJump is thousands of queries per input); the calibrated variant is skipped (it needs
-  HopSkipJump on every shadow for every OOD input).
+  (`Ood.limited`: HopSkipJump is thousands of queries per input); the calibrated variant is skipped (it needs
+  HopSkipJump on every shadow for every OOD input). The OOD inputs' statistics that need model access (transfer
+  losses, boundary distances) come from `Ood.statistic`.
 
 Figures: per attack, family and threshold (each FPR level and best balanced accuracy, all chosen on the
 shadows' population game), the false positives among the OOD inputs pooled over the attack's targets, and
@@ -40,23 +43,21 @@ import numpy as np
 import pyarrow as pa
 
 from attacks.artifacts import OOD, OOD_SCHEMA, POPULATION, with_study_metadata
-from attacks.compute.statistics import hsja_settings
 from attacks.loader import load_responses
-from attacks.methods.baselines import logit_scaled_confidence
+from attacks.methods.calibrated import calibrate
+from attacks.registry import get_attack
 from attacks.responses import Responses
-from attacks.stats.lira import lira_scores, smoothed_logit_fraction
+from attacks.spec import load
 from attacks.stats.metrics import BALANCED_ACCURACY, fpr_key, reported_fprs
 from attacks.studies.game import AttackGame, attack_games, prepare_game_statistics, replay, target_scores
 from attacks.studies.ood.inputs import DESCRIPTIONS, ood_inputs
-from attacks.studies.ood.query import boundary_ood, query_ood, transfer_ood
+from attacks.studies.ood.query import query_ood
 from farm.cluster import ensure_ray
 from farm.config import DataConfig, SyntheticConfig
 from farm.data import load_dataset
 from farm.plan import load_plan
 
 LABEL_RULE = "the target's own clean prediction on the input"
-SUBSTITUTED = ("gap", "augmentation", "noise", "transfer", "boundary", "loss", "confidence_classifier")
-OFFLINE = ("calibrated", "lira_confidence")
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,12 @@ class OodOptions:
 
 def scoring(game: AttackGame) -> tuple[str | None, str]:
     """(how the attack scores OOD inputs: "as run" | "offline" | None, why when None)."""
-    if game.name == "boundary" and game.settings["variant"] != "threshold":
-        return None, "the calibrated variant needs HopSkipJump on every shadow for every OOD input"
-    if game.name in SUBSTITUTED:
-        return "as run", ""
-    if game.name in OFFLINE:
-        return "offline", ""
-    return None, ("no rule declared for scoring OOD inputs with this attack "
-                  "(SUBSTITUTED / OFFLINE in attacks.studies.ood.study)")
+    ood = get_attack(game.name).ood
+    if ood is None:
+        return None, "no rule declared for scoring OOD inputs with this attack (its AttackSpec.ood)"
+    if ood.variants is not None and game.settings["variant"] not in ood.variants:
+        return None, ood.why_not
+    return ood.how, ""
 
 
 def _swap(values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -135,18 +134,14 @@ def substituted_scores(game: AttackGame, responses: Responses, target: int, *, l
 def offline_scores(game: AttackGame, responses: Responses, target: int, *, labels: np.ndarray, pred: np.ndarray,
                    logits: np.ndarray | None) -> np.ndarray:
     """float64[n]: LiRA-offline scores of n OOD inputs for `target` against the OUT Gaussians of the shadows'
-    answers on the same inputs. labels int[n]; pred int[M, n, Q]; logits float[M, n, C] (lira_confidence)."""
+    answers on the same inputs: the attack's statistic (`AttackSpec.statistic_of`) on responses of the OOD inputs,
+    calibrated as the attack calibrates it. labels int[n]; pred int[M, n, Q]; logits float[M, n, C] | None."""
     models = np.concatenate([[target], game.shadows])
-    if game.name == "calibrated":
-        kinds = game.settings["kinds"] or sorted({k for k in responses.query_kinds if k != "clean"})
-        queries = responses.queries_of(*kinds)
-        counts = (pred[models][:, :, queries] == labels[None, :, None]).sum(axis=2)
-        statistic = smoothed_logit_fraction(counts, len(queries))
-    else:
-        statistic = logit_scaled_confidence(logits[models], labels)
-    return lira_scores(target_statistic=statistic[0], shadow_statistic=statistic[1:],
-                       shadow_member=np.zeros(statistic[1:].shape, dtype=bool), variant="offline",
-                       global_variance=game.settings["global_variance"], min_std=game.settings["min_std"])
+    ood = Responses(member=np.zeros(pred.shape[:2], dtype=bool), pred=pred, labels=labels,
+                    query_kinds=responses.query_kinds, query_params=responses.query_params, logits=logits)
+    statistic = get_attack(game.name).statistic_of(ood, models, game.settings)
+    return calibrate(statistic, np.zeros(statistic[1:].shape, dtype=bool), variant="offline",
+                     global_variance=game.settings["global_variance"], min_std=game.settings["min_std"])
 
 
 def other_dataset(spec: str | None, *, plan, n: int) -> tuple[np.ndarray | None, str]:
@@ -225,7 +220,7 @@ def _attack_rows(game: AttackGame, plan, responses: Responses, options: OodOptio
     played = replay(game, responses, fprs=levels, settings={"variant": "offline"} if how == "offline" else None)
     thresholds = {k: played.thresholds[k] for k in [fpr_key(f) for f in levels] + [BALANCED_ACCURACY]}
     used = np.ones(len(x_ood), dtype=bool)
-    if game.name == "boundary":  # the first boundary_inputs of each family
+    if get_attack(game.name).ood.limited:  # the first boundary_inputs of each family (e.g. HopSkipJump)
         used = np.concatenate([np.arange((family_of == f).sum()) < options.boundary_inputs
                                for f in range(len(names))])
     statistics = _ood_statistics(game, plan, responses, x_ood=x_ood, used=used, labels=labels, progress=progress)
@@ -249,22 +244,12 @@ def _attack_rows(game: AttackGame, plan, responses: Responses, options: OodOptio
 
 def _ood_statistics(game: AttackGame, plan, responses: Responses, *, x_ood: np.ndarray, used: np.ndarray,
                     labels: np.ndarray, progress: bool) -> dict[int, dict[str, np.ndarray]]:
-    """{target: {statistic: float[n_used]}}: the OOD inputs' transfer losses or boundary distances per target."""
-    if game.name == "transfer":
-        extra = transfer_ood(cfg=plan.cfg, info=plan.dataset.info, x=plan.dataset.x, truth=responses.labels,
-                             target_labels={t: responses.pred[t, :, responses.queries_of("clean")[0]]
-                                            for t in game.targets},
-                             x_ood=x_ood, ood_labels={t: labels[t] for t in game.targets},
-                             n_models=game.settings["n_models"], score=game.settings["score"], seed=game.seed,
-                             variant=game.settings["variant"], progress=progress)
-        return {t: {"transfer": extra[t][1]} for t in game.targets}
-    if game.name == "boundary":
-        return {t: {"boundary": boundary_ood(run_uri=plan.run.uri, target=t, x=x_ood[used], labels=labels[t, used],
-                                             bounds=plan.dataset.info.bounds,
-                                             settings=hsja_settings(game.settings, seed=game.seed),
-                                             progress=progress)}
-                for t in game.targets}
-    return {t: {} for t in game.targets}
+    """{target: {statistic: float[n_used]}}: the OOD inputs' statistics needing model access per target
+    (`Ood.statistic`: e.g. transfer losses, boundary distances); none for the other attacks."""
+    compute = get_attack(game.name).ood.statistic
+    if compute is None:
+        return {t: {} for t in game.targets}
+    return load(compute)(game, plan, responses, x_ood=x_ood, used=used, labels=labels, progress=progress)
 
 
 def summary(rows: Sequence[dict], *, threshold: str) -> dict[str, dict[str, tuple[int, int]]]:

@@ -12,17 +12,13 @@ results says which).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from attacks.artifacts import TUNE_DIR, tune_best
-from attacks.compute.requery import requery, with_queries
-from attacks.responses import Responses
 from attacks.stats.metrics import fpr_key
-from farm.config import from_dict
 from farm.errors import ConfigError
-from farm.plan import Plan
 from farm.storage import RunDir
 
 
@@ -62,22 +58,6 @@ def tuned_thresholds(thresholds: dict, tuned: dict | None, *, fpr: float,
         return {**thresholds, fpr_key(fpr): threshold}, "tuned (tune/best.json)"
     return thresholds, (f"recomputed on this shadow game (best.json was tuned for FPR {tuned['fpr']:g} on "
                         f"{len(tuned['shadows'])} shadows; this call: FPR {fpr:g} on {len(shadows)} shadows)")
-
-
-def tuned_responses(plan: Plan, responses: Responses, answer: Callable, tuned: dict | None, *, examples: np.ndarray,
-                    shadows: np.ndarray, progress: bool) -> Responses:
-    """An audit's `responses` (the run's models on the challenge `examples`, the target last) under the tuned
-    query set, unchanged when there is none: the shadows' answers from the query engine (cached in the run), the
-    target's from answer(queries=...) -> int16[K, Q] (its oracle: journaled and budgeted as any query)."""
-    if not (tuned or {}).get("queries"):
-        return responses
-    if plan.cfg.membership.mode != "lira":
-        raise ConfigError("--tuned: tuned query sets are audited on lira-mode runs only (membership.mode)")
-    data = plan.dataset
-    queries, pred = requery(plan.run, specs=from_dict({"queries": tuned["queries"]}).queries, info=data.info,
-                            x=data.x, labels=data.y, models=[int(s) for s in shadows], n_models=responses.n_models - 1,
-                            seed=plan.cfg.seed, progress=progress)
-    return with_queries(responses, queries, np.concatenate([pred[:, examples], answer(queries=queries)[None]]))
 
 
 def run_model(target: str) -> list[int]:

@@ -9,7 +9,7 @@ the held-out half, each attacked with all the other shadows as the target is, sc
 default setting, and those are the figures to expect on the target (the selection score is optimistic).
 The threshold for --fpr is chosen on all pseudo-targets, each attacked with all the other shadows (the
 attack stage's own shadow game). best.json records the targets and shadows it was tuned on: `--tuned`
-refuses it for a target that was among them (`attacks.tuned`). A setting has two halves: query-set
+refuses it for a target that was among them (`attacks.tune.tuned`). A setting has two halves: query-set
 parameters (translation d, rotation r, flips, noise sigma and copies) that are re-queried through the
 query engine, and the attack's own settings.
 
@@ -21,7 +21,7 @@ is never worse than the default on the validation game.
 
 Speed (issue 18, `jobs.bench_tune`): the game (responses, data) goes to the object store once and every trial
 reads it from there; trial processes are reused (reuse_actors); as many trials run at once as the cluster's CPUs
-hold; a trial's re-query perturbs each query once for all its shadows (`requery(perturb_once=True)`), and a
+hold; a trial's re-query perturbs each query once for all its shadows (`requery(local=True)`), and a
 query set already answered (the chosen trial's, re-scored on the full game) is read from the run's requery
 cache. What is left of a trial is the shadows' forward passes (`python -m jobs.bench_tune --profile`). No ASHA:
 a trial has one result (the metric of its pooled scores; partial shadow sets would be another statistic), so
@@ -37,18 +37,20 @@ import numpy as np
 from ray import tune
 
 from attacks.artifacts import TUNE_RAY_DIR, jsonable, tune_best
-from attacks.compute.requery import requery, with_queries
+from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
-from attacks.registry import attack_with, resolve_settings
+from attacks.modes import split_targets
+from attacks.registry import ATTACKS, attack_with, get_attack, register
 from attacks.responses import Responses
-from attacks.runner import game_settings, split_targets
+from attacks.settings import resolve
+from attacks.spaces import QUERY_KEYS
+from attacks.spec import AttackSpec, SearchSpace
 from attacks.stats.metrics import DEFAULT_FPRS, auc, threshold_at_fpr, tpr_at_fpr, tpr_metric_name
 from attacks.stats.shadow_game import pseudo_targets
-from attacks.tune_search import InOrder, concurrent_trials
-from attacks.tune_spaces import QUERY_KEYS, search_space
+from attacks.tune.search import InOrder, concurrent_trials
 from farm.cluster import ensure_ray
-from farm.config import QuerySpec
+from farm.data import DatasetInfo
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
 
@@ -80,10 +82,10 @@ class Game:
     pseudo: np.ndarray  # shadows playing the target
     seed: int
     target_shadows: int  # the real target's shadow count: "auto" global variance is decided from it
-    perturb_once: bool = True  # re-queries perturb each query once for all shadows (False: per shadow, as before)
 
     def settings(self, attack: str, config: dict | None) -> dict:
-        return game_settings(resolve_settings(attack, attack_settings(config)), n_shadows=self.target_shadows)
+        settings, _ = resolve([attack], explicit={attack: attack_settings(config)}, n_shadows=self.target_shadows)
+        return settings[attack]
 
     def evaluate(self, attack: str, config: dict | None, *, local: bool = True,
                  requery_local: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +98,9 @@ class Game:
         specs = search_space(attack, info).queries(config, info) if config else None
         settings = self.settings(attack, config)
         requery_local = local if requery_local is None else requery_local
-        responses = self.responses if specs is None else self._requeried(specs, local=requery_local)
+        responses = self.responses if specs is None else requery_responses(
+            self.plan, self.responses, specs, models=self.shadows.tolist(),
+            local=requery_local)  # the shadows' answers only: the targets are never queried
         responses = prepare_statistics(self.plan, responses, {attack: settings}, scored=self.pseudo.tolist(),
                                        everyone=self.shadows.tolist(), seed=self.seed, progress=False, local=local)
         attack_fn = attack_with(attack, settings)  # each pseudo-target attacked with the game's other shadows
@@ -104,22 +108,30 @@ class Game:
         return (np.concatenate(scores).astype(np.float64),
                 np.concatenate([responses.member[p] for p in self.pseudo]).astype(bool))
 
-    def _requeried(self, specs: list[QuerySpec], *, local: bool) -> Responses:
-        """The responses with the shadows' answers to another query set (the targets are never queried)."""
-        data = self.plan.dataset
-        queries, pred = requery(self.plan.run, specs=specs, info=data.info, x=data.x, labels=data.y,
-                                models=self.shadows.tolist(), n_models=self.responses.n_models,
-                                seed=self.plan.cfg.seed, progress=False, local=local, perturb_once=self.perturb_once)
-        return with_queries(self.responses, queries, pred)
+
+def search_space(attack: str, info: DatasetInfo) -> SearchSpace:
+    """The attack's search space (`AttackSpec.tune`); ConfigError when it has none."""
+    space = get_attack(attack).tune
+    if space is None:
+        tunable = ", ".join(sorted(name for name, spec in ATTACKS.items() if spec.tune is not None))
+        raise ConfigError(f"attack {attack!r} has nothing to tune (tunable: {tunable})")
+    return space
 
 
-def _trial(config: dict, *, game: Game, attack: str, metric: str) -> None:
-    scores, member = game.evaluate(attack, config)
+def tune_space(space: dict) -> dict:
+    """Ray Tune's param space of an `attacks.spaces` space."""
+    kinds = {"choice": tune.choice, "loguniform": tune.loguniform, "randint": tune.randint}
+    return {key: kinds[d.kind](*d.args) for key, d in space.items()}
+
+
+def _trial(config: dict, *, game: Game, spec: AttackSpec, metric: str) -> None:
+    if spec.name not in ATTACKS:
+        register(spec)  # a trial's worker imports the registry afresh: an attack registered at run time comes along
+    scores, member = game.evaluate(spec.name, config)
     tune.report({"score": metric_value(metric, scores, member), "auc": auc(scores, member)})
 
 
-def make_games(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int,
-               perturb_once: bool = True) -> tuple[Game, Game]:
+def make_games(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseudo: int, seed: int) -> tuple[Game, Game]:
     """(selection, full): the selection half of the pseudo-targets with the shadows but the held-out half, and
     every pseudo-target with all the shadows (the held-out half's figures and the threshold come from it)."""
     if n_pseudo < 2:
@@ -127,8 +139,8 @@ def make_games(plan: Plan, responses: Responses, *, shadows: np.ndarray, n_pseud
                           f"got {n_pseudo}")
     pseudo = pseudo_targets(shadows, n_pseudo=n_pseudo, seed=seed)
     held_out = pseudo[1::2]
-    return (Game(plan, responses, np.setdiff1d(shadows, held_out), pseudo[0::2], seed, len(shadows), perturb_once),
-            Game(plan, responses, shadows, pseudo, seed, len(shadows), perturb_once))
+    return (Game(plan, responses, np.setdiff1d(shadows, held_out), pseudo[0::2], seed, len(shadows)),
+            Game(plan, responses, shadows, pseudo, seed, len(shadows)))
 
 
 def held_out_figures(game: Game, held_out: np.ndarray, metric: str, scores: np.ndarray, member: np.ndarray) -> dict:
@@ -138,29 +150,25 @@ def held_out_figures(game: Game, held_out: np.ndarray, metric: str, scores: np.n
 
 
 def run_search(game: Game, *, attack: str, metric: str, num_samples: int, cpus_per_trial: float,
-               max_concurrent: int, storage_path: str | None, seed: int, verbose: int = 1,
-               reuse_actors: bool = True, in_order: bool = True):
+               max_concurrent: int, storage_path: str | None, seed: int, verbose: int = 1):
     """Tune's ResultGrid for `num_samples` Optuna TPE trials of `attack`, `max_concurrent` at a time.
 
     The game goes to the object store once (`tune.with_parameters`); reuse_actors keeps the trial processes
-    (and their imports) across trials; in_order: TPE learns the trials' results in the order it proposed them
-    (`attacks.tune_search.InOrder`), so the trials (and the setting chosen) depend on the seed only, not on which
-    trial happened to finish first. False for both: the search as it ran before (`jobs.bench_tune`)."""
-    from ray.tune.search import ConcurrencyLimiter
+    (and their imports) across trials; TPE learns the trials' results in the order it proposed them
+    (`attacks.tune.search.InOrder`), so the trials (and the setting chosen) depend on the seed only, not on which
+    trial happened to finish first. The attack's spec goes to the trials by value (`_trial`)."""
     from ray.tune.search.optuna import OptunaSearch
 
-    space = search_space(attack, game.plan.dataset.info).space(game.plan.dataset.info)
-    trainable = tune.with_resources(tune.with_parameters(_trial, game=game, attack=attack, metric=metric),
+    space = tune_space(search_space(attack, game.plan.dataset.info).space(game.plan.dataset.info))
+    trainable = tune.with_resources(tune.with_parameters(_trial, game=game, spec=get_attack(attack), metric=metric),
                                     {"cpu": cpus_per_trial})
-    limit = InOrder if in_order else ConcurrencyLimiter
-    searcher = limit(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
-    at_once = max_concurrent if in_order else None  # the reference's limiter already says so
+    searcher = InOrder(OptunaSearch(seed=seed), max_concurrent=max_concurrent)
     tuner = tune.Tuner(
         trainable, param_space=space,
         # max_concurrent_trials (a ConcurrencyLimiter around InOrder) also lets Tune start that many trial workers
         # at once: with one pending trial at a time, a reused worker takes each trial before a second one is up
         tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=searcher, num_samples=num_samples,
-                                    reuse_actors=reuse_actors, max_concurrent_trials=at_once),
+                                    reuse_actors=True, max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(name=f"tune-{attack}", storage_path=storage_path, verbose=verbose),
     )
     return tuner.fit()
@@ -202,13 +210,11 @@ def chosen_setting(game: Game, attack: str, config: dict | None, *, selection: d
 
 def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str = "auc", fpr: float = 0.01,
                 n_pseudo: int = 8, seed: int = 0, cpus_per_trial: float = 1.0, max_concurrent: int | None = None,
-                verbose: int = 1, targets: tuple[int, ...] | None = None, reference: bool = False) -> dict:
+                verbose: int = 1, targets: tuple[int, ...] | None = None) -> dict:
     """Search `attack`'s settings on the shadow game; writes tune/<attack>/best.json and returns it.
 
     targets: the models the setting is for (None: membership.target_ids); the shadows are all the others.
-    max_concurrent: trials at once (None: as many as the cluster's CPUs hold at `cpus_per_trial`).
-    reference=True: the search as it ran before issue 18 (a fresh process per trial, perturbations drawn per
-    shadow, trials proposed as others finish): `jobs.bench_tune`'s baseline."""
+    max_concurrent: trials at once (None: as many as the cluster's CPUs hold at `cpus_per_trial`)."""
     if metric not in METRICS:
         raise ConfigError(f"--metric: expected one of {', '.join(METRICS)}, got {metric!r}")
     if num_samples < 1:
@@ -217,8 +223,7 @@ def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str
     search_space(attack, plan.dataset.info)
     responses = load_responses(plan.run)
     targets, shadows = split_targets(plan.cfg.membership, targets)
-    selection, full = make_games(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed,
-                                 perturb_once=not reference)
+    selection, full = make_games(plan, responses, shadows=shadows, n_pseudo=n_pseudo, seed=seed)
     held_out = np.setdiff1d(full.pseudo, selection.pseudo)
     ensure_ray()
     max_concurrent = concurrent_trials(cpus_per_trial, max_concurrent)
@@ -227,14 +232,12 @@ def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str
     storage = plan.run.path(TUNE_RAY_DIR) if plan.run.local else None
     trials = trial_rows(run_search(selection, attack=attack, metric=metric, num_samples=num_samples,
                                    cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent,
-                                   storage_path=storage, seed=seed, verbose=verbose, reuse_actors=not reference,
-                                   in_order=not reference))
+                                   storage_path=storage, seed=seed, verbose=verbose))
     best = choose(default["score"], trials)
     config = None if best is None else best["config"]
     default_full = full.evaluate(attack, None, local=False)
     # the chosen trial answered its query set on the selection game's shadows: the held-out few are left, in process
-    scores, member = (full.evaluate(attack, config, local=False, requery_local=None if reference else True)
-                      if config else default_full)
+    scores, member = full.evaluate(attack, config, local=False, requery_local=True) if config else default_full
     out = {
         "attack": attack, "metric": metric, "fpr": fpr, "threshold": threshold_at_fpr(scores, member, fpr=fpr),
         "search_algorithm": "optuna TPE (ray.tune.search.optuna.OptunaSearch)", "num_samples": num_samples,

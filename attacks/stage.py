@@ -1,12 +1,13 @@
 """The attack stage: every attack on a trained run's targets, thresholds from shadows, metrics, files.
 
 For each attack and each target model t, the shadows are the run's models that are not targets
-(`split_targets`: so no target's membership is ever read). Thresholds come from the shadow game
+(`attacks.modes.split_targets`: so no target's membership is ever read). Thresholds come from the shadow game
 (`attacks.stats.shadow_game.play`): pseudo-targets drawn from the shadows are attacked with the other
 shadows, and the thresholds for the requested FPRs and for best balanced accuracy are picked on their
-pooled scores, then applied to the targets (`--tuned`: `attacks.tuned`, best.json's setting, query set and,
-for its FPR on the same shadows, threshold). A "auto" global variance is decided once per game from the
-targets' shadow count (`game_settings`). Figures are pooled over the targets. Which attacks run is
+pooled scores, then applied to the targets (`--tuned`: `attacks.tune.tuned`, best.json's setting, query set
+and, for its FPR on the same shadows, threshold). The settings come from `attacks.settings.resolve` (explicit,
+tuned, membership mode, "auto" global variance decided once per game from the targets' shadow count).
+Figures are pooled over the targets. Which attacks run is
 `attacks.registry.choose_attacks`; the statistics that need models are computed first
 (`attacks.compute.statistics.prepare_statistics`).
 
@@ -30,18 +31,16 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from attacks.artifacts import ATTACK_SCORES_SCHEMA, attack_metrics, attack_scores, jsonable
-from attacks.compute.requery import requery, with_queries
+from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
-from attacks.modes import challenge_of, for_mode
-from attacks.registry import attack_with, choose_attacks, get_attack, resolve_settings
+from attacks.modes import challenge_of, split_targets
+from attacks.registry import attack_with, choose_attacks, get_attack
 from attacks.responses import Responses
-from attacks.stats.lira import use_global_variance
+from attacks.settings import resolve
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs, tpr_at_fpr
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets
-from attacks.tuned import load_tuned, tuned_thresholds
-from farm.config import MembershipConfig, from_dict
-from farm.errors import ConfigError
+from attacks.tune.tuned import load_tuned, tuned_thresholds
 from farm.plan import Plan, load_plan
 from farm.shards import MEMBERSHIP
 from farm.storage import RunDir
@@ -62,32 +61,6 @@ class AttackOptions:
     tuned: bool = False  # use tune/<attack>/best.json (settings and query set) where it exists
 
 
-def split_targets(membership: MembershipConfig, targets: Sequence[int] | None = None, *,
-                  modes: Sequence[str] = ("lira",)) -> tuple[list[int], np.ndarray]:
-    """(targets, shadows int[S]): `targets` (None: membership.target_ids) and the shadows.
-
-    lira: the shadows are every other model of the run. disjoint (Shokri et al.): the targets must be target
-    models (membership.target_ids: they trained on the target pool) and the shadows are the models that are
-    not (they trained on the shadow pool), whichever targets are attacked. `modes`: the membership modes the
-    caller supports (the attack stage and the audit: both; tuning and the studies: lira).
-    """
-    if membership.mode not in modes:
-        raise ConfigError(f"membership.mode: this command supports {' or '.join(modes)} runs, not "
-                          f"{membership.mode!r}")
-    targets = list(targets if targets is not None else membership.target_ids)
-    for t in targets:
-        if not 0 <= t < membership.n_models:
-            raise ConfigError(f"--targets: {t} is not a model id in [0, {membership.n_models})")
-        if membership.mode == "disjoint" and t not in membership.target_ids:
-            raise ConfigError(f"--targets: model {t} is a shadow of this disjoint run (it trained on the shadow "
-                              f"pool); expected one of membership.target_ids {list(membership.target_ids)}")
-    not_shadows = set(membership.target_ids) if membership.mode == "disjoint" else set(targets)
-    shadows = np.array([i for i in range(membership.n_models) if i not in not_shadows], dtype=np.intp)
-    if len(shadows) < 3:
-        raise ConfigError(f"membership.n_models: {len(shadows)} shadows is too few (need at least 3)")
-    return targets, shadows
-
-
 def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progress: bool = True) -> list[dict]:
     """Run the attacks on a finished run; writes attacks/<name>/{scores.parquet, metrics.json}.
 
@@ -100,10 +73,8 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     for name in options.settings:
         get_attack(name)
     tuned = load_tuned(plan.run, names, targets=targets) if options.tuned else {}
-    settings = {name: game_settings(resolve_settings(name, options.settings.get(name, tuned.get(name, {}).get(
-        "settings"))), n_shadows=len(shadows)) for name in names}
-    settings, auto = for_mode(plan.cfg.membership.mode, settings,
-                              {name: options.settings.get(name, tuned.get(name, {}).get("settings")) for name in names})
+    settings, auto = resolve(names, explicit=options.settings, tuned=tuned, mode=plan.cfg.membership.mode,
+                             n_shadows=len(shadows))
     hashes = settings_hashes(plan, settings, targets=targets, options=options, tuned=tuned)
     finished = {name: metrics for name in names if (metrics := finished_metrics(plan.run, name, hashes[name]))}
     todo = {name: chosen for name, chosen in settings.items() if name not in finished}
@@ -128,7 +99,7 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
         start = time.perf_counter()
         attacked = responses
         if tuned.get(name, {}).get("queries"):
-            attacked = _requeried(plan, responses, tuned[name]["queries"], progress=progress)
+            attacked = requery_responses(plan, responses, tuned[name]["queries"], progress=progress)
         game = play(attack_with(name, chosen), attacked, targets=targets, shadows=shadows, n_pseudo=options.n_pseudo,
                     seed=options.seed, fprs=reported_fprs(options.fpr), on_target=lambda _: bar.update(1),
                     target_pool=target_pool)
@@ -197,23 +168,6 @@ def finished_metrics(run: RunDir, name: str, digest: str) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         return None  # damaged: the attack runs again and rewrites it
     return metrics if isinstance(metrics, dict) and metrics.get("settings_hash") == digest else None
-
-
-def game_settings(settings: dict, *, n_shadows: int) -> dict:
-    """Resolved attack settings with a "auto" global variance decided once for the game, from the real target's
-    `n_shadows`: its pseudo-targets see one shadow fewer and would otherwise switch rule at another count."""
-    if settings.get("global_variance") != "auto":
-        return settings
-    return {**settings, "global_variance": use_global_variance("auto", n_shadows=n_shadows)}
-
-
-def _requeried(plan: Plan, responses: Responses, specs: list[dict], *, progress: bool) -> Responses:
-    """The responses of every model under another query set (the query engine caches them)."""
-    parsed = from_dict({"queries": specs}).queries
-    queries, pred = requery(plan.run, specs=parsed, info=plan.dataset.info, x=plan.dataset.x,
-                            labels=plan.dataset.y, models=list(range(responses.n_models)),
-                            n_models=responses.n_models, seed=plan.cfg.seed, progress=progress)
-    return with_queries(responses, queries, pred)
 
 
 def _write(run: RunDir, name: str, targets: Sequence[int], game: GameResult, metrics: dict) -> None:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
+from attacks.methods.calibrated import calibrate
 from attacks.responses import Responses
 from attacks.stats.correctness import check_game
-from attacks.stats.lira import lira_scores
 from attacks.stats.shadow_game import fit_on_shadows
 from farm.errors import ConfigError
 
@@ -135,9 +135,12 @@ def lira_confidence(responses: Responses, *, target: int, shadows: Sequence[int]
     Returns float64[N].
     """
     shadows = check_game(responses, target=target, shadows=shadows)
-    statistic = logit_scaled_confidence(
-        _logits(responses, attack="lira_confidence", models=np.concatenate([[int(target)], shadows])),
-        responses.labels)
-    return lira_scores(target_statistic=statistic[0], shadow_statistic=statistic[1:],
-                       shadow_member=responses.member[shadows], variant=variant,
-                       global_variance=global_variance, min_std=min_std, empty=empty)
+    statistic = lira_statistic(responses, np.concatenate([[int(target)], shadows]), {})
+    return calibrate(statistic, responses.member[shadows], variant=variant, global_variance=global_variance,
+                     min_std=min_std, empty=empty)
+
+
+def lira_statistic(responses: Responses, models: np.ndarray, settings: dict) -> np.ndarray:
+    """float64[len(models), N]: the statistic `lira_confidence` calibrates (the logit-scaled confidence at the
+    true label) for `models`; settings unused."""
+    return logit_scaled_confidence(_logits(responses, attack="lira_confidence", models=models), responses.labels)
