@@ -33,7 +33,7 @@ from jobs.cli import main as cli
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("farm", "attacks", "jobs")
 # Benchmarks are left out, as configs are: they pin the attack lists and settings of recorded figures.
-EXCLUDED = ("jobs/bench_", "jobs/bench/")
+EXCLUDED = ("jobs/bench/",)
 # Words that are attack names and also mean something else where they appear (never the attack there).
 HOMONYMS = {
     "loss": {"attacks/compute/transfer.py": "a transfer score (minus the loss)",

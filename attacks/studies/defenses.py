@@ -9,7 +9,7 @@ with `attacks.stage.attack_run` (so `shadowfarm attack/report` work on each), pl
     <study>/studies/defenses.parquet   one row per (training defense, output defense, attack): `MATRIX_SCHEMA`
     <study>/none/studies/defenses.parquet  a copy in the undefended farm, whose report gets the Defenses section
 
-`run_study` returns the matrix; the job (`jobs/defenses.py`) then writes <study>/report/ and the undefended
+`run_study` returns the matrix; the job (`jobs/study/defenses.py`) then writes <study>/report/ and the undefended
 farm's report with `attacks.report.defenses.write_study_report`. Decisions:
 - Training-time defenses are a registry of config overrides for a strength (`TRAINING_DEFENSES`); a
   setting is `name` (its default strengths) or `name=v1:v2`. `dp_sgd` also sets the batch size and

@@ -19,11 +19,11 @@ budget when a few parameters matter (sigma, d). The attack's default setting (th
 set, default attack settings) is scored the same way and kept as a candidate, so the chosen setting
 is never worse than the default on the validation game.
 
-Speed (issue 18, `jobs.bench_tune`): the game (responses, data) goes to the object store once and every trial
+Speed (issue 18, `jobs.bench.tune`): the game (responses, data) goes to the object store once and every trial
 reads it from there; trial processes are reused (reuse_actors); as many trials run at once as the cluster's CPUs
 hold; a trial's re-query perturbs each query once for all its shadows (`requery(local=True)`), and a
 query set already answered (the chosen trial's, re-scored on the full game) is read from the run's requery
-cache. What is left of a trial is the shadows' forward passes (`python -m jobs.bench_tune --profile`). No ASHA:
+cache. What is left of a trial is the shadows' forward passes (`python -m jobs.bench.tune --profile`). No ASHA:
 a trial has one result (the metric of its pooled scores; partial shadow sets would be another statistic), so
 there is nothing to stop early on. TPE learns results in proposal order (`run_search`): same seed, same trials.
 """
