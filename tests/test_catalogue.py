@@ -84,10 +84,8 @@ def files(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(ray_local, tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("catalogue-run") / "run"
-    train_farm(plan_run(load_config(None, TINY), str(out)), progress=False)
-    return str(out)
+def tiny_run(farms) -> str:
+    return farms.run(*farms.SMALL)  # any trained run: every case fails before it reads or writes one
 
 
 def test_catalogue_is_large_and_ids_are_unique():

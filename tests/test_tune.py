@@ -14,22 +14,16 @@ from attacks.runner import AttackOptions, attack_run
 from attacks.studies import calibration
 from attacks.studies.calibration import calibration_study
 from attacks.tune import tune_attack
-from farm.config import QuerySpec, load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
+from farm.config import QuerySpec
+from farm.plan import load_plan
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
 from farm.storage import RunDir
 from jobs import study as study_job
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
-        "train.lr=0.01", "queries=[clean, {kind: gaussian, sigma: 0.2, n: 6}]"]
-
 
 @pytest.fixture(scope="module")
-def plan(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("tune") / "run"))
-    train_farm(plan, progress=False)
-    return plan
+def plan(farms):
+    return load_plan(farms.run(*farms.SMALL))
 
 
 def _tune(plan):
