@@ -92,6 +92,7 @@ def _queries() -> np.ndarray:
     return np.concatenate([x, *noisy])
 
 
+@pytest.mark.system
 def test_a_real_mlserver_over_v2_gives_the_in_process_labels_and_audit_scores(mlserver, run, tmp_path):
     folder = tmp_path / "mlserver"
     port, grpc_port = _free_ports(2)
