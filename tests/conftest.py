@@ -67,6 +67,13 @@ class Farms:
         shutil.copytree(self.shared(*overrides, config=config), out)
         return out
 
+    def smoke(self) -> str:
+        """A copy of the smoke farm (`jobs.smoke`, what every job's --smoke-test trains if needed): a job's smoke
+        test given it as --run resumes it instead of training it again."""
+        from jobs.smoke import SMOKE_CONFIG, SMOKE_OVERRIDES
+
+        return self.run(*SMOKE_OVERRIDES, config=SMOKE_CONFIG)
+
 
 @pytest.fixture(scope="session")
 def farms(ray_local, tmp_path_factory) -> Farms:

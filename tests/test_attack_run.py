@@ -93,7 +93,8 @@ def test_attack_cli_errors(run_with_logits, capsys):
     assert "bogus" in capsys.readouterr().err
 
 
-def test_attack_job_smoke_test(ray_local, tmp_path, capsys):
-    assert attack_job.main(["--smoke-test", "--run", str(tmp_path / "smoke"), "--quiet"]) == 0
+def test_attack_job_smoke_test(farms, capsys):
+    smoke = farms.smoke()  # trained once per session; the job resumes it (test_ood's smoke test trains one)
+    assert attack_job.main(["--smoke-test", "--run", smoke, "--quiet"]) == 0
     assert "calibrated" in capsys.readouterr().out
-    assert (tmp_path / "smoke" / "report" / "roc.png").is_file()
+    assert RunDir(smoke).is_file("report/roc.png")

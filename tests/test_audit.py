@@ -207,8 +207,8 @@ def test_serve_command_and_its_errors(run, monkeypatch, capsys):
     assert "model_id=00099" in capsys.readouterr().err
 
 
-def test_smoke_job_audits_a_served_model(ray_local, tmp_path, capsys):
-    assert audit_job.main(["--smoke-test", "--run", str(tmp_path / "smoke"), "--quiet",
+def test_smoke_job_audits_a_served_model(farms, capsys):
+    assert audit_job.main(["--smoke-test", "--run", farms.smoke(), "--quiet",
                            "--attacks", "gap,noise,boundary"]) == 0
     out = capsys.readouterr().out
     assert "boundary" in out and "queries used" in out and "the server answered" in out
