@@ -93,6 +93,7 @@ def test_attack_cli_errors(run_with_logits, capsys):
     assert "bogus" in capsys.readouterr().err
 
 
+@pytest.mark.system  # a job's --smoke-test end to end
 def test_attack_job_smoke_test(farms, capsys):
     smoke = farms.smoke()  # trained once per session; the job resumes it (test_ood's smoke test trains one)
     assert attack_job.main(["--smoke-test", "--run", smoke, "--quiet"]) == 0

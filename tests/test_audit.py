@@ -207,6 +207,7 @@ def test_serve_command_and_its_errors(run, monkeypatch, capsys):
     assert "model_id=00099" in capsys.readouterr().err
 
 
+@pytest.mark.system  # a job's --smoke-test end to end, over HTTP
 def test_smoke_job_audits_a_served_model(farms, capsys):
     assert audit_job.main(["--smoke-test", "--run", farms.smoke(), "--quiet",
                            "--attacks", "gap,noise,boundary"]) == 0

@@ -191,6 +191,7 @@ def test_a_study_file_of_another_version_gets_a_note_not_a_failed_report(tmp_pat
     assert title == OOD_TITLE and "shadowfarm study ood RUN" in body
 
 
+@pytest.mark.system  # a job's --smoke-test end to end (trains the smoke farm)
 def test_ood_smoke_test(ray_local, tmp_path_factory, capsys):
     smoke = tmp_path_factory.getbasetemp() / "study-smoke"  # shared by both studies' smoke tests: trained once
     assert study_ood.main(["--smoke-test", "--run", str(smoke), "--quiet"]) == 0

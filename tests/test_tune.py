@@ -69,8 +69,9 @@ def test_calibration_study_rows_and_report(plan, tmp_path):
     assert frame[frame["n_shadows"] >= 3]["realized_fpr"].notna().all()
 
 
-def test_study_job_smoke_test(ray_local, tmp_path, capsys):
-    assert study_job.main(["calibration", "--smoke-test", "--run", str(tmp_path / "smoke")]) == 0
+@pytest.mark.system  # a job's --smoke-test end to end
+def test_study_job_smoke_test(farms, capsys):
+    assert study_job.main(["calibration", "--smoke-test", "--run", farms.smoke()]) == 0
     assert "global-threshold" in capsys.readouterr().out
 
 
