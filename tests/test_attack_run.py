@@ -8,34 +8,24 @@ import pytest
 
 from attacks.registry import ATTACKS
 from attacks.stage import AttackOptions, attack_run
-from farm.config import load_config
-from farm.driver import train_farm
 from farm.errors import ConfigError
-from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
 from farm.storage import RunDir
 from jobs import attack as attack_job
 from jobs import cli
 
-TINY = ["data.subsample=150", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
-        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
+N_EXAMPLES = 120  # the session's canonical farms (tests/conftest.py Farms.LOGITS)
 FAST = dict(n_pseudo=2, bootstrap=10)
 
 
-def _farm(out, extra=()):
-    plan = plan_run(load_config(None, TINY + list(extra)), str(out))
-    train_farm(plan, progress=False)
-    return str(out)
+@pytest.fixture(scope="module")
+def run_with_logits(farms):
+    return farms.run(*farms.LOGITS)
 
 
 @pytest.fixture(scope="module")
-def run_with_logits(ray_local, tmp_path_factory):
-    return _farm(tmp_path_factory.mktemp("attack") / "run")
-
-
-@pytest.fixture(scope="module")
-def run_label_only(ray_local, tmp_path_factory):
-    return _farm(tmp_path_factory.mktemp("attack") / "labels", ["record_logits=false"])
+def run_label_only(farms):
+    return farms.run(*farms.LABELS)
 
 
 def test_every_attack_writes_scores_and_metrics(run_with_logits):
@@ -44,12 +34,12 @@ def test_every_attack_writes_scores_and_metrics(run_with_logits):
     assert {r["attack"] for r in results if "skipped" in r} == {"boundary"}  # explicit only (tests/test_boundary.py)
     for name in set(ATTACKS) - {"boundary"}:
         metrics = json.loads(RunDir(run_with_logits).read_text(f"attacks/{name}/metrics.json"))
-        assert 0 <= metrics["auc"] <= 1 and metrics["n_members"] + metrics["n_nonmembers"] == 150
+        assert 0 <= metrics["auc"] <= 1 and metrics["n_members"] + metrics["n_nonmembers"] == N_EXAMPLES
         assert metrics["auc_ci"][0] <= metrics["auc"] <= metrics["auc_ci"][1]
         assert set(metrics["tpr_at_fpr"]) == {"0.001", "0.01"}
         scores = pd.read_parquet(f"{run_with_logits}/attacks/{name}/scores.parquet")
         assert list(scores.columns) == ["target_model_id", "example_id", "member", "score"]
-        assert len(scores) == 150 and scores["score"].notna().all()
+        assert len(scores) == N_EXAMPLES and scores["score"].notna().all()
 
 
 def test_label_only_attacks_run_without_logits(run_label_only):
@@ -103,7 +93,9 @@ def test_attack_cli_errors(run_with_logits, capsys):
     assert "bogus" in capsys.readouterr().err
 
 
-def test_attack_job_smoke_test(ray_local, tmp_path, capsys):
-    assert attack_job.main(["--smoke-test", "--run", str(tmp_path / "smoke"), "--quiet"]) == 0
+@pytest.mark.system  # a job's --smoke-test end to end
+def test_attack_job_smoke_test(farms, capsys):
+    smoke = farms.smoke()  # trained once per session; the job resumes it (test_ood's smoke test trains one)
+    assert attack_job.main(["--smoke-test", "--run", smoke, "--quiet"]) == 0
     assert "calibrated" in capsys.readouterr().out
-    assert (tmp_path / "smoke" / "report" / "roc.png").is_file()
+    assert RunDir(smoke).is_file("report/roc.png")

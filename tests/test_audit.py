@@ -13,17 +13,12 @@ from attacks.oracles.journal import Journal
 from attacks.oracles.model import ModelOracle, export_torchscript
 from attacks.oracles.server import LabelServer
 from attacks.stage import AttackOptions, attack_run
-from farm.config import load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, membership_matrix
 from farm.storage import RunDir
 from jobs import audit as audit_job
 from jobs import cli
 from jobs import serve as serve_job
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
-        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
 ATTACKS = ("augmentation", "noise", "boundary")
 BOUNDARY = {"max_iter": 2, "init_evals": 8, "max_evals": 8}
 FAST = dict(n_pseudo=2, bootstrap=0)
@@ -31,10 +26,8 @@ NO_WAIT = HttpSettings(batch_size=256, concurrency=2, backoff=0.0, retries=1)
 
 
 @pytest.fixture(scope="module")
-def run(ray_local, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("audit") / "run")
-    train_farm(plan_run(load_config(None, TINY), out), progress=False)
-    return out
+def run(farms):
+    return farms.run(*farms.LOGITS)
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +241,9 @@ def test_serve_command_and_its_errors(run, monkeypatch, capsys):
     assert "model_id=00099" in capsys.readouterr().err
 
 
-def test_smoke_job_audits_a_served_model(ray_local, tmp_path, capsys):
-    assert audit_job.main(["--smoke-test", "--run", str(tmp_path / "smoke"), "--quiet",
+@pytest.mark.system  # a job's --smoke-test end to end, over HTTP
+def test_smoke_job_audits_a_served_model(farms, capsys):
+    assert audit_job.main(["--smoke-test", "--run", farms.smoke(), "--quiet",
                            "--attacks", "gap,noise,boundary"]) == 0
     out = capsys.readouterr().out
     assert "boundary" in out and "queries used" in out and "the server answered" in out

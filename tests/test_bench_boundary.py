@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from farm.config import load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
 from jobs.bench import boundary as bench_boundary
 
 TINY = ["data.subsample=120", "membership.n_models=4", "train.epochs=3", "farm.group_size=4", "farm.num_actors=1",
@@ -20,10 +17,8 @@ HAS_ART = importlib.util.find_spec("art") is not None
 
 
 @pytest.fixture(scope="module")
-def tiny_run(ray_local, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("bench_boundary") / "run")
-    train_farm(plan_run(load_config(None, TINY), out), progress=False)
-    return out
+def tiny_run(farms):
+    return farms.run(*TINY)
 
 
 @pytest.fixture

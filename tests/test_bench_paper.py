@@ -18,6 +18,7 @@ def smoke_out(ray_local, tmp_path_factory):
     return str(tmp_path_factory.mktemp("bench_paper") / "bench")
 
 
+@pytest.mark.system  # a job's --smoke-test end to end (trains 2 farms)
 def test_smoke_test_prints_every_attack_beside_the_paper(smoke_out, capsys):
     assert bench_paper.main(["--smoke-test", "--out-root", smoke_out, "--configs", "paper_adult,paper_digits"]) == 0
     out = capsys.readouterr().out
@@ -37,6 +38,7 @@ def test_smoke_test_prints_every_attack_beside_the_paper(smoke_out, capsys):
         assert re.search(rf"{config}: best label-only \w+ \d+\.\d% vs best confidence \w+ \d+\.\d%: [+-]\d+\.\d", out)
 
 
+@pytest.mark.system  # resumes the farms of the test above
 def test_rerun_resumes_without_training(smoke_out, capsys):
     assert bench_paper.main(["--smoke-test", "--out-root", smoke_out, "--configs", "paper_adult",
                              "--attacks", "gap"]) == 0

@@ -1,8 +1,11 @@
 """`python -m jobs.bench.tune --smoke-test`: tune's trials per minute on the smoke farm, with the report lines."""
 
+import pytest
+
 from jobs.bench import tune as bench_tune
 
 
+@pytest.mark.system  # a job's --smoke-test end to end (trains the smoke farm)
 def test_bench_tune_smoke(ray_local, tmp_path, capsys):
     run = tmp_path / "run"
     bench_tune._trained(run, smoke=True)

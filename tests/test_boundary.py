@@ -8,9 +8,7 @@ import pytest
 
 from attacks.compute.boundary import HsjaSettings, boundary_distances
 from attacks.stage import AttackOptions, attack_run
-from farm.config import load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
+from farm.plan import load_plan
 
 TINY = ["data.subsample=80", "membership.n_models=6", "train.epochs=3", "farm.group_size=3", "model.hidden=[16]",
         "train.lr=0.01", "queries=[clean]"]
@@ -18,10 +16,8 @@ SETTINGS = HsjaSettings(max_iter=3, init_evals=20, max_evals=100, budget=400, se
 
 
 @pytest.fixture(scope="module")
-def plan(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("boundary") / "run"))
-    train_farm(plan, progress=False)
-    return plan
+def plan(farms):
+    return load_plan(farms.run(*TINY))
 
 
 def _distances(plan, chunk_examples, models=(0, 2)):

@@ -25,15 +25,8 @@ import pytest
 from catalogue_cases import CASES, SECRET, Case, make_files
 
 from attacks.oracles.base import CountingOracle
-from farm.config import load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
 from jobs import cli
 from jobs.common import run_cli
-
-TINY = ["data.subsample=60", "membership.n_models=8", "train.epochs=1", "farm.group_size=4", "model.hidden=[8]",
-        "queries=[clean, {kind: gaussian, sigma: 0.2, n: 2}]"]
-
 
 class _Answers(CountingOracle):
     """An oracle that answers whatever it is told to (a stand-in for a misbehaving target)."""
@@ -85,10 +78,8 @@ def files(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(ray_local, tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("catalogue-run") / "run"
-    train_farm(plan_run(load_config(None, TINY), str(out)), progress=False)
-    return str(out)
+def tiny_run(farms) -> str:
+    return farms.run(*farms.SMALL)  # any trained run: every case fails before it reads or writes one
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ from farm.plan import load_plan
 from farm.shards import model_dir
 from farm.verify import verify_plan
 
+pytestmark = pytest.mark.system  # a Ray head and `ray job submit` subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_HEAD = os.environ.get("SHADOWFARM_SKIP_RAY_HEAD") == "1"
 HEAD_START_SECONDS = 180  # bounds of the polling loops: generous for a loaded 2-core machine

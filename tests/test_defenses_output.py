@@ -13,11 +13,8 @@ from attacks.oracles.output_defenses import FITTED, OUTPUT_DEFENSES, DefendedMod
 from attacks.registry import run_attack
 from attacks.stage import AttackOptions
 from attacks.studies.defenses import attack_farm, parse_defenses
-from farm.config import load_config
-from farm.driver import train_farm
 from farm.errors import ConfigError
-from farm.plan import plan_run
-from jobs.common import resolve_config
+from farm.plan import load_plan
 
 LABEL_ONLY = ("gap", "augmentation", "noise", "calibrated")
 BASELINES = ("loss", "confidence_classifier", "lira_confidence")
@@ -79,12 +76,9 @@ def test_a_defended_model_answers_an_oracle_with_the_same_labels(name):
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(ray_local, tmp_path_factory):
+def quickstart_run(farms):
     """The quickstart's farm (64 MLPs on all 1,797 digits, its 59 queries), 20 epochs instead of 40."""
-    cfg = load_config(resolve_config("quickstart"), ["train.epochs=20"])
-    plan = plan_run(cfg, str(tmp_path_factory.mktemp("defenses") / "quickstart"))
-    train_farm(plan, progress=False)
-    return plan
+    return load_plan(farms.run("train.epochs=20", config="quickstart"))
 
 
 def test_output_defenses_leave_label_only_scores_identical(quickstart_run):

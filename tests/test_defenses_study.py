@@ -83,6 +83,7 @@ def test_table_section_and_figure():
     assert matrix_png(_matrix())[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.system  # a job's --smoke-test end to end (trains 3 farms)
 def test_defenses_job_smoke_test(ray_local, tmp_path, capsys):
     out = tmp_path / "study"
     assert defenses_job.main(["--smoke-test", "--out", str(out), "--quiet"]) == 0

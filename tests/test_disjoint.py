@@ -18,26 +18,19 @@ from attacks.responses import Responses
 from attacks.settings import mode_settings
 from attacks.stage import AttackOptions, attack_run
 from attacks.stats.shadow_game import play
-from farm.config import MembershipConfig, load_config
-from farm.driver import train_farm
+from farm.config import MembershipConfig
 from farm.errors import ConfigError
-from farm.plan import load_plan, plan_run
+from farm.plan import load_plan
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
 from farm.storage import RunDir
 
-TINY = ["data.subsample=200", "membership.mode=disjoint", "membership.n_models=10", "membership.p_in=0.3",
-        "train.epochs=30",
-        "farm.group_size=4", "model.hidden=[64]", "train.lr=0.01",
-        "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
 FAST = dict(n_pseudo=3, bootstrap=0)
 FITTED = ("gap", "augmentation", "noise", "calibrated", "confidence_classifier", "lira_confidence")
 
 
 @pytest.fixture(scope="module")
-def run(ray_local, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("disjoint") / "run")
-    train_farm(plan_run(load_config(None, TINY), out), progress=False)
-    return out
+def run(farms):
+    return farms.run(*farms.DISJOINT)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,8 @@ from farm.shards import model_dir
 from farm.worker import HOLD_ENV
 from jobs import cli
 
+pytestmark = pytest.mark.system  # `python -m jobs.cli` subprocesses, killed mid-run
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=2", "farm.group_size=2", "farm.num_actors=2",
         "model.hidden=[16]", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.1, n: 3}]"]

@@ -90,6 +90,7 @@ print("RESULT " + json.dumps(report))
 '''
 
 
+@pytest.mark.system
 def test_four_actors_share_one_gpu_and_train_at_once(tmp_path):
     rng = np.random.default_rng(0)
     npz = tmp_path / "fake-cifar10.npz"

@@ -27,8 +27,6 @@ from farm.errors import ConfigError
 from farm.readers import read_digits
 from jobs import cli
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
-        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
 V2 = HttpSettings(batch_size=1024, concurrency=2, backoff=0.0, retries=1, protocol="v2")
 
 
@@ -43,14 +41,8 @@ def mlserver():
 
 
 @pytest.fixture(scope="module")
-def run(ray_local, tmp_path_factory):
-    from farm.config import load_config
-    from farm.driver import train_farm
-    from farm.plan import plan_run
-
-    path = str(tmp_path_factory.mktemp("mlserver") / "farm")
-    train_farm(plan_run(load_config(None, TINY), path), progress=False)
-    return path
+def run(farms):
+    return farms.run(*farms.LOGITS)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -100,6 +92,7 @@ def _queries() -> np.ndarray:
     return np.concatenate([x, *noisy])
 
 
+@pytest.mark.system
 def test_a_real_mlserver_over_v2_gives_the_in_process_labels_and_audit_scores(mlserver, run, tmp_path):
     folder = tmp_path / "mlserver"
     port, grpc_port = _free_ports(2)

@@ -21,11 +21,9 @@ from attacks.studies.game import AttackGame
 from attacks.studies.ood.inputs import OOD_FAMILIES, ood_inputs
 from attacks.studies.ood.query import transfer_ood
 from attacks.studies.ood.study import other_dataset, substituted_scores
-from farm.config import load_config
 from farm.data import DatasetInfo
-from farm.driver import train_farm
 from farm.errors import ConfigError
-from farm.plan import plan_run
+from farm.plan import load_plan
 from farm.storage import RunDir
 from jobs.study import ood as study_ood
 
@@ -116,16 +114,13 @@ def test_substitution_is_exact_under_relabelled_classes(name):
     assert np.allclose(scores, np.r_[expected, expected], rtol=0, atol=1e-12)
 
 
-TINY = ["data.subsample=150", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
-        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
 ATTACKS = ("gap", "augmentation", "noise", "calibrated", "transfer", "boundary", "loss", "confidence_classifier",
            "lira_confidence")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("ood") / "run"))
-    train_farm(plan, progress=False)
+def tiny_run(farms):
+    plan = load_plan(farms.run(*farms.LOGITS))
     settings = {"boundary": {"max_iter": 2, "init_evals": 10, "max_evals": 20}, "transfer": {"n_models": 2},
                 "confidence_classifier": {"max_iter": 10}}
     attack_run(plan.run.uri, AttackOptions(attacks=ATTACKS, settings=settings, n_pseudo=2, bootstrap=0),
@@ -196,6 +191,7 @@ def test_a_study_file_of_another_version_gets_a_note_not_a_failed_report(tmp_pat
     assert title == OOD_TITLE and "shadowfarm study ood RUN" in body
 
 
+@pytest.mark.system  # a job's --smoke-test end to end (trains the smoke farm)
 def test_ood_smoke_test(ray_local, tmp_path_factory, capsys):
     smoke = tmp_path_factory.getbasetemp() / "study-smoke"  # shared by both studies' smoke tests: trained once
     assert study_ood.main(["--smoke-test", "--run", str(smoke), "--quiet"]) == 0

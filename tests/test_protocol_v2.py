@@ -209,19 +209,11 @@ def test_a_bad_token_gives_todays_401_line(model, tmp_path):
         server.stop()
 
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=5", "farm.group_size=4", "model.hidden=[32]",
-        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]"]
-
-
-def test_cli_audit_over_v2_equals_the_in_process_scores(ray_local, tmp_path, capsys):
+def test_cli_audit_over_v2_equals_the_in_process_scores(farms, capsys):
     from attacks.audit import journal_dir, target_key
-    from farm.config import load_config
-    from farm.driver import train_farm
-    from farm.plan import plan_run
     from jobs import cli
 
-    run = str(tmp_path / "farm")
-    train_farm(plan_run(load_config(None, TINY), run), progress=False)
+    run = farms.run(*farms.LOGITS)
     server = LabelServer(ModelOracle.from_run(run, 0), model_name="m0").start()
     base = server.url.removesuffix("/predict")
     common = ["--attacks", "augmentation,noise", "--pseudo-targets", "2", "--bootstrap", "0", "--quiet"]

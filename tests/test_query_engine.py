@@ -8,9 +8,8 @@ import pytest
 from attacks.compute.requery import query_set_key, requery, with_queries
 from attacks.loader import load_responses
 from attacks.registry import run_attack
-from farm.config import QuerySpec, load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
+from farm.config import QuerySpec
+from farm.plan import load_plan
 from farm.queries import expand_queries
 
 QUERIES = "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 4}]"
@@ -19,10 +18,8 @@ TINY = ["data.subsample=90", "membership.n_models=5", "train.epochs=2", "farm.gr
 
 
 @pytest.fixture(scope="module")
-def plan(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("requery") / "run"))
-    train_farm(plan, progress=False)
-    return plan
+def plan(farms):
+    return load_plan(farms.run(*TINY))
 
 
 def _requery(plan, specs, chunk_examples, models=range(5)):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.system  # a `shadowfarm train` subprocess with a Ray of its own
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_SECONDS = 300  # a smoke farm on a loaded 2-core machine; a hang on the dead GCS never ends
 BANNER = "Token authentication is enabled for this Ray cluster"

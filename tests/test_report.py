@@ -160,6 +160,7 @@ def test_missing_keys_and_scores_are_run_errors(fake_run):
         report.summary_rows(run)
 
 
+@pytest.mark.system
 def test_import_has_no_side_effects():
     code = "import sys, attacks.report.page; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,8 +12,6 @@ from attacks.report.sections import SECTIONS
 from farm.storage import RunDir
 from jobs import cli
 
-TINY = ["data.subsample=150", "membership.n_models=8", "train.epochs=3", "farm.group_size=4", "model.hidden=[16]",
-        "queries=[clean, {kind: gaussian, sigma: 0.2, n: 4}]"]
 TITLES = ["Results", "ROC curves", "Attacks", "Models", "Calibration study", "Worst case: outliers",
           "Out-of-distribution non-members", "Defenses", "Provenance"]
 
@@ -34,10 +32,9 @@ def _titles(run: RunDir) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def studied_run(ray_local, tmp_path_factory):
+def studied_run(farms):
     """A tiny farm with attack results, a calibration study and a defense matrix."""
-    run = str(tmp_path_factory.mktemp("sections") / "run")
-    assert cli.main(["train", "quickstart", *(f"--set={o}" for o in TINY), "--out", run, "--quiet"]) == 0
+    run = farms.run(*farms.LOGITS)
     assert cli.main(["attack", run, "--attacks", "gap,loss", "--bootstrap", "0", "--pseudo-targets", "2",
                      "--quiet"]) == 0
     assert cli.main(["study", "calibration", run, "--shadows", "1,2"]) == 0

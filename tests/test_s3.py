@@ -69,6 +69,7 @@ def _objects(client, prefix: str) -> dict[str, bytes]:
     return {key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
 
 
+@pytest.mark.system
 def test_smoke_run_on_s3(s3, tmp_path, monkeypatch):
     endpoint, credentials, client = s3
     uri = f"s3://{BUCKET}/runs/smoke"
@@ -113,6 +114,7 @@ def test_smoke_run_on_s3(s3, tmp_path, monkeypatch):
     assert verify_plan(load_plan(uri)) == []
 
 
+@pytest.mark.system
 def test_endpoint_in_the_uri(s3, monkeypatch):
     """pyarrow's URI parameters name the endpoint without any environment variable for it."""
     endpoint, credentials, _ = s3

@@ -50,7 +50,7 @@ def serve_session(ray_local):
     serve.shutdown()
 
 
-@pytest.fixture(params=["stdlib", "ray"])
+@pytest.fixture(params=["stdlib", pytest.param("ray", marks=pytest.mark.system)])
 def server(request, model):
     if request.param == "stdlib":
         server = LabelServer(ModelOracle(model, input_shape=SHAPE), token=TOKEN, max_batch=MAX_BATCH,
@@ -135,6 +135,7 @@ def test_hostile_load_loses_no_answer_and_counts_match(server, model, tmp_path):
     assert status == 200 and json.loads(body) == {**stats, "input_shape": list(SHAPE)}
 
 
+@pytest.mark.system
 def test_ray_engine_answers_concurrent_requests_in_one_model_call(serve_session, model):
     from attacks.oracles.serve_app import deploy
 
@@ -161,6 +162,7 @@ def _args(*argv):
     return cli.build_parser().parse_args(["serve", *argv])
 
 
+@pytest.mark.system
 def test_serve_command_on_ray_serve(serve_session, model, tmp_path, monkeypatch):
     from jobs import serve as serve_job
 
@@ -248,6 +250,7 @@ def test_stdlib_answers_413_to_a_body_of_megabytes_instead_of_resetting(model):
         server.stop()
 
 
+@pytest.mark.system
 def test_serve_stops_cleanly_on_sigterm(model, tmp_path):
     # `shadowfarm serve ... &` is stopped with `kill PID`: the server shuts down and says what it answered.
     path = tmp_path / "target.pt"

@@ -12,10 +12,8 @@ from attacks.compute.transfer import model_groups, transfer_statistic
 from attacks.loader import load_responses
 from attacks.methods.transfer import SPLIT
 from attacks.registry import resolve_settings, run_attack
-from farm.config import load_config
-from farm.driver import train_farm
 from farm.errors import ConfigError
-from farm.plan import plan_run
+from farm.plan import load_plan
 
 # An overfit target: 3 classes of 30 noisy features, ~40 training points each, an MLP that fits them perfectly.
 OVERFIT = ["data.name=synthetic", "data.synthetic.n_examples=80", "data.synthetic.n_features=30",
@@ -25,9 +23,8 @@ OVERFIT = ["data.name=synthetic", "data.synthetic.n_examples=80", "data.syntheti
 
 
 @pytest.fixture(scope="module")
-def overfit(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, OVERFIT), str(tmp_path_factory.mktemp("transfer") / "run"))
-    train_farm(plan, progress=False)
+def overfit(farms):
+    plan = load_plan(farms.run(*OVERFIT))
     return plan, load_responses(plan.run)
 
 

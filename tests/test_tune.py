@@ -15,22 +15,16 @@ from attacks.stage import AttackOptions, attack_run
 from attacks.studies import calibration
 from attacks.studies.calibration import calibration_study
 from attacks.tune.trials import tune_attack
-from farm.config import QuerySpec, load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
+from farm.config import QuerySpec
+from farm.plan import load_plan
 from farm.shards import MEMBERSHIP, membership_matrix, membership_table
 from farm.storage import RunDir
 from jobs.study import __main__ as study_job
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
-        "train.lr=0.01", "queries=[clean, {kind: gaussian, sigma: 0.2, n: 6}]"]
-
 
 @pytest.fixture(scope="module")
-def plan(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("tune") / "run"))
-    train_farm(plan, progress=False)
-    return plan
+def plan(farms):
+    return load_plan(farms.run(*farms.SMALL))
 
 
 def _tune(plan):
@@ -76,8 +70,9 @@ def test_calibration_study_rows_and_report(plan, tmp_path):
     assert frame[frame["n_shadows"] >= 3]["realized_fpr"].notna().all()
 
 
-def test_study_job_smoke_test(ray_local, tmp_path, capsys):
-    assert study_job.main(["calibration", "--smoke-test", "--run", str(tmp_path / "smoke")]) == 0
+@pytest.mark.system  # a job's --smoke-test end to end
+def test_study_job_smoke_test(farms, capsys):
+    assert study_job.main(["calibration", "--smoke-test", "--run", farms.smoke()]) == 0
     assert "global-threshold" in capsys.readouterr().out
 
 

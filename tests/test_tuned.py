@@ -13,25 +13,20 @@ from attacks.stage import AttackOptions, attack_run
 from attacks.stats.metrics import fpr_key
 from attacks.stats.shadow_game import play
 from attacks.tune.trials import tune_attack
-from farm.config import from_dict, load_config
-from farm.driver import train_farm
+from farm.config import from_dict
 from farm.errors import ConfigError
-from farm.plan import plan_run
+from farm.plan import load_plan
 from farm.queries import expand_queries
 from farm.storage import RunDir
 from tests.test_golden import synthetic
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
-        "train.lr=0.01", "queries=[clean, {kind: gaussian, sigma: 0.2, n: 6}]"]
 FPR = 0.2
 TUNED_QUERIES = [{"kind": "clean"}, {"kind": "gaussian", "sigma": 0.1, "n": 3}]
 
 
 @pytest.fixture(scope="module")
-def plan(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("tuned") / "run"))
-    train_farm(plan, progress=False)
-    return plan
+def plan(farms):
+    return load_plan(farms.run(*farms.SMALL))
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ redone by re-running `train`, which leaves valid models alone; a run of another 
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,12 +25,10 @@ def _train(out, extra=()):
 
 
 @pytest.fixture(scope="module")
-def runs(ray_local, tmp_path_factory):
-    """A finished run, and one of another seed (its shards are foreign to the first)."""
-    base = tmp_path_factory.mktemp("verify")
-    _train(base / "run")
-    _train(base / "other", ["seed=1"])
-    return base / "run", base / "other"
+def runs(farms):
+    """A finished run, and one of another seed (its shards are foreign to the first): the session's, read only
+    (each test damages a copy of its own)."""
+    return Path(farms.shared(*TINY)), Path(farms.shared(*TINY, "seed=1"))
 
 
 def _verify(run, capsys) -> tuple[int, list[str]]:

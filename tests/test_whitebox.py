@@ -15,15 +15,12 @@ from attacks.responses import Responses
 from attacks.stage import AttackOptions, attack_run
 from farm.config import load_config
 from farm.data import DatasetInfo
-from farm.driver import train_farm
 from farm.errors import ConfigError
 from farm.models import build_model
-from farm.plan import load_plan, plan_run
+from farm.plan import load_plan
 from farm.shards import load_weights
 from farm.storage import RunDir
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
-        "train.lr=0.01", "queries=[clean]"]
 RTOL = 1e-4
 WHITE_BOX = tuple(name for name, spec in ATTACKS.items() if spec.white_box)
 
@@ -78,10 +75,8 @@ def test_group_statistics_equal_the_per_example_loop(model_cfg):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(ray_local, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("whitebox") / "run")
-    train_farm(plan_run(load_config(None, TINY), out), progress=False)
-    return out
+def tiny_run(farms):
+    return farms.run(*farms.SMALL)
 
 
 def run_reference(run_uri: str) -> dict[str, np.ndarray]:

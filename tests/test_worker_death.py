@@ -23,6 +23,8 @@ from farm.storage import RunDir
 from farm.verify import verify_plan
 from farm.worker import HOLD_ENV
 
+pytestmark = pytest.mark.system  # SIGKILLs Ray's trainer actors: the cluster's fault tolerance
+
 TINY = ["data.subsample=120", "membership.n_models=6", "train.epochs=2", "farm.group_size=2", "farm.num_actors=2",
         "farm.max_retries=1", "model.hidden=[16]", "queries=[clean, {kind: translate, d: 1}]"]
 FILES = {"weights.pt", "metrics.json", "responses.parquet", "_SUCCESS"}

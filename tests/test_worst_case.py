@@ -134,6 +134,7 @@ def test_worst_case_cli_errors(planted_run, capsys):
     assert "shadowfarm attack RUN --attacks augmentation" in capsys.readouterr().err
 
 
+@pytest.mark.system  # a job's --smoke-test end to end
 def test_worst_case_smoke_test(ray_local, tmp_path_factory, capsys):
     smoke = tmp_path_factory.getbasetemp() / "study-smoke"  # shared by both studies' smoke tests: trained once
     assert study_worst_case.main(["--smoke-test", "--run", str(smoke), "--quiet"]) == 0
