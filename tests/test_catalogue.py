@@ -28,6 +28,7 @@ from attacks.oracles.base import CountingOracle
 from jobs import cli
 from jobs.common import run_cli
 
+
 class _Answers(CountingOracle):
     """An oracle that answers whatever it is told to (a stand-in for a misbehaving target)."""
 
