@@ -51,10 +51,11 @@ from attacks.oracles.model import ModelOracle, TorchScriptOracle
 from attacks.registry import attack_with, choose_attacks, get_attack
 from attacks.responses import Responses
 from attacks.settings import resolve
+from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play, pseudo_targets
 from attacks.tune.tuned import load_tuned, run_model, tuned_thresholds, without_target
-from farm.errors import ConfigError, DataError, RunError
+from farm.errors import ConfigError, RunError
 from farm.plan import Plan, load_plan
 from farm.queries import apply_query
 from farm.shards import RUN_JSON
@@ -225,8 +226,9 @@ def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, 
     """One attack on the target (the last row of `responses`, on the challenge `examples`): its result, with
     its files written."""
     fprs = reported_fprs(options.fpr)
-    game = play(attack_with(name, settings), responses, targets=[responses.n_models - 1], shadows=shadows,
-                n_pseudo=options.n_pseudo, seed=options.seed, fprs=fprs, target_pool=target_pool)
+    with collect_fallbacks() as fallbacks:
+        game = play(attack_with(name, settings), responses, targets=[responses.n_models - 1], shadows=shadows,
+                    n_pseudo=options.n_pseudo, seed=options.seed, fprs=fprs, target_pool=target_pool)
     thresholds, threshold_source = tuned_thresholds(game.thresholds, tuned, fpr=options.fpr, shadows=shadows)
     game = replace(game, thresholds=thresholds)
     flagged = game.scores >= game.thresholds[fpr_key(options.fpr)]
@@ -235,6 +237,7 @@ def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, 
               "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
               "n_pseudo_targets": n_pseudo_targets, "seed": options.seed, "ground_truth": ground_truth,
               "tuned": tuned, "queries": (tuned or {}).get("queries"), "tuned_threshold": threshold_source,
+              "calibration_fallback": fallback_summary(fallbacks),
               **(about or {})}
     if ground_truth:
         result.update(evaluate(game.scores, game.member, thresholds=game.thresholds, fprs=fprs))
@@ -281,24 +284,3 @@ def _check_classes(member: np.ndarray) -> None:
     if member.all() or not member.any():
         raise ConfigError(f"--members: the challenge examples hold {int(member.sum())} members of {len(member)}; "
                           "metrics need both members and non-members")
-
-
-def read_member_ids(path: str) -> tuple[int, ...]:
-    """Example ids from a file: a Parquet file with an `example_id` column, or text with integers separated
-    by whitespace or commas (`#` starts a comment). DataError naming the file and line otherwise."""
-    run, name = RunDir(path.rsplit("/", 1)[0] if "/" in path else "."), path.rsplit("/", 1)[-1]
-    if not run.is_file(name):
-        raise DataError(f"{path}: file not found (--members: example ids of the target's training set)")
-    if name.endswith(".parquet"):
-        table = run.read_table(name)
-        if "example_id" not in table.column_names:
-            raise DataError(f"{path}: no example_id column (columns: {', '.join(table.column_names)})")
-        return tuple(int(v) for v in table["example_id"].to_pylist())
-    ids = []
-    for number, line in enumerate(run.read_text(name).splitlines(), 1):
-        for word in line.split("#")[0].replace(",", " ").split():
-            try:
-                ids.append(int(word))
-            except ValueError:
-                raise DataError(f"{path}, line {number}: {word!r} is not an example id") from None
-    return tuple(ids)

@@ -38,6 +38,7 @@ from attacks.modes import challenge_of, split_targets
 from attacks.registry import attack_with, choose_attacks, get_attack
 from attacks.responses import Responses
 from attacks.settings import resolve
+from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs, tpr_at_fpr
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets
 from attacks.tune.tuned import load_tuned, tuned_thresholds
@@ -100,15 +101,17 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
         attacked = responses
         if tuned.get(name, {}).get("queries"):
             attacked = requery_responses(plan, responses, tuned[name]["queries"], progress=progress)
-        game = play(attack_with(name, chosen), attacked, targets=targets, shadows=shadows, n_pseudo=options.n_pseudo,
-                    seed=options.seed, fprs=reported_fprs(options.fpr), on_target=lambda _: bar.update(1),
-                    target_pool=target_pool)
+        with collect_fallbacks() as fallbacks:
+            game = play(attack_with(name, chosen), attacked, targets=targets, shadows=shadows,
+                        n_pseudo=options.n_pseudo, seed=options.seed, fprs=reported_fprs(options.fpr),
+                        on_target=lambda _: bar.update(1), target_pool=target_pool)
         thresholds, threshold_source = tuned_thresholds(game.thresholds, tuned.get(name), fpr=options.fpr,
                                                         shadows=shadows)
         game = replace(game, thresholds=thresholds)
         metrics = metrics_of(name, game, settings=chosen, targets=targets, n_shadows=len(shadows),
                              options=options, tuned=tuned.get(name))
-        metrics.update(challenge_of(mode, plan.target_pool), auto_settings=auto.get(name))
+        metrics.update(challenge_of(mode, plan.target_pool), auto_settings=auto.get(name),
+                       calibration_fallback=fallback_summary(fallbacks))
         metrics["seconds"] = time.perf_counter() - start
         metrics["tuned_threshold"] = threshold_source
         metrics["settings_hash"] = hashes[name]

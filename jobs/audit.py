@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
 
 
 def options_from(args: argparse.Namespace):
-    from attacks.audit import AuditOptions, read_member_ids
+    from attacks.audit import AuditOptions
+    from attacks.example_ids import read_member_ids
 
     settings = parse_settings(args.settings)
     members = read_member_ids(args.members) if args.members else None

@@ -13,10 +13,12 @@ import pytest
 from attacks.audit import AuditOptions, audit_run, open_target
 from attacks.modes import split_targets
 from attacks.registry import attack_with
+from attacks.report.core import format_table, summary_rows
 from attacks.report.page import write_report
 from attacks.responses import Responses
 from attacks.settings import mode_settings
 from attacks.stage import AttackOptions, attack_run
+from attacks.stats.lira import collect_fallbacks
 from attacks.stats.shadow_game import play
 from farm.config import MembershipConfig
 from farm.errors import ConfigError
@@ -173,3 +175,36 @@ def test_audit_of_a_disjoint_run_scores_the_target_pool_as_the_attack_stage(run,
                   progress=False)
     with pytest.raises(ConfigError, match="attack 'transfer' cannot run in an audit of a disjoint run"):
         audit_run(run, oracle, target="model:0", options=AuditOptions(attacks=("transfer",), **FAST), progress=False)
+
+
+def test_an_example_with_no_out_shadow_is_scored_against_the_pooled_fit_and_counted():
+    """A disjoint run's shadow game can hold a shadow-pool example on which every other shadow trained (16 models:
+    `1 examples have no OUT shadow` sank calibrated, lira_confidence, gradient_norm and stolen_memories)."""
+    responses, pool = _synthetic(seed=2)
+    member = responses.member.copy()
+    lonely = np.flatnonzero(~pool)[0]
+    member[1:, lonely] = True
+    responses = Responses(member=member, pred=responses.pred, labels=responses.labels, logits=responses.logits,
+                          query_kinds=responses.query_kinds, query_params=responses.query_params)
+    for name in ("calibrated", "lira_confidence"):
+        with collect_fallbacks() as found:
+            game = play(attack_with(name, {"variant": "offline"}), responses, targets=[0], shadows=np.arange(1, 8),
+                        n_pseudo=3, seed=0, fprs=[0.01], target_pool=pool)
+        assert np.isfinite(game.scores).all() and len(game.scores) == pool.sum()
+        assert found and {f.side for f in found} == {"OUT"}  # counted in each scoring that fell back
+        with pytest.raises(ConfigError, match="1 examples have no OUT shadow"):
+            play(attack_with(name, {"variant": "offline", "empty": "error"}), responses, targets=[0],
+                 shadows=np.arange(1, 8), n_pseudo=3, seed=0, fprs=[0.01], target_pool=pool)
+
+
+def test_the_attack_stage_reports_the_examples_it_scored_against_the_pooled_fit(farms):
+    run = farms.run(*farms.DISJOINT)
+    member, target_pool = membership_matrix(RunDir(run).read_table(MEMBERSHIP))
+    member[1:, np.flatnonzero(~target_pool)[0]] = True  # one shadow-pool example that every shadow trained on
+    RunDir(run).write_table(MEMBERSHIP, membership_table(member, target_pool))
+    names = ("calibrated", "lira_confidence", "gradient_norm", "stolen_memories")
+    results = {r["attack"]: r for r in attack_run(run, AttackOptions(attacks=names, **FAST), progress=False)}
+    for name in names:
+        assert results[name]["calibration_fallback"]["OUT"]["examples"] == 1, name
+    lines = [line for line in format_table(summary_rows(RunDir(run))).splitlines() if "no OUT shadow" in line]
+    assert len(lines) == len(names) and all("scored against the pooled distribution" in line for line in lines)

@@ -17,7 +17,7 @@ NAME = "calibrated"
 
 def calibrated(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
                kinds: Sequence[str] | None = None, global_variance: bool | str = "auto",
-               min_std: float = 0.1, empty: str = "error") -> np.ndarray:
+               min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
     """LiRA calibration of the label-only statistic "fraction of queries still answered correctly".
 
     Statistic per (model, example): k correct out of the n queries of `kinds` (default: every
@@ -37,7 +37,7 @@ def calibrated(responses: Responses, *, target: int, shadows: Sequence[int], var
 
 
 def calibrate(statistic: np.ndarray, shadow_member: np.ndarray, *, variant: str = "online",
-              global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "error") -> np.ndarray:
+              global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
     """The per-example calibration every calibrated attack applies to its statistic: LiRA (`lira_scores`).
 
     statistic float[1 + S, N]: the target's row first, then its shadows'; shadow_member bool[S, N]: the

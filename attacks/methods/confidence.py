@@ -127,11 +127,11 @@ def class_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def lira_confidence(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
-                    global_variance: bool | str = "auto", min_std: float = 0.01, empty: str = "error") -> np.ndarray:
+                    global_variance: bool | str = "auto", min_std: float = 0.01, empty: str = "pooled") -> np.ndarray:
     """LiRA (Carlini et al.) on the logit-scaled confidence at the true label; see `lira_scores`.
 
     variant "online" | "offline"; global_variance True | False | "auto" (global below 64 shadows);
-    min_std floors every std; empty: "error" or "global" for examples without IN/OUT shadows.
+    min_std floors every std; empty: "pooled", "global" or "error" for examples without IN/OUT shadows (`lira_scores`).
     Returns float64[N].
     """
     shadows = check_game(responses, target=target, shadows=shadows)

@@ -96,7 +96,7 @@ def whitebox_classifier(responses: Responses, *, target: int, shadows: Sequence[
 
 
 def evidence(responses: Responses, *, target: int, shadows: np.ndarray, variant: str,
-             global_variance: bool | str, min_std: float, empty: str = "error") -> np.ndarray:
+             global_variance: bool | str, min_std: float, empty: str = "pooled") -> np.ndarray:
     """float64[N]: the sum over white-box statistics (logit-scaled confidence, -log gradient norm per layer) of
     their per-example LiRA scores (`lira_scores`, `variant` online or offline) for `target` over `shadows`."""
     models = np.r_[int(target), shadows]

@@ -4,6 +4,7 @@ always, then the attacks skipped and why."""
 
 from __future__ import annotations
 
+from attacks.report.core import fallback_line
 from attacks.report.markup import text_table
 
 
@@ -25,5 +26,6 @@ def format_audit(results: list[dict], fpr: float) -> str:
         rows.append(cells)
     lines = text_table(head, rows, left=1)
     lines.append("thresholds chosen on shadow models only; bal. acc at the best-balanced-accuracy shadow threshold")
+    lines += [fallback_line(r["attack"], r["calibration_fallback"]) for r in results if r.get("calibration_fallback")]
     lines += [f"skipped {r['attack']}: {r['skipped']}" for r in results if "skipped" in r]
     return "\n".join(lines)

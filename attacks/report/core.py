@@ -60,7 +60,7 @@ def summary_rows(run: RunDir) -> list[dict]:
                "target_model_ids": m.get("target_model_ids", []), "seconds": m.get("seconds"),
                "membership_mode": m.get("membership_mode", "lira"), "challenge_set": m.get("challenge_set"),
                "n_shadow_pool_examples": m.get("n_shadow_pool_examples"), "auto_settings": m.get("auto_settings"),
-               "auc": m["auc"], "auc_ci": _pair(m.get("auc_ci"))}
+               "calibration_fallback": m.get("calibration_fallback"), "auc": m["auc"], "auc_ci": _pair(m.get("auc_ci"))}
         for key, _ in FPR_LEVELS:
             row[f"tpr_at_fpr_{key}"] = m["tpr_at_fpr"].get(key)
             row[f"tpr_at_fpr_{key}_ci"] = _pair((m.get("tpr_at_fpr_ci") or {}).get(key))
@@ -122,7 +122,15 @@ def format_table(rows: Sequence[dict]) -> str:
         out.append("* rests on zero allowed false positives (FPR x non-members < 1)")
     out.append("bal. acc at the threshold chosen on shadow models; AUC and TPR@FPR pooled over targets")
     out += [precision_line(r) for r in rows if r.get("precision_check")]
+    out += [fallback_line(r["attack"], r["calibration_fallback"]) for r in rows if r.get("calibration_fallback")]
     return "\n".join(out)
+
+
+def fallback_line(attack: str, fallback: dict) -> str:
+    """One line: the examples that had no IN or OUT shadow in some calibration (`attacks.stats.lira`)."""
+    parts = [f"{f['examples']:,} example(s) had no {side} shadow in {f['calibrations']} calibration(s)"
+             for side, f in sorted(fallback.items())]
+    return f"{attack}: {'; '.join(parts)}; scored against the pooled distribution there"
 
 
 # ---------------------------------------------------------------- ROC plot

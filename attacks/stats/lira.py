@@ -14,6 +14,10 @@ Departures from the LiRA reference code (research/mi_lira_2021), on purpose:
   own IN or OUT mean), not the variance of all values, which would mix in between-example spread;
   IN and OUT each get their own;
 - examples with fewer than two IN (OUT) shadows use the global IN (OUT) variance;
+- an example with no IN (OUT) shadow at all (a disjoint run's shadow game: every other shadow trained on it) is
+  scored against the pooled IN (OUT) distribution (`empty="pooled"`, the default) and counted in a
+  `CalibrationFallback` warning, which the attack stage and the audit collect (`collect_fallbacks`) and report:
+  one example must not sink an attack;
 - an example with n rows on a side adds max(n - 1, 0) degrees of freedom to that side's pool (one with
   no row, possible under `empty="global"`, adds nothing);
 - with no degrees of freedom at all (e.g. one shadow: no example has two rows on a side) there is no
@@ -23,6 +27,10 @@ Departures from the LiRA reference code (research/mi_lira_2021), on purpose:
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 from scipy.special import logit
 from scipy.stats import norm
@@ -30,11 +38,42 @@ from scipy.stats import norm
 from farm.errors import ConfigError
 
 GLOBAL_VARIANCE_BELOW = 64  # "auto": LiRA recommends a global variance with few shadows
+EMPTY = ("pooled", "global", "error")
+
+
+class CalibrationFallback(UserWarning):
+    """`examples` examples had no `side` ("IN" or "OUT") shadow in one calibration and got the pooled fit."""
+
+    def __init__(self, side: str, examples: int):
+        super().__init__(f"{examples} example(s) have no {side} shadow; scored against the pooled {side} distribution")
+        self.side, self.examples = side, examples
+
+
+@contextmanager
+def collect_fallbacks() -> Iterator[list[CalibrationFallback]]:
+    """Collects the `CalibrationFallback` warnings raised inside (and shows none of them)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationFallback)
+        found: list[CalibrationFallback] = []
+        yield found
+        found.extend(w.message for w in caught if isinstance(w.message, CalibrationFallback))
+    for w in caught:
+        if not isinstance(w.message, CalibrationFallback):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def fallback_summary(found: list[CalibrationFallback]) -> dict | None:
+    """{side: {"examples": most in one calibration, "calibrations": how many fell back}} or None (metrics.json)."""
+    summary: dict = {}
+    for f in found:
+        side = summary.setdefault(f.side, {"examples": 0, "calibrations": 0})
+        side["examples"], side["calibrations"] = max(side["examples"], f.examples), side["calibrations"] + 1
+    return summary or None
 
 
 def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, shadow_member: np.ndarray,
                 variant: str = "online", global_variance: bool | str = "auto",
-                min_std: float = 0.1, empty: str = "error") -> np.ndarray:
+                min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
     """Per-example likelihood-ratio scores from shadow statistics (higher = more likely member).
 
     target_statistic: float[N]; shadow_statistic: float[S, N]; shadow_member: bool[S, N].
@@ -43,8 +82,8 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
     variant "offline": log Phi((s - mu_out) / sd_out): one-sided, higher s => member; OUT shadows only.
     global_variance: True (one IN and one OUT variance for all examples), False (per example), or
                      "auto" (global when S < 64).
-    empty: "error" when an example has no IN (online) or OUT shadow, or "global": it gets the mean
-           over all IN (OUT) rows (few-shadow studies).
+    empty: what an example with no IN (online) or OUT shadow gets: "pooled" the mean over all IN (OUT) rows, with
+           a `CalibrationFallback` warning; "global" the same, silently (few-shadow studies); "error" a ConfigError.
     Returns float64[N].
     """
     if variant not in ("online", "offline"):
@@ -58,8 +97,8 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
     s = np.asarray(target_statistic, dtype=np.float64)
     use_global = use_global_variance(global_variance, n_shadows=len(stat))
 
-    if empty not in ("error", "global"):
-        raise ConfigError(f"empty must be 'error' or 'global', got {empty!r}")
+    if empty not in EMPTY:
+        raise ConfigError(f"empty must be one of {', '.join(EMPTY)}, got {empty!r}")
     mu_out, sd_out = _gaussian_fit(stat, ~member, use_global=use_global, min_std=min_std, side="OUT", empty=empty)
     if variant == "offline":
         return norm.logcdf((s - mu_out) / sd_out)
@@ -76,16 +115,18 @@ def use_global_variance(global_variance: bool | str, *, n_shadows: int) -> bool:
 
 
 def _gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_std: float,
-                  side: str, empty: str = "error") -> tuple[np.ndarray, np.ndarray]:
+                  side: str, empty: str = "pooled") -> tuple[np.ndarray, np.ndarray]:
     """Per-example mean and std (float64[N] each) of stat[S, N] over the rows where mask[S, N].
 
-    empty: what an example with no row on this side gets: "error", or "global" (the mean over all rows).
+    empty: what an example with no row on this side gets (`lira_scores`).
     An example with no row adds no degrees of freedom; with none pooled the global variance is 0 (std min_std)."""
     count = mask.sum(axis=0)
-    if (count == 0).any() and (empty != "global" or not mask.any()):
+    if (count == 0).any() and (empty == "error" or not mask.any()):
         hint = " (use variant='offline' or more shadows)" if side == "IN" else " (use more shadows)"
         raise ConfigError(f"{int((count == 0).sum())} examples have no {side} shadow, so their {side} "
                           f"distribution cannot be fit{hint}")
+    if (count == 0).any() and empty == "pooled":
+        warnings.warn(CalibrationFallback(side, int((count == 0).sum())), stacklevel=3)
     fallback = stat[mask].mean() if mask.any() else 0.0
     mean = np.where(count > 0, np.where(mask, stat, 0.0).sum(axis=0) / np.maximum(count, 1), fallback)
     squares = np.where(mask, (stat - mean) ** 2, 0.0).sum(axis=0)
