@@ -171,6 +171,7 @@ def test_the_venv_is_made_once_and_reused_by_its_stamp(tmp_path, monkeypatch):
     assert len(built) == 3 and env.mlserver_env(venv) and len(built) == 3
 
 
+@pytest.mark.system  # runs python -m venv and pip in subprocesses
 def test_pip_without_any_index_is_told_apart(tmp_path, monkeypatch):
     import mlserver_env as env
 

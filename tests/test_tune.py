@@ -32,8 +32,14 @@ def _tune(plan):
                        max_concurrent=1, verbose=0)
 
 
-def test_tuning_never_reads_the_targets_membership(plan):
-    first = _tune(plan)
+@pytest.fixture(scope="module")
+def tuned(plan):
+    """The noise search of the module's run (tune/noise/best.json written)."""
+    return _tune(plan)
+
+
+def test_tuning_never_reads_the_targets_membership(plan, tuned):
+    first = tuned
     original = plan.run.read_bytes(MEMBERSHIP)
     member, pool = membership_matrix(plan.run.read_table(MEMBERSHIP))
     member[0] = np.random.default_rng(3).permutation(member[0])  # model 0 is the target
@@ -52,8 +58,7 @@ def test_tuning_never_reads_the_targets_membership(plan):
     assert saved["chosen"]["settings"] == first["chosen"]["settings"]
 
 
-def test_attack_uses_tuned_results(plan):
-    _tune(plan)
+def test_attack_uses_tuned_results(plan, tuned):
     [result] = attack_run(plan.run.uri, AttackOptions(attacks=("noise",), tuned=True, n_pseudo=2, bootstrap=0),
                           progress=False)
     best = json.loads(plan.run.read_text("tune/noise/best.json"))
