@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_journal, audit_metrics, audit_scores, audit_target, jsonable
+from attacks.audit_checks import audit_fidelity, known_nonmembers, with_nonmembers
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
@@ -67,7 +68,8 @@ class AuditOptions:
     """attacks: None = every label-only attack the run supports except boundary (costly: ask by name);
     shadows: None = the run's non-target models, "all" = every model of the run; examples: None = the whole
     population, else a seeded sample of that many; members: example ids of the target's training set (ground
-    truth), None = unknown."""
+    truth), None = unknown; nonmembers: example ids it never trained on, never challenged (`attacks.audit_checks`);
+    calibrate: "shadows" (thresholds from the shadow game) or "nonmembers" (from the known non-members' scores)."""
 
     attacks: tuple[str, ...] | None = None
     shadows: tuple[int, ...] | str | None = None
@@ -78,6 +80,8 @@ class AuditOptions:
     seed: int = 0
     examples: int | None = None
     members: tuple[int, ...] | None = None
+    nonmembers: tuple[int, ...] | None = None
+    calibrate: str = "shadows"
     tuned: bool = False  # tune/<attack>/best.json: setting, query set, threshold for its FPR (attacks.tune.tuned)
 
 
@@ -162,29 +166,35 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
         get_attack(name)
     examples = np.flatnonzero(pool)[challenge_examples(int(pool.sum()), examples=options.examples, seed=options.seed)]
     member = _ground_truth(options.members, responses.n_examples)
+    known = known_nonmembers(options.nonmembers, n=responses.n_examples, pool=pool, member=member,
+                             calibrate=options.calibrate, fpr=options.fpr)
+    examples = np.setdiff1d(examples, known)  # known non-members are scored, never challenged
     if member is not None:
         _check_classes(member[examples])
-    responses, column_pool = _with_target_answers(plan, responses, oracle, examples=examples, member=member,
+    scored = np.concatenate([examples, known])
+    responses, column_pool = _with_target_answers(plan, responses, oracle, examples=scored, member=member,
                                                   progress=progress)
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
-    responses = audit_statistics(plan, responses, oracle, settings, examples=examples, pseudo=pseudo,
+    responses = audit_statistics(plan, responses, oracle, settings, examples=scored, pseudo=pseudo,
                                  shadows=shadows.tolist(), seed=options.seed, progress=progress)
-    answer = partial(target_pred, oracle, info=plan.dataset.info, x=plan.dataset.x, examples=examples,
+    fidelity = audit_fidelity(responses, shadows=shadows, n_scored=len(scored))
+    answer = partial(target_pred, oracle, info=plan.dataset.info, x=plan.dataset.x, examples=scored,
                      progress=progress)
     results = [_audit_attack(plan.run, name, _tuned_responses(plan, responses, answer, tuned.get(name),
-                                                              examples=examples, shadows=shadows, progress=progress),
+                                                              examples=scored, shadows=shadows, progress=progress),
                              settings[name],
                              target=target, examples=examples, shadows=shadows, n_pseudo_targets=len(pseudo),
                              options=options, ground_truth=member is not None, target_pool=column_pool,
                              tuned=tuned.get(name),
                              about={**challenge_of(mode, pool), "n_challenge_examples": len(examples),
-                                    "auto_settings": auto.get(name)})
+                                    "auto_settings": auto.get(name), "fidelity": fidelity})
                for name in names]
     plan.run.write_json(audit_target(target_key(target)), jsonable({
         "target": target, "target_key": target_key(target), **(provenance or {}),
         "budget": getattr(oracle, "budget", None), "queries_used": getattr(oracle, "queries_used", None),
         "journal_hits": getattr(oracle, "journal_hits", None), "n_examples": len(examples),
         "shadows": shadows.tolist(), "attacks": names, "skipped": skipped, "ground_truth": member is not None,
+        "n_known_nonmembers": len(known), "calibrate": options.calibrate, "fidelity": fidelity,
         "seconds": time.perf_counter() - start}))
     return results + [{"attack": name, "skipped": reason} for name, reason in skipped.items()]
 
@@ -230,14 +240,18 @@ def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, 
         game = play(attack_with(name, settings), responses, targets=[responses.n_models - 1], shadows=shadows,
                     n_pseudo=options.n_pseudo, seed=options.seed, fprs=fprs, target_pool=target_pool)
     thresholds, threshold_source = tuned_thresholds(game.thresholds, tuned, fpr=options.fpr, shadows=shadows)
-    game = replace(game, thresholds=thresholds)
+    n = len(examples)  # the challenge examples' scores, then the known non-members'
+    thresholds, known = with_nonmembers(thresholds, game.scores[n:], requested=options.fpr, fprs=fprs,
+                                        calibrate=options.calibrate)
+    threshold_source = "known non-members" if known and options.calibrate == "nonmembers" else threshold_source
+    game = replace(game, thresholds=thresholds, scores=game.scores[:n], member=game.member[:n])
     flagged = game.scores >= game.thresholds[fpr_key(options.fpr)]
     result = {"attack": name, "description": get_attack(name).description, "settings": settings,
               "target": target, "requested_fpr": options.fpr, "shadow_thresholds": game.thresholds,
               "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
               "n_pseudo_targets": n_pseudo_targets, "seed": options.seed, "ground_truth": ground_truth,
               "tuned": tuned, "queries": (tuned or {}).get("queries"), "tuned_threshold": threshold_source,
-              "calibration_fallback": fallback_summary(fallbacks),
+              "calibration_fallback": fallback_summary(fallbacks), "known_nonmembers": known,
               **(about or {})}
     if ground_truth:
         result.update(evaluate(game.scores, game.member, thresholds=game.thresholds, fprs=fprs))

@@ -6,12 +6,12 @@ from farm.errors import DataError
 from farm.storage import RunDir
 
 
-def read_member_ids(path: str) -> tuple[int, ...]:
+def read_member_ids(path: str, *, flag: str = "--members") -> tuple[int, ...]:
     """Example ids from a file: a Parquet file with an `example_id` column, or text with integers separated
     by whitespace or commas (`#` starts a comment). DataError naming the file and line otherwise."""
     run, name = RunDir(path.rsplit("/", 1)[0] if "/" in path else "."), path.rsplit("/", 1)[-1]
     if not run.is_file(name):
-        raise DataError(f"{path}: file not found (--members: example ids of the target's training set)")
+        raise DataError(f"{path}: file not found ({flag}: a file of example ids)")
     if name.endswith(".parquet"):
         table = run.read_table(name)
         if "example_id" not in table.column_names:

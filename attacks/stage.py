@@ -31,6 +31,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from attacks.artifacts import ATTACK_SCORES_SCHEMA, attack_metrics, attack_scores, jsonable
+from attacks.audit_checks import run_fidelity
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
@@ -94,6 +95,7 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
     responses = prepare_statistics(plan, responses, settings, scored=sorted(set(targets) | set(pseudo)),
                                    everyone=shadows.tolist(), seed=options.seed, progress=progress)
+    fidelity = run_fidelity(responses, targets=targets, shadows=shadows, pool=target_pool)
     results = {}
     bar = tqdm(total=len(settings) * len(targets), desc="attacks", unit="target", disable=not progress)
     for name, chosen in settings.items():
@@ -111,7 +113,7 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
         metrics = metrics_of(name, game, settings=chosen, targets=targets, n_shadows=len(shadows),
                              options=options, tuned=tuned.get(name))
         metrics.update(challenge_of(mode, plan.target_pool), auto_settings=auto.get(name),
-                       calibration_fallback=fallback_summary(fallbacks))
+                       calibration_fallback=fallback_summary(fallbacks), fidelity=fidelity)
         metrics["seconds"] = time.perf_counter() - start
         metrics["tuned_threshold"] = threshold_source
         metrics["settings_hash"] = hashes[name]

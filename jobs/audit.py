@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
                         help="http(s)://HOST:PORT/PATH, model:K, or a TorchScript file")
     parser.add_argument("--members", metavar="FILE",
                         help="ground truth: example ids of the target's training set (text or Parquet example_id)")
+    parser.add_argument("--nonmembers", metavar="FILE",
+                        help="example ids the target never trained on (data collected after it was trained, a public "
+                             "test split): never challenged; they measure the FPR the thresholds realize on it")
+    parser.add_argument("--calibrate", choices=("shadows", "nonmembers"), default="shadows",
+                        help="choose the thresholds on the shadows (default) or on the known non-members' scores")
     parser.add_argument("--attacks", type=csv_list, default=None,
                         help="comma-separated label-only attacks (default: all the run supports but boundary)")
     parser.add_argument("--setting", dest="settings", action="append", default=[], metavar="ATTACK.KEY=VALUE",
@@ -82,10 +87,11 @@ def options_from(args: argparse.Namespace):
     from attacks.example_ids import read_member_ids
 
     settings = parse_settings(args.settings)
-    members = read_member_ids(args.members) if args.members else None
+    members = read_member_ids(args.members, flag="--members") if args.members else None
+    nonmembers = read_member_ids(args.nonmembers, flag="--nonmembers") if args.nonmembers else None
     return AuditOptions(attacks=args.attacks, shadows=args.shadows, settings=settings, fpr=args.fpr,
                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, examples=args.examples,
-                        members=members, tuned=args.tuned)
+                        members=members, nonmembers=nonmembers, calibrate=args.calibrate, tuned=args.tuned)
 
 
 def v2_target(args: argparse.Namespace) -> str:

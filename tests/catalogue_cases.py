@@ -200,6 +200,15 @@ CASES = [
          "--metric: expected one of auc, tpr@1%fpr, tpr@0.1%fpr, got 'bogus'", "run"),
     Case("study-target-not-in-run", "`shadowfarm study calibration RUN --targets 99`",
          _on_run("study calibration", "--targets", "99"), "--targets: 99 is not a model id in [0, 8)", "run"),
+    Case("audit-nonmember-not-in-population", "`shadowfarm audit RUN --nonmembers FILE` naming example 99999",
+         lambda c: ["audit", c.run, "--target", "model:0", "--nonmembers", f"{c.files}/far_ids.txt", "--quiet"],
+         "--nonmembers: example id 99999 is not in the population [0, 120)", "run"),
+    Case("audit-nonmembers-file-missing", "`--nonmembers` naming no file",
+         lambda c: ["audit", c.run, "--target", "model:0", "--nonmembers", f"{c.files}/none.txt", "--quiet"],
+         "none.txt: file not found (--nonmembers: a file of example ids)", "run"),
+    Case("audit-calibrate-without-nonmembers", "`--calibrate nonmembers` without `--nonmembers`",
+         lambda c: ["audit", c.run, "--target", "model:0", "--calibrate", "nonmembers", "--quiet"],
+         "--calibrate nonmembers needs known non-members (--nonmembers FILE)", "run"),
     Case("cli-unknown-command", "`shadowfarm frobnicate`", lambda c: ["frobnicate"],
          "argument COMMAND: invalid choice: 'frobnicate'", "argparse"),
     Case("attack-fpr-not-a-number", "`--fpr abc`", lambda c: ["attack", f"{c.files}/nothing", "--fpr", "abc"],
@@ -257,6 +266,7 @@ def make_files(files: Path) -> None:
     (files / "narrow.csv").write_text("1,0,1\n2,1,0\n")
     (files / "words.csv").write_text("1," + ",".join(["0"] * 600) + "\nx," + ",".join(["1"] * 600) + "\n")
     (files / "empty_root").mkdir(exist_ok=True)
+    (files / "far_ids.txt").write_text("1 2 99999\n")
     (files / "not_a_run").mkdir(exist_ok=True)
     (files / "not_a_run" / "notes.txt").write_text("mine")
     (files / "unknown.yaml").write_text("train:\n  epochz: 1\n")

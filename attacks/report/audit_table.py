@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from attacks.report.core import fallback_line
 from attacks.report.markup import text_table
+from attacks.stats.fidelity import summary_line
+from attacks.stats.nonmembers import warning_line
 
 
 def format_audit(results: list[dict], fpr: float) -> str:
@@ -25,7 +27,30 @@ def format_audit(results: list[dict], fpr: float) -> str:
         cells += (f"{threshold:.4g}", f"{r['n_flagged']}/{r['n_examples']}")
         rows.append(cells)
     lines = text_table(head, rows, left=1)
-    lines.append("thresholds chosen on shadow models only; bal. acc at the best-balanced-accuracy shadow threshold")
+    on_known = any(r.get("tuned_threshold") == "known non-members" for r in results)
+    lines.append(f"thresholds chosen on {'the known non-members' if on_known else 'shadow models only'}; bal. acc at "
+                 "the best-balanced-accuracy shadow threshold")
     lines += [fallback_line(r["attack"], r["calibration_fallback"]) for r in results if r.get("calibration_fallback")]
+    lines += known_nonmember_lines([r for r in results if "skipped" not in r], fpr)
+    fidelity = next((r["fidelity"] for r in results if r.get("fidelity")), None)
+    if fidelity and summary_line(fidelity):
+        lines.append(summary_line(fidelity))
     lines += [f"skipped {r['attack']}: {r['skipped']}" for r in results if "skipped" in r]
     return "\n".join(lines)
+
+
+def known_nonmember_lines(results: list[dict], fpr: float) -> list[str]:
+    """What the known non-members said: the FPR each attack's threshold realizes on them (one line for all),
+    a warning line per attack whose threshold realizes more than the requested FPR allows, and which
+    thresholds were used when they were chosen on the known non-members."""
+    checked = [r for r in results if r.get("known_nonmembers")]
+    if not checked:
+        return []
+    n = checked[0]["known_nonmembers"]["n_nonmembers"]
+    rates = ", ".join(f"{r['attack']} {r['known_nonmembers']['at_thresholds'][f'{fpr:g}']['fpr']:.3g}"
+                      for r in checked)
+    lines = [f"FPR realized on {n:,} known non-members at the shadow thresholds for {fpr:g}: {rates}"]
+    lines += [line for r in checked if (line := warning_line(r["attack"], r["known_nonmembers"]))]
+    if any(r.get("tuned_threshold") == "known non-members" for r in checked):
+        lines.append(f"thresholds for the FPR levels chosen on the {n:,} known non-members (--calibrate nonmembers)")
+    return lines

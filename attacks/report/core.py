@@ -18,6 +18,7 @@ from attacks.methods.whitebox import precision_check, stolen_memories
 from attacks.registry import ATTACKS, attack_type
 from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import pct, text_table
+from attacks.stats.fidelity import summary_line
 from attacks.stats.metrics import roc_curve
 from farm.errors import RunError
 from farm.storage import RunDir
@@ -60,7 +61,8 @@ def summary_rows(run: RunDir) -> list[dict]:
                "target_model_ids": m.get("target_model_ids", []), "seconds": m.get("seconds"),
                "membership_mode": m.get("membership_mode", "lira"), "challenge_set": m.get("challenge_set"),
                "n_shadow_pool_examples": m.get("n_shadow_pool_examples"), "auto_settings": m.get("auto_settings"),
-               "calibration_fallback": m.get("calibration_fallback"), "auc": m["auc"], "auc_ci": _pair(m.get("auc_ci"))}
+               "calibration_fallback": m.get("calibration_fallback"), "fidelity": m.get("fidelity"),
+               "auc": m["auc"], "auc_ci": _pair(m.get("auc_ci"))}
         for key, _ in FPR_LEVELS:
             row[f"tpr_at_fpr_{key}"] = m["tpr_at_fpr"].get(key)
             row[f"tpr_at_fpr_{key}_ci"] = _pair((m.get("tpr_at_fpr_ci") or {}).get(key))
@@ -123,6 +125,8 @@ def format_table(rows: Sequence[dict]) -> str:
     out.append("bal. acc at the threshold chosen on shadow models; AUC and TPR@FPR pooled over targets")
     out += [precision_line(r) for r in rows if r.get("precision_check")]
     out += [fallback_line(r["attack"], r["calibration_fallback"]) for r in rows if r.get("calibration_fallback")]
+    fidelity = next((r["fidelity"] for r in rows if r.get("fidelity")), {})
+    out += [line for t, f in fidelity.items() if (line := summary_line(f, subject=f"target {t}"))]
     return "\n".join(out)
 
 

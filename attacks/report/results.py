@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.report.core import FPR_LEVELS, precision_line, zero_fp
+from attacks.report.core import FPR_LEVELS, fallback_line, format_table, precision_line, zero_fp
 from attacks.report.markup import escape, notes_html, num, pct, type_tag
 
 
@@ -61,6 +61,9 @@ def results_html(rows: Sequence[dict]) -> str:
     notes += [escape(precision_line(r)) + " (promised: the flagged examples' mean calibrated P(member), fit on "
               "shadows; realized: the members' share of them on the target(s))"
               for r in rows if r.get("precision_check")]
+    notes += [escape(line) for line in format_table(rows).splitlines() if line.startswith("fidelity:")]
+    notes += [escape(fallback_line(r["attack"], r["calibration_fallback"])) for r in rows
+              if r.get("calibration_fallback")]
     if any_zero_fp:
         notes.append("† rests on zero allowed false positives (FPR × non-members &lt; 1): the figure counts the "
                      "members scored above every non-member.")
