@@ -24,9 +24,6 @@ from attacks.stage import AttackOptions, attack_run
 from attacks.studies.game import attack_games
 from attacks.studies.ood.study import OodOptions, offline_scores, ood_study
 from attacks.tune.trials import tune_attack
-from farm.config import load_config
-from farm.driver import train_farm
-from farm.plan import plan_run
 from farm.storage import RunDir
 from jobs.cli import main as cli
 
@@ -123,15 +120,9 @@ def test_the_registry_imports_neither_torch_nor_ray():
     assert out.stdout.strip() == "[]"
 
 
-TINY = ["data.subsample=120", "membership.n_models=8", "train.epochs=4", "farm.group_size=4", "model.hidden=[16]",
-        "train.lr=0.01", "queries=[clean, {kind: gaussian, sigma: 0.2, n: 6}]"]
-
-
 @pytest.fixture(scope="module")
-def run(ray_local, tmp_path_factory):
-    plan = plan_run(load_config(None, TINY), str(tmp_path_factory.mktemp("spec") / "run"))
-    train_farm(plan, progress=False)
-    return plan.run.uri
+def run(farms):
+    return farms.run(*farms.SMALL)
 
 
 @pytest.fixture

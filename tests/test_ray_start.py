@@ -48,6 +48,16 @@ def _leftovers(marker: str) -> list[int]:
     return found
 
 
+def _clean(ray_tmp: Path) -> None:
+    """Kill the processes of the Ray that a test's subprocess started under `ray_tmp` (only those), remove it."""
+    for pid in _leftovers(str(ray_tmp)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc to find leftover processes")
 def test_a_stale_cluster_file_neither_hangs_train_nor_prints_rays_notes():
     # A short path: Ray's Unix sockets live under it and socket paths are limited to ~107 bytes.
@@ -70,9 +80,30 @@ def test_a_stale_cluster_file_neither_hangs_train_nor_prints_rays_notes():
         assert stale.read_text() == address  # left as the user had it
         assert any((ray_tmp / "ray").glob("session_*")), "the command should have started its own local Ray"
     finally:
-        for pid in _leftovers(str(ray_tmp)):
-            try:
-                os.kill(pid, signal.SIGKILL)  # only processes of the Ray this test's subprocess started
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        _clean(ray_tmp)
+
+
+def test_session_ray_probe(ray_local):
+    """What the next test runs in a subprocess: the test suite's session Ray (tests/conftest.py) is up, local."""
+    assert ray_local.is_initialized() and ray_local.cluster_resources()["CPU"] == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc to find leftover processes")
+def test_the_test_suites_ray_starts_locally_whatever_a_stale_cluster_file_says():
+    """`make test` on a machine where a Ray head was killed without `ray stop`: the session Ray must not join the
+    dead cluster that /tmp/ray/ray_current_cluster names (ray.init(address="local"))."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sfsp-", dir="/tmp"))
+    try:
+        stale = ray_tmp / "ray" / "ray_current_cluster"
+        stale.parent.mkdir()
+        stale.write_text(dead_address())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env["RAY_TMPDIR"] = str(ray_tmp)
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                   f"{Path(__file__).relative_to(ROOT)}::test_session_ray_probe"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=COMMAND_SECONDS,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        assert any((ray_tmp / "ray").glob("session_*")), "the session should have started its own local Ray"
+    finally:
+        _clean(ray_tmp)

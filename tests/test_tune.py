@@ -84,7 +84,7 @@ def test_study_job_smoke_test(farms, capsys):
 def test_same_seed_same_search(plan):
     """Same seed, one trial at a time: a second search (re-querying afresh) proposes the same trials, scores them
     the same to the last bit and chooses the same setting and threshold."""
-    kwargs = dict(attack="calibrated", num_samples=3, metric="auc", fpr=0.05, n_pseudo=2, max_concurrent=1, verbose=0)
+    kwargs = dict(attack="calibrated", num_samples=2, metric="auc", fpr=0.05, n_pseudo=2, max_concurrent=1, verbose=0)
     reference = tune_attack(plan.run.uri, **kwargs)
     shutil.rmtree(plan.run.path("requery"))  # the second search re-queries too, not reading the first's answers
     new = tune_attack(plan.run.uri, **kwargs)

@@ -34,12 +34,19 @@ def per_model_measures(*, pred: np.ndarray, labels: np.ndarray, query_kinds: Seq
     clean = pred[models][:, :, int(np.flatnonzero(kinds == "clean")[0])]
     same = np.stack([(clean == clean[1 + s]).mean(axis=1) for s in range(len(models) - 1)], axis=1)  # [1 + S, S]
     same[1:][np.diag_indices(len(models) - 1)] = np.nan  # a shadow is not compared with itself
-    out = {"accuracy": correct[:, :, kinds == "clean"].mean(axis=(1, 2)), "agreement": np.nanmean(same, axis=1)}
+    out = {"accuracy": correct[:, :, kinds == "clean"].mean(axis=(1, 2)), "agreement": _row_mean(same)}
     for kind in dict.fromkeys(k for k in query_kinds if k != "clean"):
         out[f"correct under {kind}"] = correct[:, :, kinds == kind].mean(axis=(1, 2))
     for name, values in (statistics or {}).items():
-        out[f"statistic {name}"] = np.nanmean(np.asarray(values, dtype=np.float64)[models], axis=1)
+        out[f"statistic {name}"] = _row_mean(np.asarray(values, dtype=np.float64)[models])
     return out
+
+
+def _row_mean(values: np.ndarray) -> np.ndarray:
+    """Each row's mean over its non-NaN entries (NaN for a row with none: a statistic not computed for that model)."""
+    known = ~np.isnan(values)
+    count = known.sum(axis=1)
+    return np.where(count > 0, np.where(known, values, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
 def compare(measures: Mapping[str, np.ndarray], *, z_limit: float = Z_LIMIT) -> dict:
