@@ -3,7 +3,8 @@
     attacks/<attack>/scores.parquet    `ATTACK_SCORES_SCHEMA`: one row per (target, example)
     attacks/<attack>/metrics.json      `attacks.stats.metrics.evaluate` plus the game's settings and `settings_hash`
     audit/<key>/target.json            the audited target (key: `attacks.audit.target_key`), budget, timings
-    audit/<key>/<attack>/scores.parquet, metrics.json   `AUDIT_SCORES_SCHEMA`; audit/<key>/journal/: HTTP answers
+    audit/<key>/<attack>/scores.parquet, metrics.json   `AUDIT_SCORES_SCHEMA`
+    audit/<key>/journal/<identity>-<gen>/   HTTP answers, per model identity (`attacks.oracles.journal`)
     tune/<attack>/best.json            the setting `shadowfarm tune` chose (tune/_ray: Ray Tune's own files)
     studies/worst_case.parquet, outliers.parquet, ood.parquet, calibration.parquet   the studies of one run
     study.json, studies/defenses.parquet   a defense study's folder (`MATRIX` is copied into its undefended farm)
