@@ -46,6 +46,7 @@ def test_the_registry_keeps_the_report_order():
     assert list(SECTIONS) == ["calibration", "worst_case", "ood", "defenses"]
 
 
+@pytest.mark.system  # jobs end to end through the CLI: report, study worst-case, study ood
 def test_every_study_command_keeps_every_section(studied_run, capsys):
     run = studied_run.uri
     assert cli.main(["report", run]) == 0

@@ -134,6 +134,7 @@ def test_a_run_uri_with_credentials_is_refused_without_echoing_them(uri, capsys)
     assert "credentials in a run URI" in err and SECRET not in err
 
 
+@pytest.mark.system  # jobs end to end through the CLI: train and attack, every file and line read
 def test_environment_secrets_never_reach_the_run_or_the_output(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)

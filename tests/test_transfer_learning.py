@@ -104,6 +104,7 @@ def test_public_split_is_disjoint_seeded_and_filtered_by_class():
     assert np.array_equal(again.x, population.x)
 
 
+@pytest.mark.system  # jobs end to end through the CLI: train a config, attack it, resume it
 def test_transfer_config_trains_attacks_and_reuses_its_teacher(ray_local, tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "transfer")
     config = "jobs/configs/transfer.yaml"
