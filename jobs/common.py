@@ -110,6 +110,15 @@ def add_run_argument(parser: argparse.ArgumentParser, *, positional: bool, help:
         parser.add_argument("--run", help="run directory (default with --smoke-test: a fresh smoke farm)")
 
 
+def add_config_argument(parser: argparse.ArgumentParser, *, positional: bool) -> None:
+    """The config a job trains from: CONFIG (`shadowfarm VERB CONFIG`) or --config (`python -m jobs.VERB`)."""
+    if positional:
+        parser.add_argument("config", help="YAML config file, or a bundled name: quickstart, adult")
+    else:
+        parser.add_argument("--config", default="quickstart",
+                            help="YAML config file, or a bundled name (default: quickstart)")
+
+
 def csv_list(text: str) -> tuple[str, ...]:
     """`a, b,,c` -> ("a", "b", "c"): a comma-separated command-line value."""
     return tuple(part.strip() for part in text.split(",") if part.strip())

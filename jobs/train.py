@@ -19,17 +19,13 @@ from farm.errors import ConfigError
 from farm.plan import plan_run
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
-from jobs.common import default_out, job_main, job_parser, resolve_config, smoke_out, train_summary
+from jobs.common import add_config_argument, default_out, job_main, job_parser, resolve_config, smoke_out, train_summary
 from jobs.smoke import SMOKE_OVERRIDES
 
 HELP = "train the shadow-model farm of a config (resumable)"
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        parser.add_argument("config", help="YAML config file, or a bundled name: quickstart, adult")
-    else:
-        parser.add_argument("--config", default="quickstart",
-                            help="YAML config file, or a bundled name (default: quickstart)")
+    add_config_argument(parser, positional=positional)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--out", help="run directory: a path or s3://, gs:// URI (default: runs/<config name>)")

@@ -22,7 +22,7 @@ from functools import partial
 
 from attacks.registry import smoke_attacks
 from farm.errors import ConfigError
-from jobs.common import csv_list, job_main, job_parser, model_ids, resolve_config, smoke_out
+from jobs.common import add_config_argument, csv_list, job_main, job_parser, model_ids, resolve_config, smoke_out
 
 HELP = "the defense x attack matrix: one farm per training-time defense, every attack on each"
 
@@ -34,11 +34,7 @@ MATRIX_SMOKE_ATTACKS = smoke_attacks("matrix")  # AttackSpec.smoke
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
-    if positional:
-        parser.add_argument("config", help="YAML config file, or a bundled name: quickstart, adult")
-    else:
-        parser.add_argument("--config", default="quickstart",
-                            help="YAML config file, or a bundled name (default: quickstart)")
+    add_config_argument(parser, positional=positional)
     parser.add_argument("--defenses", type=csv_list, default=None,
                         help="comma-separated training-time defenses, each NAME or NAME=V1:V2 (default: all)")
     parser.add_argument("--output-defenses", type=csv_list, default=None,
