@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_journal, audit_metrics, audit_scores, audit_target, jsonable
-from attacks.audit_checks import audit_fidelity, known_nonmembers, with_nonmembers
+from attacks.audit_checks import audit_fidelity, known_nonmembers, nonmember_ids, with_nonmembers
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
@@ -80,7 +80,7 @@ class AuditOptions:
     seed: int = 0
     examples: int | None = None
     members: tuple[int, ...] | None = None
-    nonmembers: tuple[int, ...] | None = None
+    nonmembers: tuple[int, ...] | str | None = None  # "reference": the run's reference pool
     calibrate: str = "shadows"
     tuned: bool = False  # tune/<attack>/best.json: setting, query set, threshold for its FPR (attacks.tune.tuned)
 
@@ -166,8 +166,8 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
         get_attack(name)
     examples = np.flatnonzero(pool)[challenge_examples(int(pool.sum()), examples=options.examples, seed=options.seed)]
     member = _ground_truth(options.members, responses.n_examples)
-    known = known_nonmembers(options.nonmembers, n=responses.n_examples, pool=pool, member=member,
-                             calibrate=options.calibrate, fpr=options.fpr)
+    known = known_nonmembers(nonmember_ids(options.nonmembers, plan, target), n=responses.n_examples, pool=pool,
+                             member=member, calibrate=options.calibrate, fpr=options.fpr)
     examples = np.setdiff1d(examples, known)  # known non-members are scored, never challenged
     if member is not None:
         _check_classes(member[examples])

@@ -11,6 +11,7 @@ thresholds realize on the target; with `calibrate="nonmembers"` they give the th
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -80,3 +81,48 @@ def with_nonmembers(thresholds: dict, scores: np.ndarray, *, requested: float, f
     if calibrate == "nonmembers":
         thresholds = {**thresholds, **nonmember_thresholds(scores, fprs)}
     return thresholds, check
+
+
+def split_reference(game, reference: np.ndarray | None, n_targets: int):
+    """(the game on the challenge examples only, the known non-members' scores float[T*R]) of a run's targets
+    (`shadowfarm attack`): the reference pool's columns (`farm.membership.reference_pool`) leave the challenge
+    set and their scores, pooled over the targets, check or give the thresholds (`with_nonmembers`)."""
+    if reference is None:
+        return game, np.empty(0)
+    examples = np.arange(len(reference)) if game.examples is None else np.asarray(game.examples)
+    known = reference[examples]
+    if not known.any():
+        return game, np.empty(0)
+    scores, member = game.scores.reshape(n_targets, -1), game.member.reshape(n_targets, -1)
+    kept = replace(game, scores=scores[:, ~known].ravel(), member=member[:, ~known].ravel(),
+                   examples=examples[~known])
+    return kept, scores[:, known].ravel()
+
+
+def reference_of(plan, targets: list[int], *, calibrate: str, fpr: float) -> np.ndarray | None:
+    """bool[N]: the run's reference pool when every one of `targets` is out on all of it (None: no pool, or a
+    target trained on it); ConfigError for --calibrate nonmembers without enough known non-members."""
+    reference = plan.reference
+    if reference is not None and (not reference.any() or plan.member[np.ix_(targets, reference)].any()):
+        reference = None
+    n = 0 if reference is None else int(reference.sum()) * len(targets)
+    if calibrate not in CALIBRATE:
+        raise ConfigError(f"--calibrate: expected one of {', '.join(CALIBRATE)}, got {calibrate!r}")
+    if calibrate == "nonmembers" and n * fpr < 1:
+        raise ConfigError(f"--calibrate nonmembers: {n} known non-members (the run's reference pool, "
+                          f"membership.reference, over the targets) are too few for --fpr {fpr:g} "
+                          f"(need at least {math.ceil(1 / fpr - 1e-9)})")
+    return reference
+
+
+def nonmember_ids(given, plan, target: str) -> tuple[int, ...] | None:
+    """The known non-members' ids of an audit: `given` (ids, or "reference": the run's reference pool), else the
+    reference pool when the target is `model:K` of one of the run's targets (no target trains on it)."""
+    pool = () if plan.reference is None else tuple(np.flatnonzero(plan.reference).tolist())
+    if given == "reference":
+        if not pool:
+            raise ConfigError("--nonmembers reference: this run reserves no reference pool (membership.reference)")
+        return pool
+    own_target = target.startswith("model:") and target[6:].isdigit() and (
+        int(target[6:]) in plan.cfg.membership.target_ids)
+    return given if given is not None or not (own_target and pool) else pool

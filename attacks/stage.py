@@ -31,7 +31,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from attacks.artifacts import ATTACK_SCORES_SCHEMA, attack_metrics, attack_scores, jsonable
-from attacks.audit_checks import run_fidelity
+from attacks.audit_checks import reference_of, run_fidelity, split_reference, with_nonmembers
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
@@ -61,6 +61,7 @@ class AttackOptions:
     bootstrap: int = 200  # replicates for the confidence intervals (0: none)
     seed: int = 0
     tuned: bool = False  # use tune/<attack>/best.json (settings and query set) where it exists
+    calibrate: str = "shadows"  # "nonmembers": FPR thresholds chosen on the reference pool (membership.reference)
 
 
 def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progress: bool = True) -> list[dict]:
@@ -93,6 +94,7 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
     mode = plan.cfg.membership.mode
     target_pool = plan.target_pool if mode == "disjoint" else None
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
+    reference = reference_of(plan, targets, calibrate=options.calibrate, fpr=options.fpr)
     responses = prepare_statistics(plan, responses, settings, scored=sorted(set(targets) | set(pseudo)),
                                    everyone=shadows.tolist(), seed=options.seed, progress=progress)
     fidelity = run_fidelity(responses, targets=targets, shadows=shadows, pool=target_pool)
@@ -109,11 +111,18 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
                         on_target=lambda _: bar.update(1), target_pool=target_pool)
         thresholds, threshold_source = tuned_thresholds(game.thresholds, tuned.get(name), fpr=options.fpr,
                                                         shadows=shadows)
+        game, known_scores = split_reference(game, reference, len(targets))
+        thresholds, known = with_nonmembers(thresholds, known_scores, requested=options.fpr,
+                                            fprs=reported_fprs(options.fpr), calibrate=options.calibrate)
+        if known and options.calibrate == "nonmembers":
+            threshold_source = "known non-members"
         game = replace(game, thresholds=thresholds)
         metrics = metrics_of(name, game, settings=chosen, targets=targets, n_shadows=len(shadows),
                              options=options, tuned=tuned.get(name))
         metrics.update(challenge_of(mode, plan.target_pool), auto_settings=auto.get(name),
-                       calibration_fallback=fallback_summary(fallbacks), fidelity=fidelity)
+                       calibration_fallback=fallback_summary(fallbacks), fidelity=fidelity, known_nonmembers=known)
+        if known:
+            metrics["n_challenge_examples"] = len(game.scores) // len(targets)
         metrics["seconds"] = time.perf_counter() - start
         metrics["tuned_threshold"] = threshold_source
         metrics["settings_hash"] = hashes[name]
@@ -161,6 +170,8 @@ def settings_hash(name: str, *, settings: dict, targets: Sequence[int], fprs: Se
               "n_pseudo": options.n_pseudo, "bootstrap": options.bootstrap, "seed": options.seed, "tuned": tuned,
               "config_hash": config_hash, "membership_sha256": membership_digest,
               "schema": ATTACK_SCORES_SCHEMA.metadata[b"shadowfarm.schema_version"].decode()}
+    if options.calibrate != "shadows":  # absent at the default: hashes of runs made before it stay valid
+        inputs["calibrate"] = options.calibrate
     return hashlib.sha256(json.dumps(jsonable(inputs), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,9 +1,8 @@
 """Typed, frozen run configuration; YAML is only its serialization.
 
-`load_config(path, overrides)` reads a YAML file, applies `--set a.b=value` overrides and
-returns a validated `RunConfig`. Unknown keys, wrong types and out-of-range values raise
-`ConfigError` naming the dotted field (e.g. ``train.epochs``): the types are checked by
-`farm.typed.build` (from the annotations here), the ranges by `validate`.
+`load_config(path, overrides)` reads a YAML file, applies `--set a.b=value` overrides and returns a validated
+`RunConfig`. Unknown keys, wrong types and out-of-range values raise `ConfigError` naming the dotted field (e.g.
+``train.epochs``): the types are checked by `farm.typed.build` (from the annotations here), the ranges by `validate`.
 """
 
 from __future__ import annotations
@@ -113,6 +112,7 @@ class MembershipConfig:
     p_in: float = 0.5
     target_ids: tuple[int, ...] = (0,)
     target_fraction: float = 0.5  # disjoint: share of the population in the target pool
+    reference: float = 0.0  # share of the population reserved as known non-members of every target
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,8 @@ class RunConfig:
 _UNHASHED = ("farm",)
 # Fields added after runs existed: left out of the hash while at their defaults, so that a run made
 # before they existed keeps its hash (and resumes) as long as it does not use them (so is `teacher` while None).
-_HASHED_UNLESS_DEFAULT = {"train": ("mixup_alpha", "augmentation", "early_stopping", "dp_sgd")}
+_HASHED_UNLESS_DEFAULT = {"train": ("mixup_alpha", "augmentation", "early_stopping", "dp_sgd"),
+                          "membership": ("reference",)}
 
 
 def _check(cond: bool, message: str) -> None:
@@ -185,6 +186,7 @@ def _check_membership(m: MembershipConfig) -> None:
     _check(0.0 < m.target_fraction < 1.0,
            f"membership.target_fraction: expected a value in (0, 1), got {m.target_fraction}")
     _check(len(m.target_ids) >= 1, "membership.target_ids: expected at least one model id")
+    _check(0.0 <= m.reference < 1.0, f"membership.reference: expected a value in [0, 1), got {m.reference}")
     for i in m.target_ids:
         _check(0 <= i < m.n_models, f"membership.target_ids: {i} is not a model id in [0, {m.n_models})")
     if m.mode == "disjoint":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from farm.config import MembershipConfig
+from farm.errors import ConfigError
 
 
 def lira_membership(*, n_models: int, n_examples: int, p_in: float, seed: int) -> np.ndarray:
@@ -50,3 +51,24 @@ def make_membership(cfg: MembershipConfig, *, n_examples: int, seed: int) -> np.
         target_ids=cfg.target_ids, target_fraction=cfg.target_fraction, seed=seed,
     )
     return member
+
+
+def reference_pool(member: np.ndarray, target_pool: np.ndarray, *, cfg: MembershipConfig, seed: int) -> np.ndarray:
+    """bool[N]: the reference pool, round(cfg.reference * N) examples that no target trains on (docs/design.md §3).
+
+    Drawn at random (its own seeded stream) among the target-pool examples that none of `cfg.target_ids` has IN,
+    so the membership matrix is the same with or without it: in lira mode the shadows train on these examples as on
+    any other, so every attack scores them exactly as it scores the targets' other non-members; in disjoint mode
+    no model at all trains on them. They are known non-members of every target and are never challenged.
+    """
+    n = len(target_pool)
+    reference = np.zeros(n, dtype=bool)
+    size = round(cfg.reference * n)
+    if size == 0:
+        return reference
+    candidates = np.flatnonzero(target_pool & ~member[list(cfg.target_ids)].any(0))
+    if size > len(candidates):
+        raise ConfigError(f"membership.reference: {cfg.reference:g} of {n:,} examples is {size:,}, but only "
+                          f"{len(candidates):,} examples are out of every target; lower it or use fewer target_ids")
+    reference[np.random.default_rng([seed, 0x5EF]).choice(candidates, size, replace=False)] = True
+    return reference

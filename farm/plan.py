@@ -22,7 +22,7 @@ from farm.config import RunConfig, config_hash, from_dict, to_dict
 from farm.data import Dataset, load_dataset
 from farm.defenses import check_defenses
 from farm.errors import ConfigError, RunError
-from farm.membership import disjoint_membership, make_membership
+from farm.membership import disjoint_membership, make_membership, reference_pool
 from farm.models import build_model
 from farm.queries import Query, expand_queries
 from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, membership_table, queries_table, table_problem
@@ -42,6 +42,7 @@ class Plan:
     queries: list[Query]
     config_hash: str
     public: Dataset | None = None  # the teacher's public data (`farm.teacher`): no model's membership uses it
+    reference: np.ndarray | None = None  # bool[N]: known non-members of every target (`farm.membership.reference_pool`)
 
 
 def plan_run(cfg: RunConfig, out: str) -> Plan:
@@ -61,7 +62,8 @@ def plan_run(cfg: RunConfig, out: str) -> Plan:
             target_fraction=m.target_fraction, seed=cfg.seed)
     else:
         member, target_pool = make_membership(cfg.membership, n_examples=n, seed=cfg.seed), np.ones(n, bool)
-    return Plan(cfg, RunDir(out), dataset, member, target_pool, queries, config_hash(cfg), public)
+    reference = reference_pool(member, target_pool, cfg=cfg.membership, seed=cfg.seed)
+    return Plan(cfg, RunDir(out), dataset, member, target_pool, queries, config_hash(cfg), public, reference)
 
 
 def run_tables(plan: Plan) -> dict[str, pa.Table]:

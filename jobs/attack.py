@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--tuned", action="store_true",
                         help="use the setting, query set and threshold chosen by `shadowfarm tune` "
                              "(tune/<attack>/best.json; tuned with the same --targets)")
+    parser.add_argument("--calibrate", choices=("shadows", "nonmembers"), default="shadows",
+                        help="where the FPR thresholds come from: the shadow game (default) or the target's scores "
+                             "of the run's reference pool (membership.reference: examples no target trains on); "
+                             "with a pool, the FPR the shadow thresholds realize on it is reported either way")
     parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -65,7 +69,8 @@ def options_from(args: argparse.Namespace):
     if args.pseudo_targets < 1:
         raise ConfigError(f"--pseudo-targets: expected at least 1, got {args.pseudo_targets}")
     return AttackOptions(attacks=args.attacks, targets=args.targets, settings=settings, fpr=args.fpr,
-                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, tuned=args.tuned)
+                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, tuned=args.tuned,
+                         calibrate=args.calibrate)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
                         help="ground truth: example ids of the target's training set (text or Parquet example_id)")
     parser.add_argument("--nonmembers", metavar="FILE",
                         help="example ids the target never trained on (data collected after it was trained, a public "
-                             "test split): never challenged; they measure the FPR the thresholds realize on it")
+                             "test split): never challenged; they measure the FPR the thresholds realize on it. "
+                             "'reference': the run's reference pool (membership.reference), the default for model:K "
+                             "of a run's target K")
     parser.add_argument("--calibrate", choices=("shadows", "nonmembers"), default="shadows",
                         help="choose the thresholds on the shadows (default) or on the known non-members' scores")
     parser.add_argument("--attacks", type=csv_list, default=None,
@@ -88,7 +90,8 @@ def options_from(args: argparse.Namespace):
 
     settings = parse_settings(args.settings)
     members = read_member_ids(args.members, flag="--members") if args.members else None
-    nonmembers = read_member_ids(args.nonmembers, flag="--nonmembers") if args.nonmembers else None
+    nonmembers = args.nonmembers if args.nonmembers in (None, "reference") else read_member_ids(
+        args.nonmembers, flag="--nonmembers")
     return AuditOptions(attacks=args.attacks, shadows=args.shadows, settings=settings, fpr=args.fpr,
                         n_pseudo=args.pseudo_targets, bootstrap=args.bootstrap, examples=args.examples,
                         members=members, nonmembers=nonmembers, calibrate=args.calibrate, tuned=args.tuned)

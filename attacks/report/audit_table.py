@@ -7,7 +7,7 @@ from __future__ import annotations
 from attacks.report.core import fallback_line
 from attacks.report.markup import text_table
 from attacks.stats.fidelity import summary_line
-from attacks.stats.nonmembers import warning_line
+from attacks.stats.nonmembers import known_nonmember_lines
 
 
 def format_audit(results: list[dict], fpr: float) -> str:
@@ -37,20 +37,3 @@ def format_audit(results: list[dict], fpr: float) -> str:
         lines.append(summary_line(fidelity))
     lines += [f"skipped {r['attack']}: {r['skipped']}" for r in results if "skipped" in r]
     return "\n".join(lines)
-
-
-def known_nonmember_lines(results: list[dict], fpr: float) -> list[str]:
-    """What the known non-members said: the FPR each attack's threshold realizes on them (one line for all),
-    a warning line per attack whose threshold realizes more than the requested FPR allows, and which
-    thresholds were used when they were chosen on the known non-members."""
-    checked = [r for r in results if r.get("known_nonmembers")]
-    if not checked:
-        return []
-    n = checked[0]["known_nonmembers"]["n_nonmembers"]
-    rates = ", ".join(f"{r['attack']} {r['known_nonmembers']['at_thresholds'][f'{fpr:g}']['fpr']:.3g}"
-                      for r in checked)
-    lines = [f"FPR realized on {n:,} known non-members at the shadow thresholds for {fpr:g}: {rates}"]
-    lines += [line for r in checked if (line := warning_line(r["attack"], r["known_nonmembers"]))]
-    if any(r.get("tuned_threshold") == "known non-members" for r in checked):
-        lines.append(f"thresholds for the FPR levels chosen on the {n:,} known non-members (--calibrate nonmembers)")
-    return lines

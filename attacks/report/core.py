@@ -20,6 +20,7 @@ from attacks.report.figure import new_figure, png_bytes
 from attacks.report.markup import pct, text_table
 from attacks.stats.fidelity import summary_line
 from attacks.stats.metrics import roc_curve
+from attacks.stats.nonmembers import known_nonmember_lines
 from farm.errors import RunError
 from farm.storage import RunDir
 
@@ -62,6 +63,7 @@ def summary_rows(run: RunDir) -> list[dict]:
                "membership_mode": m.get("membership_mode", "lira"), "challenge_set": m.get("challenge_set"),
                "n_shadow_pool_examples": m.get("n_shadow_pool_examples"), "auto_settings": m.get("auto_settings"),
                "calibration_fallback": m.get("calibration_fallback"), "fidelity": m.get("fidelity"),
+               "known_nonmembers": m.get("known_nonmembers"), "tuned_threshold": m.get("tuned_threshold"),
                "auc": m["auc"], "auc_ci": _pair(m.get("auc_ci"))}
         for key, _ in FPR_LEVELS:
             row[f"tpr_at_fpr_{key}"] = m["tpr_at_fpr"].get(key)
@@ -125,6 +127,8 @@ def format_table(rows: Sequence[dict]) -> str:
     out.append("bal. acc at the threshold chosen on shadow models; AUC and TPR@FPR pooled over targets")
     out += [precision_line(r) for r in rows if r.get("precision_check")]
     out += [fallback_line(r["attack"], r["calibration_fallback"]) for r in rows if r.get("calibration_fallback")]
+    checked = [r for r in rows if r.get("known_nonmembers")]
+    out += known_nonmember_lines(checked, checked[0]["requested_fpr"]) if checked else []
     fidelity = next((r["fidelity"] for r in rows if r.get("fidelity")), {})
     out += [line for t, f in fidelity.items() if (line := summary_line(f, subject=f"target {t}"))]
     return "\n".join(out)

@@ -61,7 +61,8 @@ def results_html(rows: Sequence[dict]) -> str:
     notes += [escape(precision_line(r)) + " (promised: the flagged examples' mean calibrated P(member), fit on "
               "shadows; realized: the members' share of them on the target(s))"
               for r in rows if r.get("precision_check")]
-    notes += [escape(line) for line in format_table(rows).splitlines() if line.startswith("fidelity:")]
+    notes += [escape(line) for line in format_table(rows).splitlines()
+              if line.startswith("fidelity:") or "known non-members" in line]
     notes += [escape(fallback_line(r["attack"], r["calibration_fallback"])) for r in rows
               if r.get("calibration_fallback")]
     if any_zero_fp:

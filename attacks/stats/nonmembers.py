@@ -62,3 +62,20 @@ def warning_line(attack: str, check: dict) -> str | None:
             f"{check['requested_fpr']:g} flags {level['false_positives']:,} (FPR {level['fpr']:.3g}, 95% interval "
             f"{low:.3g}-{high:.3g}): the shadows do not match this target; --calibrate nonmembers chooses the "
             "threshold on the known non-members instead")
+
+
+def known_nonmember_lines(results: list[dict], fpr: float) -> list[str]:
+    """What the known non-members said: the FPR each attack's threshold realizes on them (one line for all),
+    a warning line per attack whose threshold realizes more than the requested FPR allows, and which
+    thresholds were used when they were chosen on the known non-members."""
+    checked = [r for r in results if r.get("known_nonmembers")]
+    if not checked:
+        return []
+    n = checked[0]["known_nonmembers"]["n_nonmembers"]
+    rates = ", ".join(f"{r['attack']} {r['known_nonmembers']['at_thresholds'][f'{fpr:g}']['fpr']:.3g}"
+                      for r in checked)
+    lines = [f"FPR realized on {n:,} known non-members at the shadow thresholds for {fpr:g}: {rates}"]
+    lines += [line for r in checked if (line := warning_line(r["attack"], r["known_nonmembers"]))]
+    if any(r.get("tuned_threshold") == "known non-members" for r in checked):
+        lines.append(f"thresholds for the FPR levels chosen on the {n:,} known non-members (--calibrate nonmembers)")
+    return lines
