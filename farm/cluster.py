@@ -123,3 +123,19 @@ def actor_options(cfg: RunConfig) -> dict:
     if os.environ.get(HOLD_ENV):  # test hook (farm.worker.hold_point): trainer actors must see it too
         options["runtime_env"] = {"env_vars": {HOLD_ENV: os.environ[HOLD_ENV]}}
     return options
+
+
+def nodes_line(run: RunDir, n_models: int) -> str | None:
+    """One line: the Ray nodes that trained the run's models (metrics.json `node`), with their model counts, when
+    more than one did; None for a run trained on one node (or before nodes were recorded)."""
+    from farm.shards import model_dir
+
+    counts: dict[str, int] = {}
+    for m in range(n_models):
+        node = run.read_json(f"{model_dir(m)}/metrics.json").get("node") or {}
+        if node:
+            key = f"{node.get('ip')} ({str(node.get('node_id'))[:8]})"
+            counts[key] = counts.get(key, 0) + 1
+    if len(counts) < 2:
+        return None
+    return f"trained on {len(counts)} nodes: " + ", ".join(f"{k}: {v} models" for k, v in sorted(counts.items()))

@@ -9,6 +9,8 @@ cluster checks live in `farm.cluster`; the plan in `farm.plan`.
 
 from __future__ import annotations
 
+import sys
+
 import ray
 from tqdm.auto import tqdm
 
@@ -38,8 +40,10 @@ class TrainerPool:
         self.options = actor_options(cfg)
         self.actors = [self._new_actor() for _ in range(n)]
         self.queue = list(reversed(groups))  # pop() hands out the next group
-        self.pending: dict = {}  # object ref -> (actor, group)
+        self.pending: dict = {}  # object ref -> (actor, group, whether the actor was known restarted then)
         self.deaths: dict = {}  # tuple(group) -> how often its actor died training it
+        self.restarted: set = set()  # actors Ray restarted (their node or process was lost), as far as known
+        self.retried: list[list[int]] = []  # groups trained again after their actor died (`retried_lines`)
 
     @property
     def busy(self) -> bool:
@@ -50,10 +54,10 @@ class TrainerPool:
 
     def _submit(self, actor) -> None:
         group = self.queue.pop()
-        self.pending[actor.train.remote(group, self.arrays)] = (actor, group)
+        self.pending[actor.train.remote(group, self.arrays)] = (actor, group, actor in self.restarted)
 
     def _in_flight(self, actor) -> int:
-        return sum(a is actor for a, _ in self.pending.values())
+        return sum(a is actor for a, _, _ in self.pending.values())
 
     def start(self) -> None:
         """Hand the actors their first groups, one round over the actors at a time."""
@@ -65,11 +69,14 @@ class TrainerPool:
     def next_finished(self) -> tuple:
         """(actor, group, None) for the next group done; (actor, group, error) when its actor died."""
         [ref], _ = ray.wait(list(self.pending), num_returns=1)
-        actor, group = self.pending.pop(ref)
+        actor, group, known = self.pending.pop(ref)
         try:
-            ray.get(ref)
+            done = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             return actor, group, exc
+        if done["restarted"] and not known:  # sent to the actor before Ray restarted it: Ray retried the group
+            self.restarted.add(actor)
+            self.retried.append(group)
         return actor, group, None
 
     def replace(self, actor, group: list[int], death: Exception):
@@ -84,11 +91,13 @@ class TrainerPool:
         ray.kill(actor, no_restart=True)
         replacement = self._new_actor()
         self.actors[self.actors.index(actor)] = replacement
-        for ref, (owner, queued) in list(self.pending.items()):
+        for ref, (owner, queued, _) in list(self.pending.items()):
             if owner is actor:  # its other queued group died with it
                 self.pending.pop(ref)
                 self.queue.append(queued)
+                self.retried.append(queued)
         self.queue.append(group)
+        self.retried.append(group)
         return replacement
 
     def refill(self, actor) -> None:
@@ -133,3 +142,6 @@ def _dispatch(plan: Plan, todo: list[int], *, progress: bool) -> None:
     finally:
         bar.close()
         pool.close()
+    for group in pool.retried:
+        print(f"farm: models {group[0]}-{group[-1]} were trained again: their trainer actor died (its node or "
+              "worker process was lost) and was restarted", file=sys.stderr)

@@ -12,6 +12,7 @@ import os
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,19 +38,28 @@ def hold_point(tag: str) -> None:
     """Test hook, a no-op unless the environment variable SHADOWFARM_TEST_HOLD_DIR names a directory.
 
     Then this process announces that it reached point `tag` by creating `<dir>/<tag>.<pid>` (holding
-    its Ray actor id, if any) and waits until `<dir>/go` or `<dir>/go.<tag>` exists, for at most
+    its Ray actor id, if any, and node id) and waits until `<dir>/go` or `<dir>/go.<tag>` exists, for at most
     HOLD_LIMIT_SECONDS. Tests use it to kill a trainer actor or a driver at a known point, without sleeps.
     """
     hold = os.environ.get(HOLD_ENV)
     if not hold:
         return
-    actor_id = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+    context = ray.get_runtime_context() if ray.is_initialized() else None
     marker = Path(hold, f"{tag}.{os.getpid()}")
-    marker.with_name("." + marker.name).write_text(actor_id or "")
+    # "<actor id> <node id>": which actor (empty outside one) on which Ray node reached the point
+    marker.with_name("." + marker.name).write_text(f"{context.get_actor_id() or ''} {context.get_node_id()}"
+                                                   if context else "")
     os.replace(marker.with_name("." + marker.name), marker)  # whole or absent: the test reads it
     deadline = time.monotonic() + HOLD_LIMIT_SECONDS
     while not (Path(hold, "go").exists() or Path(hold, f"go.{tag}").exists()) and time.monotonic() < deadline:
         time.sleep(0.01)  # waits on an event (a file the test creates), never for a fixed time
+
+
+def node_info() -> dict | None:
+    """The Ray node this process runs on ({"node_id", "ip"}), for metrics.json; None outside Ray."""
+    if not ray.is_initialized():
+        return None
+    return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
 
 
 def peak_rss_mb() -> float:
@@ -129,6 +139,7 @@ def model_metrics(cfg: RunConfig, group: TrainedGroup, g: int, *, model_id: int,
         "defense": defenses_of(cfg),
         "seed": model_seed(cfg.seed, model_id),
         "worker_peak_rss_mb": round(peak_rss_mb(), 1),
+        "node": node_info(),
         **(group.details[g] if group.details else {}),
     }
     if "dp_sgd" in metrics:  # the ε the accountant spent, at the top level for readers of metrics.json
@@ -203,11 +214,17 @@ class TrainerActor:
         self.x = torch.tensor(x, device=self.device)
         self.y = torch.tensor(y, device=self.device)
 
-    def train(self, model_ids: Sequence[int], arrays: list) -> list[int]:
+    def train(self, model_ids: Sequence[int], arrays: list) -> dict:
+        """{"models": the ids written, "restarted": whether Ray restarted this actor (its node or process was lost:
+        the group may be a retry), "node": `node_info()`}."""
         hold_point(f"train-{model_ids[0]:05d}")
         if self.x is None:
             self._load(arrays)
-        return run_group(
+        done = run_group(
             run_uri=self.run_uri, cfg=self.cfg, info=self.info, x=self.x, y=self.y, member=self.member,
             queries=self.queries, model_ids=model_ids, vectorize=self.cfg.farm.group_size > 1,
         )
+        with warnings.catch_warnings():  # Ray's property reads its own deprecated actor_id
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        return {"models": done, "restarted": restarted, "node": node_info()}

@@ -22,10 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """One line per problem on stdout, each naming its file; exit 1 when there is any."""
+    from farm.cluster import nodes_line
     from farm.plan import load_plan
     from farm.verify import verify_plan
 
-    problems = verify_plan(load_plan(args.run))
+    plan = load_plan(args.run)
+    problems = verify_plan(plan)
     for problem in problems:
         print(problem)
     if problems:
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(f"{args.run}: ok")
+    if line := nodes_line(plan.run, plan.cfg.membership.n_models):
+        print(line)
     return 0
 
 

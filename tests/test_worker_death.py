@@ -64,7 +64,7 @@ def _killer(hold: Path, kills: int, errors: list) -> None:
 
 
 @pytest.mark.parametrize("kills", [1, 2], ids=["ray-restarts-the-actor", "driver-replaces-the-actor"])
-def test_killed_trainer_actor(undisturbed, tmp_path, monkeypatch, kills):
+def test_killed_trainer_actor(undisturbed, tmp_path, monkeypatch, capsys, kills):
     hold = tmp_path / "hold"
     hold.mkdir()
     monkeypatch.setenv(HOLD_ENV, str(hold))
@@ -78,6 +78,7 @@ def test_killed_trainer_actor(undisturbed, tmp_path, monkeypatch, kills):
         killer.join()
     assert not errors, errors
     assert trained_now == list(range(6))
+    assert "were trained again: their trainer actor died" in capsys.readouterr().err  # the output says so
     # each kill interrupts a group, which is started once more; after two kills, by a new actor (the driver's).
     # Which group the restarted actor starts first is up to Ray (it retries both of the actor's queued
     # groups), so count the extra starts over all groups, not the starts of one.

@@ -1,0 +1,91 @@
+"""A Ray cluster of several nodes on this machine (`ray.cluster_utils.Cluster`: a head and worker raylets), for
+tests/test_multinode.py, which runs this file in a subprocess (one process can hold only one Ray connection,
+and the test session's is its one-node Ray).
+
+`python tests/multinode.py OUT WORKERS [--lose-node TAG]`: a head with no CPU (so that all work lands on the
+workers) and WORKERS worker nodes of one CPU each; trains tests/test_multinode.py's config into OUT/run; with
+--lose-node, when a trainer actor reaches hold point TAG (`farm.worker.hold_point`) it is held there, the worker
+node it runs on is removed (all its processes killed, as a spot preemption does), and then every actor is
+released. Prints one JSON line: the node ids of the workers, the one removed and the models trained.
+
+The cluster is this process's own: its own temp dir, never written to /tmp/ray/ray_current_cluster (so no
+`ray.init()` elsewhere joins it), and shut down, node by node, before this process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import ray
+import ray._private.utils
+from ray.cluster_utils import Cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from polling import wait_for  # noqa: E402
+
+CONFIG = ["data.subsample=120", "membership.n_models=8", "train.epochs=2", "farm.group_size=2", "farm.num_actors=2",
+          "model.hidden=[16]", "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}]"]
+
+
+def _lose_node(cluster: Cluster, hold: Path, tag: str, lost: dict) -> None:
+    """Wait for an actor at hold point `tag`, remove the worker node it runs on, then release every actor."""
+    try:
+        marker = wait_for(lambda: sorted(hold.glob(f"{tag}.*")), f"an actor at {tag}", limit=300)[0]
+        node_id = marker.read_text().split()[-1]
+        [node] = [n for n in cluster.worker_nodes if n.node_id == node_id]
+        cluster.remove_node(node, allow_graceful=False)
+        lost["node_id"] = node_id
+    finally:
+        (hold / "go").touch()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("workers", type=int)
+    parser.add_argument("--lose-node", metavar="TAG")
+    args = parser.parse_args()
+    ray._private.utils.write_ray_address = lambda *a, **k: None  # never advertise this cluster to other processes
+    temp = tempfile.mkdtemp(prefix="sfmn")
+    hold = Path(temp, "hold")
+    hold.mkdir()
+    if args.lose_node:
+        os.environ["SHADOWFARM_TEST_HOLD_DIR"] = str(hold)  # read by farm.cluster.actor_options
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp,
+                                                            "include_dashboard": False})
+    try:
+        for _ in range(args.workers):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        workers = sorted(n.node_id for n in cluster.worker_nodes)
+        cluster.connect()
+        from farm.config import load_config
+        from farm.driver import train_farm
+        from farm.plan import plan_run
+
+        lost: dict = {}
+        killer = None
+        if args.lose_node:
+            killer = threading.Thread(target=_lose_node, args=(cluster, hold, args.lose_node, lost), daemon=True)
+            killer.start()
+        start = time.perf_counter()
+        trained = train_farm(plan_run(load_config(None, CONFIG), str(Path(args.out, "run"))), progress=False)
+        if killer:
+            killer.join()
+        print(json.dumps({"workers": workers, "lost": lost.get("node_id"), "trained": trained,
+                          "seconds": round(time.perf_counter() - start, 1)}))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Several Ray nodes on this machine (tests/multinode.py, in a subprocess): the farm spreads over the worker nodes,
+records which node trained which model, and survives the loss of a whole worker node mid-farm (its raylet and
+every process on it killed, as a spot preemption does): Ray restarts the node's trainer actor on another node and
+retries its groups, the output says which models were trained again, and every shard equals the one-node run's.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from farm.cluster import nodes_line
+from farm.plan import load_plan
+from farm.shards import model_dir
+from farm.storage import RunDir
+from farm.verify import verify_plan
+
+pytestmark = pytest.mark.system  # a Ray cluster of several raylets, in a subprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from multinode import CONFIG  # noqa: E402
+
+
+def _multinode(out: Path, *args: str) -> tuple[dict, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "multinode.py"), str(out), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return json.loads(line), done.stderr
+
+
+def _digest(run: RunDir, rel: str) -> str:
+    return hashlib.sha256(run.read_bytes(rel)).hexdigest()
+
+
+def test_a_worker_node_lost_mid_farm(farms, tmp_path):
+    one_node = RunDir(farms.shared(*CONFIG))
+    result, err = _multinode(tmp_path, "3", "--lose-node", "train-00002")
+    assert result["lost"] in result["workers"] and result["trained"] == list(range(8))
+    assert "models 2-3 were trained again: their trainer actor died" in err  # the group held on the lost node
+    plan = load_plan(str(tmp_path / "run"))
+    assert verify_plan(plan) == []  # no shard half-written
+    nodes = {plan.run.read_json(f"{model_dir(m)}/metrics.json")["node"]["node_id"] for m in range(8)}
+    assert len(nodes) >= 2 and nodes <= set(result["workers"]) and result["lost"] not in nodes
+    assert nodes_line(plan.run, 8).startswith(f"trained on {len(nodes)} nodes: ")
+    for rel in ["membership.parquet", "queries.parquet"] + [f"{model_dir(m)}/{name}" for m in range(8)
+                                                            for name in ("responses.parquet", "weights.pt")]:
+        assert _digest(plan.run, rel) == _digest(one_node, rel), rel  # bit for bit the one-node run's
