@@ -2,11 +2,12 @@
 tests/test_multinode.py, which runs this file in a subprocess (one process can hold only one Ray connection,
 and the test session's is its one-node Ray).
 
-`python tests/multinode.py OUT WORKERS [--lose-node TAG]`: a head with no CPU (so that all work lands on the
-workers) and WORKERS worker nodes of one CPU each; trains tests/test_multinode.py's config into OUT/run; with
---lose-node, when a trainer actor reaches hold point TAG (`farm.worker.hold_point`) it is held there, the worker
-node it runs on is removed (all its processes killed, as a spot preemption does), and then every actor is
-released. Prints one JSON line: the node ids of the workers, the one removed and the models trained.
+`python tests/multinode.py OUT WORKERS [--lose-node TAG] [--boundary]`: a head with no CPU (so that all work
+lands on the workers) and WORKERS worker nodes of one CPU each; trains CONFIG into OUT/run, then with --boundary
+computes HopSkipJump distances (BOUNDARY, as Ray tasks) into OUT/boundary.npy. With --lose-node, when a process
+reaches a hold point whose tag starts with TAG (`farm.worker.hold_point`: `train-00002`, `boundary-`) it is held
+there, the worker node it runs on is removed (all its processes killed, as a spot preemption does), and then
+everyone is released. Prints one JSON line: the node ids of the workers, the one removed, the models trained.
 
 The cluster is this process's own: its own temp dir, never written to /tmp/ray/ray_current_cluster (so no
 `ray.init()` elsewhere joins it), and shut down, node by node, before this process exits.
@@ -23,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray._private.utils
 from ray.cluster_utils import Cluster
@@ -30,6 +32,8 @@ from ray.cluster_utils import Cluster
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from polling import wait_for  # noqa: E402
 
+BOUNDARY = dict(models=[0, 1, 2, 3], chunk_examples=30, settings=dict(max_iter=2, init_evals=10, max_evals=40,
+                                                                      budget=300, seed=5))
 CONFIG = ["data.subsample=120", "membership.n_models=8", "train.epochs=2", "farm.group_size=2", "farm.num_actors=2",
           "model.hidden=[16]", "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}]"]
 
@@ -37,7 +41,7 @@ CONFIG = ["data.subsample=120", "membership.n_models=8", "train.epochs=2", "farm
 def _lose_node(cluster: Cluster, hold: Path, tag: str, lost: dict) -> None:
     """Wait for an actor at hold point `tag`, remove the worker node it runs on, then release every actor."""
     try:
-        marker = wait_for(lambda: sorted(hold.glob(f"{tag}.*")), f"an actor at {tag}", limit=300)[0]
+        marker = wait_for(lambda: sorted(hold.glob(f"{tag}*.*")), f"a process at {tag}", limit=300)[0]
         node_id = marker.read_text().split()[-1]
         [node] = [n for n in cluster.worker_nodes if n.node_id == node_id]
         cluster.remove_node(node, allow_graceful=False)
@@ -46,18 +50,48 @@ def _lose_node(cluster: Cluster, hold: Path, tag: str, lost: dict) -> None:
         (hold / "go").touch()
 
 
+def _work(cluster: Cluster, hold: Path, args: argparse.Namespace) -> dict:
+    """Train (and with --boundary compute distances), losing a node where --lose-node says; what main prints."""
+    from attacks.compute.boundary import HsjaSettings, boundary_distances
+    from farm.config import load_config
+    from farm.driver import train_farm
+    from farm.plan import plan_run
+
+    lost: dict = {}
+    killer = threading.Thread(target=_lose_node, args=(cluster, hold, args.lose_node, lost), daemon=True)
+    losing_in_farm = args.lose_node and args.lose_node.startswith("train-")
+    if losing_in_farm:
+        killer.start()
+    else:
+        (hold / "go").touch()  # the farm's hold points pass
+    plan = plan_run(load_config(None, CONFIG), str(Path(args.out, "run")))
+    trained = train_farm(plan, progress=False)
+    if args.boundary:
+        if args.lose_node and not losing_in_farm:
+            (hold / "go").unlink()
+            killer.start()
+        settings = {**BOUNDARY, "settings": HsjaSettings(**BOUNDARY["settings"])}
+        distances = boundary_distances(plan.run, x=plan.dataset.x, labels=plan.dataset.y,
+                                       bounds=plan.dataset.info.bounds, n_models=8, progress=False, **settings)
+        np.save(Path(args.out, "boundary.npy"), distances)
+    if killer.ident is not None:
+        killer.join()
+    return {"lost": lost.get("node_id"), "trained": trained}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("workers", type=int)
     parser.add_argument("--lose-node", metavar="TAG")
+    parser.add_argument("--boundary", action="store_true")
     args = parser.parse_args()
     ray._private.utils.write_ray_address = lambda *a, **k: None  # never advertise this cluster to other processes
     temp = tempfile.mkdtemp(prefix="sfmn")
     hold = Path(temp, "hold")
     hold.mkdir()
-    if args.lose_node:
-        os.environ["SHADOWFARM_TEST_HOLD_DIR"] = str(hold)  # read by farm.cluster.actor_options
+    if args.lose_node:  # inherited by every node started below, so by every actor and task
+        os.environ["SHADOWFARM_TEST_HOLD_DIR"] = str(hold)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp,
                                                             "include_dashboard": False})
     try:
@@ -66,21 +100,9 @@ def main() -> int:
         cluster.wait_for_nodes()
         workers = sorted(n.node_id for n in cluster.worker_nodes)
         cluster.connect()
-        from farm.config import load_config
-        from farm.driver import train_farm
-        from farm.plan import plan_run
-
-        lost: dict = {}
-        killer = None
-        if args.lose_node:
-            killer = threading.Thread(target=_lose_node, args=(cluster, hold, args.lose_node, lost), daemon=True)
-            killer.start()
         start = time.perf_counter()
-        trained = train_farm(plan_run(load_config(None, CONFIG), str(Path(args.out, "run"))), progress=False)
-        if killer:
-            killer.join()
-        print(json.dumps({"workers": workers, "lost": lost.get("node_id"), "trained": trained,
-                          "seconds": round(time.perf_counter() - start, 1)}))
+        result = _work(cluster, hold, args)
+        print(json.dumps({"workers": workers, **result, "seconds": round(time.perf_counter() - start, 1)}))
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from attacks.compute.boundary import HsjaSettings, boundary_distances
 from farm.cluster import nodes_line
 from farm.plan import load_plan
 from farm.shards import model_dir
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.system  # a Ray cluster of several raylets, in a subpro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from multinode import CONFIG  # noqa: E402
+from multinode import BOUNDARY, CONFIG  # noqa: E402
 
 
 def _multinode(out: Path, *args: str) -> tuple[dict, str]:
@@ -52,3 +54,15 @@ def test_a_worker_node_lost_mid_farm(farms, tmp_path):
     for rel in ["membership.parquet", "queries.parquet"] + [f"{model_dir(m)}/{name}" for m in range(8)
                                                             for name in ("responses.parquet", "weights.pt")]:
         assert _digest(plan.run, rel) == _digest(one_node, rel), rel  # bit for bit the one-node run's
+
+
+def test_a_worker_node_lost_while_boundary_tasks_run(farms, tmp_path):
+    plan = load_plan(farms.run(*CONFIG))
+    settings = {**BOUNDARY, "settings": HsjaSettings(**BOUNDARY["settings"])}
+    one_node = boundary_distances(plan.run, x=plan.dataset.x, labels=plan.dataset.y, bounds=plan.dataset.info.bounds,
+                                  n_models=8, progress=False, **settings)
+    result, err = _multinode(tmp_path, "3", "--boundary", "--lose-node", "boundary-")
+    assert result["lost"] in result["workers"]
+    assert "boundary: chunk " in err and " runs again: its worker or node was lost" in err
+    got = np.load(tmp_path / "boundary.npy")
+    assert np.isfinite(got[:4]).all() and np.array_equal(got, one_node, equal_nan=True)

@@ -23,13 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.compute.hsja import RANDOM_STREAMS, HsjaResult, hopskipjump
-from attacks.compute.tasks import map_tasks
+from attacks.compute.tasks import map_tasks, task
 from attacks.methods.boundary import STATISTIC
 from attacks.responses import Responses
 from farm.cluster import ensure_ray
 from farm.plan import Plan
 from farm.shards import schema
 from farm.storage import RunDir
+from farm.worker import hold_point
 
 BOUNDARY_SCHEMA = schema(
     [("example_id", pa.int32()), ("distance", pa.float32()), ("queries", pa.int32()), ("success", pa.bool_())],
@@ -70,8 +71,9 @@ def _boundary_chunk(run_uri: str, model_id: int, start: int, x: np.ndarray, labe
     from attacks.oracles.model import ModelOracle
 
     torch.set_num_threads(1)
-    oracle = ModelOracle.from_run(run_uri, model_id)
     stop = start + len(labels)
+    hold_point(f"boundary-{model_id:05d}-{start:06d}")  # test hook: a test removes this task's node here
+    oracle = ModelOracle.from_run(run_uri, model_id)
     result = settings.run(oracle.predict_labels, x, labels, bounds=bounds, example_ids=np.arange(start, stop),
                           chunk_size=chunk_size)
     table = pa.table({"example_id": np.arange(start, stop, dtype=np.int32), "distance": result.distance,
@@ -81,7 +83,7 @@ def _boundary_chunk(run_uri: str, model_id: int, start: int, x: np.ndarray, labe
     return rel
 
 
-_boundary_task = ray.remote(_boundary_chunk)
+_boundary_task = task(_boundary_chunk)
 
 
 def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds: tuple[float, float],

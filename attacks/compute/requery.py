@@ -24,7 +24,7 @@ import pyarrow as pa
 import ray
 import torch
 
-from attacks.compute.tasks import map_tasks
+from attacks.compute.tasks import map_tasks, task
 from attacks.responses import Responses
 from farm.config import QuerySpec, from_dict
 from farm.data import DatasetInfo
@@ -85,7 +85,7 @@ def _query_local(run_uri: str, todo: Sequence[tuple[int, int, int]], x: np.ndarr
         _write_chunk(run_uri, *chunk, np.concatenate(blocks, axis=1), labels, key)
 
 
-_query_task = ray.remote(_query_chunk)
+_query_task = task(_query_chunk)
 
 
 def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np.ndarray, labels: np.ndarray,

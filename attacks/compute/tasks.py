@@ -9,6 +9,7 @@ not after the ones before it), and a tqdm bar counts finished tasks.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -16,6 +17,14 @@ import ray
 from tqdm.auto import tqdm
 
 Item = TypeVar("Item")
+RETRIES = 3  # runs of a task after the first one when its worker or node was lost
+LOST = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError,
+        ray.exceptions.ObjectLostError)
+
+
+def task(fn: Callable) -> Any:
+    """`fn` as a Ray task of `map_tasks`: Ray's own retries off (max_retries=0), `map_tasks` runs lost ones again."""
+    return ray.remote(max_retries=0)(fn)
 
 
 def default_limit() -> int:
@@ -37,19 +46,30 @@ def map_tasks(submit: Callable[[Item], ray.ObjectRef], items: Iterable[Item], *,
     if limit < 1:
         raise ValueError(f"limit: expected at least 1 task in flight, got {limit}")
     results: list[Any] = [None] * len(items)
-    pending: dict[ray.ObjectRef, int] = {}
+    pending: dict[ray.ObjectRef, tuple[int, int]] = {}  # ref -> (item index, runs so far)
+    again = lambda i, runs: pending.__setitem__(submit(items[i]), (i, runs))  # noqa: E731
     with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress) as bar:
-        for i, item in enumerate(items):
+        for i in range(len(items)):
             if len(pending) >= limit:
-                _take_one(pending, results, bar)
-            pending[submit(item)] = i
+                _take_one(pending, results, bar, again, desc=desc, unit=unit)
+            again(i, 1)
         while pending:
-            _take_one(pending, results, bar)
+            _take_one(pending, results, bar, again, desc=desc, unit=unit)
     return results
 
 
-def _take_one(pending: dict[ray.ObjectRef, int], results: list[Any], bar: tqdm) -> None:
-    """Wait for the first of `pending` to finish and store its result at its item's index."""
+def _take_one(pending: dict, results: list[Any], bar: tqdm, again: Callable[[int, int], None], *, desc: str,
+              unit: str) -> None:
+    """Wait for the first of `pending` to finish and store its result at its item's index; submit it `again` when
+    its worker or node was lost (at most RETRIES times)."""
     [done], _ = ray.wait(list(pending), num_returns=1)
-    results[pending.pop(done)] = ray.get(done)
+    i, runs = pending.pop(done)
+    try:
+        results[i] = ray.get(done)
+    except LOST as exc:
+        if runs > RETRIES:
+            raise
+        print(f"{desc}: {unit} {i} runs again: its worker or node was lost ({type(exc).__name__})", file=sys.stderr)
+        again(i, runs + 1)
+        return
     bar.update(1)

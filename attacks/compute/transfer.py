@@ -26,7 +26,7 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from attacks.compute.tasks import map_tasks
+from attacks.compute.tasks import map_tasks, task
 from attacks.methods.transfer import PER_EXAMPLE, SPLIT, STATISTIC
 from attacks.responses import Responses
 from farm.cluster import ensure_ray
@@ -121,7 +121,7 @@ def transfer_scores(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels:
     return inside - outside
 
 
-@ray.remote
+@task
 def _transfer_task(cfg, info, x, labels, truth, n_models, score, seeds, split):
     torch.set_num_threads(1)
     return transfer_scores(cfg=cfg, info=info, x=x, labels=labels, truth=truth, n_models=n_models, score=score,

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from attacks.compute.tasks import map_tasks
+from attacks.compute.tasks import map_tasks, task
 from attacks.methods.whitebox import STATISTICS
 from attacks.responses import Responses
 from farm.config import ModelConfig
@@ -169,7 +169,7 @@ def _chunk(run_uri: str, models: list[int], start: int, stop: int, model_cfg: Mo
         run.write_table(_part(key, m, start, stop), _table(start, stats, g))
 
 
-_chunk_task = ray.remote(_chunk)
+_chunk_task = task(_chunk)
 
 
 def whitebox_statistics(run: RunDir, *, model_cfg: ModelConfig, info: DatasetInfo, x: np.ndarray,

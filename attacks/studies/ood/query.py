@@ -24,7 +24,7 @@ import ray
 import torch
 
 from attacks.compute.boundary import HsjaSettings, hsja_settings
-from attacks.compute.tasks import map_tasks
+from attacks.compute.tasks import map_tasks, task
 from attacks.compute.transfer import check_settings, train_transfer_models, transfer_scores, transfer_seed
 from attacks.methods.boundary import STATISTIC as BOUNDARY
 from attacks.methods.transfer import SPLIT
@@ -34,7 +34,7 @@ from farm.data import DatasetInfo
 from farm.queries import Query, apply_query
 
 
-@ray.remote
+@task
 def _responses_task(run_uri: str, model_cfg: ModelConfig, info: DatasetInfo, model_ids: Sequence[int],
                     x: np.ndarray, queries: Sequence[Query], logits: bool) -> list:
     from attacks.oracles.model import ModelOracle
@@ -81,7 +81,7 @@ def query_ood(*, run_uri: str, cfg: RunConfig, info: DatasetInfo, queries: Seque
     return clean, pred, all_logits
 
 
-@ray.remote
+@task
 def _transfer_task(cfg: RunConfig, info: DatasetInfo, x: np.ndarray, labels: np.ndarray, truth: np.ndarray,
                    x_ood: np.ndarray, ood_labels: np.ndarray, n_models: int, score: str,
                    seed: int, split: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +120,7 @@ def transfer_ood(*, cfg: RunConfig, info: DatasetInfo, x: np.ndarray, truth: np.
     return dict(zip(targets, results, strict=True))
 
 
-@ray.remote
+@task
 def _boundary_task(run_uri: str, model_id: int, x: np.ndarray, labels: np.ndarray, bounds, settings: HsjaSettings,
                    example_ids: np.ndarray) -> np.ndarray:
     from attacks.oracles.model import ModelOracle
