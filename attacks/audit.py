@@ -29,8 +29,6 @@ and the HTTP journal/ (attacks.oracles.journal).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -40,27 +38,26 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_journal, audit_metrics, audit_scores, audit_target, jsonable
+from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_metrics, audit_scores, audit_target, jsonable
 from attacks.audit_checks import audit_fidelity, known_nonmembers, with_nonmembers
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
 from attacks.modes import audit_attacks, challenge_of
-from attacks.oracles.http_client import HttpOracle, HttpSettings
-from attacks.oracles.journal import open_journal
-from attacks.oracles.model import ModelOracle, TorchScriptOracle
 from attacks.registry import attack_with, choose_attacks, get_attack
 from attacks.responses import Responses
 from attacks.settings import resolve
 from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play, pseudo_targets
+from attacks.targets import journal_dir, open_target, target_key
 from attacks.tune.tuned import load_tuned, run_model, tuned_thresholds, without_target
-from farm.errors import ConfigError, RunError
+from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
 from farm.queries import apply_query
-from farm.shards import RUN_JSON
 from farm.storage import RunDir
+
+__all__ = ["AuditOptions", "audit_run", "journal_dir", "open_target", "target_key"]
 
 
 @dataclass(frozen=True)
@@ -83,41 +80,6 @@ class AuditOptions:
     nonmembers: tuple[int, ...] | None = None
     calibrate: str = "shadows"
     tuned: bool = False  # tune/<attack>/best.json: setting, query set, threshold for its FPR (attacks.tune.tuned)
-
-
-def target_key(target: str) -> str:
-    """The folder name of a target under <run>/audit/: a hash of its URL, path or model:K."""
-    return hashlib.sha256(target.encode()).hexdigest()[:12]
-
-
-def journal_dir(target: str) -> str:
-    return audit_journal(target_key(target))
-
-
-def open_target(run_uri: str, target: str, *, budget: int | None = None, http: HttpSettings | None = None,
-                token: str | None = None, new_journal: bool = False):
-    """(oracle, name) for `target`: an http(s):// URL (journaled under the run, per model identity: see
-    attacks.oracles.journal; new_journal starts a new one), `model:K` (model K of the run) or a TorchScript file
-    (its absolute path is the name). The run's dataset gives the input shape. An HTTP oracle's `notes` say what
-    the user should know (a new journal, metadata without inputs)."""
-    run = RunDir(run_uri)
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
-    dataset = run.read_json(RUN_JSON)["dataset"]
-    shape, num_classes = tuple(int(d) for d in dataset["shape"]), int(dataset["num_classes"])
-    if target.startswith(("http://", "https://")):
-        oracle = HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,
-                            settings=http or HttpSettings(), token=token)
-        journal, notes = open_journal(run, journal_dir(target), oracle.identity(), new=new_journal)
-        oracle.use_journal(journal)
-        oracle.notes.extend(notes)
-        return oracle, target
-    if target.startswith("model:"):
-        if not target[6:].isdigit():
-            raise ConfigError(f"--target {target!r}: expected model:K with K a model id of the run")
-        return ModelOracle.from_run(run, int(target[6:]), budget=budget), target
-    name = target if "://" in target else os.path.abspath(target)
-    return TorchScriptOracle(name, budget=budget, input_shape=shape), name
 
 
 def challenge_examples(n: int, *, examples: int | None, seed: int) -> np.ndarray:

@@ -125,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
                                token=read_token(args.token_env), new_journal=args.new_journal)
     for note in getattr(oracle, "notes", ()):
         print(f"note: {note}")
+    identity = getattr(oracle, "identity", None)
     provenance = {"token_env": args.token_env, "http": vars(http) if name.startswith("http") else None,
-                  "members_file": args.members,
-                  "target_identity": oracle.identity() if name.startswith("http") else None}
+                  "members_file": args.members, "target_identity": identity() if identity else None}
     results = audit_run(args.run, oracle, target=name, options=options_from(args), provenance=provenance,
                         progress=not args.quiet)
     print(format_audit(results, args.fpr))

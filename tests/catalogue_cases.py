@@ -209,6 +209,20 @@ CASES = [
     Case("audit-calibrate-without-nonmembers", "`--calibrate nonmembers` without `--nonmembers`",
          lambda c: ["audit", c.run, "--target", "model:0", "--calibrate", "nonmembers", "--quiet"],
          "--calibrate nonmembers needs known non-members (--nonmembers FILE)", "run"),
+    Case("audit-onnx-not-onnx", "`--target model.onnx` naming a text file",
+         lambda c: ["audit", c.run, "--target", f"{c.files}/text.onnx", "--quiet"],
+         "text.onnx: not an ONNX model ([ONNXRuntimeError] : 7 : INVALID_PROTOBUF", "run"),
+    Case("audit-onnx-several-inputs", "an ONNX model with two inputs",
+         lambda c: ["audit", c.run, "--target", f"{c.files}/two_inputs.onnx", "--quiet"],
+         "two_inputs.onnx: the ONNX model has 2 inputs (a, b); expected exactly one, the example", "run"),
+    Case("audit-onnx-wrong-shape", "an ONNX model whose input is [N, 5] for a run of 8x8 images",
+         lambda c: ["audit", c.run, "--target", f"{c.files}/five_features.onnx", "--quiet"],
+         "five_features.onnx: the ONNX model's input 'x' tensor(float) ['?', 5] does not fit: the run's inputs are "
+         "float32 [B, 1, 8, 8]", "run"),
+    Case("audit-onnx-wrong-dtype", "an ONNX model whose input is int64",
+         lambda c: ["audit", c.run, "--target", f"{c.files}/int_input.onnx", "--quiet"],
+         "int_input.onnx: the ONNX model's input 'x' tensor(int64) ['?', 64] is not float; the run's inputs are "
+         "float32 [B, 1, 8, 8]", "run"),
     Case("cli-unknown-command", "`shadowfarm frobnicate`", lambda c: ["frobnicate"],
          "argument COMMAND: invalid choice: 'frobnicate'", "argparse"),
     Case("attack-fpr-not-a-number", "`--fpr abc`", lambda c: ["attack", f"{c.files}/nothing", "--fpr", "abc"],
@@ -272,3 +286,26 @@ def make_files(files: Path) -> None:
     (files / "unknown.yaml").write_text("train:\n  epochz: 1\n")
     (files / "invalid.yaml").write_text("train: [\n")
     (files / "list.yaml").write_text("- 1\n- 2\n")
+    _onnx_files(files)
+
+
+def _onnx_files(files: Path) -> None:
+    """ONNX models whose inputs do not fit a run (the tiny run's inputs are float32 [B, 1, 8, 8])."""
+    from onnx import TensorProto, helper
+
+    def save(name, inputs, nodes, output):
+        graph = helper.make_graph(nodes, name, inputs, [output])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        (files / name).write_bytes(model.SerializeToString())
+
+    def tensor(name, element, width):
+        return helper.make_tensor_value_info(name, element, ["N", width])
+
+    scores = tensor("scores", TensorProto.FLOAT, 64)
+    save("two_inputs.onnx", [tensor("a", TensorProto.FLOAT, 64), tensor("b", TensorProto.FLOAT, 64)],
+         [helper.make_node("Add", ["a", "b"], ["scores"])], scores)
+    save("five_features.onnx", [tensor("x", TensorProto.FLOAT, 5)], [helper.make_node("Identity", ["x"], ["y"])],
+         tensor("y", TensorProto.FLOAT, 5))
+    save("int_input.onnx", [tensor("x", TensorProto.INT64, 64)],
+         [helper.make_node("Cast", ["x"], ["scores"], to=TensorProto.FLOAT)], scores)
+    (files / "text.onnx").write_text("not a model\n")
