@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from catalogue_files import answers_files, onnx_files
 
 SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
 
@@ -223,6 +224,20 @@ CASES = [
          lambda c: ["audit", c.run, "--target", f"{c.files}/int_input.onnx", "--quiet"],
          "int_input.onnx: the ONNX model's input 'x' tensor(int64) ['?', 64] is not float; the run's inputs are "
          "float32 [B, 1, 8, 8]", "run"),
+    Case("audit-no-target", "`shadowfarm audit RUN` with neither `--target` nor `--export-queries`/`--answers`",
+         lambda c: ["audit", c.run, "--quiet"], "--target: the model to audit (or --export-queries DIR", "run"),
+    Case("audit-export-adaptive-attack", "`--export-queries DIR --attacks boundary`",
+         lambda c: ["audit", c.run, "--export-queries", c.out, "--attacks", "boundary", "--quiet"],
+         "--attacks boundary: cannot be audited from exported queries: HopSkipJump chooses each probe", "run"),
+    Case("audit-export-with-target", "`--export-queries DIR --target model:0`",
+         lambda c: ["audit", c.run, "--export-queries", c.out, "--target", "model:0", "--quiet"],
+         "--export-queries: writes the queries of a target you cannot call; drop --target/--answers", "run"),
+    Case("audit-answers-corrupted", "`--answers FILE` naming a file that is not Parquet",
+         lambda c: ["audit", c.run, "--answers", f"{c.files}/corrupted/answers.parquet", "--quiet"],
+         "corrupted/answers.parquet: not a Parquet file of answers", "run"),
+    Case("audit-answers-foreign-manifest", "answers beside the manifest of another run's export",
+         lambda c: ["audit", c.run, "--answers", f"{c.files}/foreign/answers.parquet", "--quiet"],
+         "foreign/manifest.json: exported from another run (run hash 0123456789abcdef;", "run"),
     Case("cli-unknown-command", "`shadowfarm frobnicate`", lambda c: ["frobnicate"],
          "argument COMMAND: invalid choice: 'frobnicate'", "argparse"),
     Case("attack-fpr-not-a-number", "`--fpr abc`", lambda c: ["attack", f"{c.files}/nothing", "--fpr", "abc"],
@@ -286,26 +301,6 @@ def make_files(files: Path) -> None:
     (files / "unknown.yaml").write_text("train:\n  epochz: 1\n")
     (files / "invalid.yaml").write_text("train: [\n")
     (files / "list.yaml").write_text("- 1\n- 2\n")
-    _onnx_files(files)
+    onnx_files(files)
+    answers_files(files)
 
-
-def _onnx_files(files: Path) -> None:
-    """ONNX models whose inputs do not fit a run (the tiny run's inputs are float32 [B, 1, 8, 8])."""
-    from onnx import TensorProto, helper
-
-    def save(name, inputs, nodes, output):
-        graph = helper.make_graph(nodes, name, inputs, [output])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        (files / name).write_bytes(model.SerializeToString())
-
-    def tensor(name, element, width):
-        return helper.make_tensor_value_info(name, element, ["N", width])
-
-    scores = tensor("scores", TensorProto.FLOAT, 64)
-    save("two_inputs.onnx", [tensor("a", TensorProto.FLOAT, 64), tensor("b", TensorProto.FLOAT, 64)],
-         [helper.make_node("Add", ["a", "b"], ["scores"])], scores)
-    save("five_features.onnx", [tensor("x", TensorProto.FLOAT, 5)], [helper.make_node("Identity", ["x"], ["y"])],
-         tensor("y", TensorProto.FLOAT, 5))
-    save("int_input.onnx", [tensor("x", TensorProto.INT64, 64)],
-         [helper.make_node("Cast", ["x"], ["scores"], to=TensorProto.FLOAT)], scores)
-    (files / "text.onnx").write_text("not a model\n")

@@ -41,7 +41,8 @@ class JournaledOracle:
         return None if self.inner is None else self.inner.budget
 
     def identity(self) -> dict:
-        return self.inner.identity()
+        """The inner oracle's identity; for answers read from a file, that file."""
+        return self.inner.identity() if self.inner is not None else {"answers": self.source}
 
     def predict_labels(self, x) -> np.ndarray:
         """x float32[B, *shape] -> int64[B]: journaled rows from the journal, each new distinct row asked once."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from attacks.oracles.base import CountingOracle
-from attacks.oracles.model import _load_run_model, _split
+from attacks.oracles.model import _load_run_model, split_uri
 from farm.errors import ConfigError, DataError
 
 INPUT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
@@ -97,7 +97,7 @@ class OnnxOracle(CountingOracle):
                  providers: list[str] | None = None):
         onnxruntime, errors = _runtime()
         self.path, self._errors = os.fspath(path), errors
-        folder, name = _split(path)
+        folder, name = split_uri(path)
         if not folder.is_file(name):
             raise DataError(f"{self.path}: file not found (ONNX target)")
         data = folder.read_bytes(name)
@@ -142,5 +142,5 @@ def export_onnx(run, model_id: int, path: str | os.PathLike) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(2, *info.shape),), buffer, dynamo=False, input_names=["input"],
                           output_names=["scores"], dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}})
-    folder, name = _split(path)
+    folder, name = split_uri(path)
     folder.write_bytes(name, buffer.getvalue())
