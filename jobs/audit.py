@@ -6,13 +6,19 @@ only; thresholds come from the shadows only. With --members (a file of the examp
 on) the audit reports AUC, TPR at low FPR and balanced accuracy; without, each example's score and whether it
 is flagged as a member at the threshold chosen on shadows for --fpr.
 
---target: an http(s) URL of a label-only API (`shadowfarm serve`'s format), `model:K` (a model of the run), or
-a TorchScript file. HTTP answers are journaled under RUN/audit/<target hash>/journal/, so a re-run after a
-crash or an error asks only for what is missing; --protocol v2 speaks the Open Inference Protocol (KServe,
-Triton, MLServer, Seldon): --target http://HOST:PORT/v2/models/NAME, or the server's URL with --model-name NAME;
+--target: an http(s) URL of a label-only API (`shadowfarm serve`'s format), `model:K` (a model of the run), an
+ONNX file (*.onnx; the `onnx` extra) or a TorchScript file. HTTP and ONNX answers are journaled under
+RUN/audit/<target hash>/journal/, so a re-run after a crash or an error asks only for what is missing;
+--protocol v2 speaks the Open Inference Protocol (KServe, Triton, MLServer, Seldon): --target
+http://HOST:PORT/v2/models/NAME, or the server's URL with --model-name NAME;
 --budget caps the queries sent, journal included. The bearer
 token comes from the environment variable named by --token-env, never from the command line.
 Writes RUN/audit/<target hash>/{target.json, <attack>/scores.parquet, <attack>/metrics.json}.
+
+A model you cannot call: --export-queries DIR writes every input the audit asks (DIR/queries.parquet,
+DIR/manifest.json); its owner answers them (DIR/answers.parquet: query_id, label); --answers DIR/answers.parquet
+finishes the audit with the options of the export (attacks.offline; not `boundary`, whose queries depend on the
+answers). With --target URL or FILE.onnx the answers go to that target's journal.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from jobs.attack import parse_settings
 from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
 
-HELP = "audit a deployed model (HTTP, TorchScript) with a run's shadows: label-only, journaled, budgeted"
+HELP = ("audit a deployed model (HTTP, ONNX, TorchScript, or answers to exported queries) with a run's shadows: "
+        "label-only, journaled, budgeted")
 
 
 def _shadows(text: str):
