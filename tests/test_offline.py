@@ -91,6 +91,21 @@ def test_answers_go_to_the_journal_of_the_target_so_an_online_audit_asks_none_ag
     assert saved["queries_used"] == 64 and saved["journal_hits"] > len(oracle.journal)  # only the re-checked rows
 
 
+def test_answers_put_in_a_served_model_s_journal_leave_the_online_audit_only_the_recheck(run, exported):
+    from attacks.oracles.server import LabelServer
+
+    folder, _ = exported
+    server = LabelServer(ModelOracle.from_run(run, 0), path="/offline/predict").start()
+    try:
+        assert cli.main(["audit", run, "--answers", str(folder / "answers.parquet"), "--target", server.url,
+                         *COMMON]) == 0
+        assert server.stats()["inputs_answered"] == 0  # the answers came from the file
+        assert cli.main(["audit", run, "--target", server.url, *COMMON]) == 0
+        assert server.stats()["inputs_answered"] == 64  # the re-check of the journal, nothing else
+    finally:
+        server.stop()
+
+
 def _snapshot(run):
     root = Path(run) / "audit"
     return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -133,6 +148,9 @@ def test_bad_answers_are_one_line_exit_2_and_leave_the_journal_intact(run, expor
         err = capsys.readouterr().err
         assert err.startswith("shadowfarm: error: ") and err.count("\n") == 1 and expected in err, (name, err)
         assert _snapshot(run) == before, name
+    assert cli.main(["audit", run, "--answers", str(folder / "answers.parquet"), "--target", "model:0", *COMMON]) == 2
+    assert "--target model:0 with --answers: it keeps no journal" in capsys.readouterr().err
+    assert _snapshot(run) == before
 
 
 def test_adaptive_attacks_are_refused_without_a_target_to_call(run, tmp_path, capsys):
