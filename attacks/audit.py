@@ -1,8 +1,10 @@
 """Audit a model the attacker does not hold: its label-only answers, scored with the run's shadows.
 
 The run is an ordinary farm: the attacker's own shadow models trained on the population of the run's
-dataset. The target is any `LabelOracle`: a deployed HTTP API (`HttpOracle`, journaled), a TorchScript
-file, or a model of the run (`model:K`; demos and tests). The flow:
+dataset. The target is any `LabelOracle` (`attacks.targets.open_target`): a deployed HTTP API (`HttpOracle`,
+journaled), an ONNX file (journaled), a TorchScript file, a model of the run (`model:K`; demos and tests), or the
+journal of answers read back from exported queries (`attacks.offline`). What the audit asks is resolved once
+(`attacks.audit_scope`), so an export asks the same inputs as the online audit. The flow:
 
 1. challenge examples: the run's population, or a seeded sample of `examples` of it;
 2. the target's answers to the run's query set: each query perturbs the whole population (the same
@@ -24,15 +26,13 @@ is dropped from them (one line on stderr). `tuned`: tune/<attack>/best.json's se
 answers it through its oracle) and threshold (`attacks.tune.tuned`). Label-only
 attacks only: the target answers labels. Writes `<run>/audit/<target key>/` (key: a hash of the target's
 URL or path): target.json, <attack>/scores.parquet (`attacks.artifacts.AUDIT_SCORES_SCHEMA`), <attack>/metrics.json,
-and the HTTP journal/ (attacks.oracles.journal).
+and the journal/ of a journaled target (attacks.oracles.journal).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -40,93 +40,26 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_journal, audit_metrics, audit_scores, audit_target, jsonable
-from attacks.audit_checks import audit_fidelity, known_nonmembers, nonmember_ids, with_nonmembers
+from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_metrics, audit_scores, audit_target, jsonable
+from attacks.audit_checks import audit_fidelity, with_nonmembers
+from attacks.audit_scope import AuditOptions, audit_scope
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
-from attacks.modes import audit_attacks, challenge_of
-from attacks.oracles.http_client import HttpOracle, HttpSettings
-from attacks.oracles.journal import open_journal
-from attacks.oracles.model import ModelOracle, TorchScriptOracle
-from attacks.registry import attack_with, choose_attacks, get_attack
+from attacks.modes import challenge_of
+from attacks.registry import attack_with, get_attack
 from attacks.responses import Responses
-from attacks.settings import resolve
 from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play, pseudo_targets
-from attacks.tune.tuned import load_tuned, run_model, tuned_thresholds, without_target
-from farm.errors import ConfigError, RunError
+from attacks.targets import journal_dir, open_target, target_key
+from attacks.tune.tuned import tuned_thresholds
+from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
 from farm.queries import apply_query
-from farm.shards import RUN_JSON
 from farm.storage import RunDir
 
-
-@dataclass(frozen=True)
-class AuditOptions:
-    """attacks: None = every label-only attack the run supports except boundary (costly: ask by name);
-    shadows: None = the run's non-target models, "all" = every model of the run; examples: None = the whole
-    population, else a seeded sample of that many; members: example ids of the target's training set (ground
-    truth), None = unknown; nonmembers: example ids it never trained on, never challenged (`attacks.audit_checks`);
-    calibrate: "shadows" (thresholds from the shadow game) or "nonmembers" (from the known non-members' scores)."""
-
-    attacks: tuple[str, ...] | None = None
-    shadows: tuple[int, ...] | str | None = None
-    settings: dict = field(default_factory=dict)
-    fpr: float = 0.01
-    n_pseudo: int = 4
-    bootstrap: int = 200
-    seed: int = 0
-    examples: int | None = None
-    members: tuple[int, ...] | None = None
-    nonmembers: tuple[int, ...] | str | None = None  # "reference": the run's reference pool
-    calibrate: str = "shadows"
-    tuned: bool = False  # tune/<attack>/best.json: setting, query set, threshold for its FPR (attacks.tune.tuned)
-
-
-def target_key(target: str) -> str:
-    """The folder name of a target under <run>/audit/: a hash of its URL, path or model:K."""
-    return hashlib.sha256(target.encode()).hexdigest()[:12]
-
-
-def journal_dir(target: str) -> str:
-    return audit_journal(target_key(target))
-
-
-def open_target(run_uri: str, target: str, *, budget: int | None = None, http: HttpSettings | None = None,
-                token: str | None = None, new_journal: bool = False):
-    """(oracle, name) for `target`: an http(s):// URL (journaled under the run, per model identity: see
-    attacks.oracles.journal; new_journal starts a new one), `model:K` (model K of the run) or a TorchScript file
-    (its absolute path is the name). The run's dataset gives the input shape. An HTTP oracle's `notes` say what
-    the user should know (a new journal, metadata without inputs)."""
-    run = RunDir(run_uri)
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
-    dataset = run.read_json(RUN_JSON)["dataset"]
-    shape, num_classes = tuple(int(d) for d in dataset["shape"]), int(dataset["num_classes"])
-    if target.startswith(("http://", "https://")):
-        oracle = HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,
-                            settings=http or HttpSettings(), token=token)
-        journal, notes = open_journal(run, journal_dir(target), oracle.identity(), new=new_journal)
-        oracle.use_journal(journal)
-        oracle.notes.extend(notes)
-        return oracle, target
-    if target.startswith("model:"):
-        if not target[6:].isdigit():
-            raise ConfigError(f"--target {target!r}: expected model:K with K a model id of the run")
-        return ModelOracle.from_run(run, int(target[6:]), budget=budget), target
-    name = target if "://" in target else os.path.abspath(target)
-    return TorchScriptOracle(name, budget=budget, input_shape=shape), name
-
-
-def challenge_examples(n: int, *, examples: int | None, seed: int) -> np.ndarray:
-    """Sorted example ids int64[K]: all n, or a seeded sample of `examples` of them."""
-    if examples is None or examples >= n:
-        return np.arange(n)
-    if examples < 2:
-        raise ConfigError(f"--examples: expected at least 2, got {examples}")
-    return np.sort(np.random.default_rng(seed).choice(n, size=examples, replace=False))
+__all__ = ["AuditOptions", "audit_run", "journal_dir", "open_target", "target_key"]
 
 
 def target_pred(oracle, *, queries, info, x: np.ndarray, examples: np.ndarray, progress: bool = True) -> np.ndarray:
@@ -147,32 +80,20 @@ def with_target(responses: Responses, pred: np.ndarray, examples: np.ndarray, me
                      model_ids=np.append(np.arange(responses.n_models), -1).astype(np.int32))
 
 
-def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = AuditOptions(),
+def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions | None = None,
               provenance: dict | None = None, progress: bool = True) -> list[dict]:
     """Audit `oracle` (a LabelOracle named `target`) with the run's shadows; returns one dict per attack.
 
     Writes <run>/audit/<target_key(target)>/...; provenance (e.g. the HTTP settings) goes into target.json.
     """
-    start = time.perf_counter()
+    start, options = time.perf_counter(), options or AuditOptions()
     plan = load_plan(run_uri)
     mode, pool = plan.cfg.membership.mode, plan.target_pool
     responses = load_responses(plan.run, logits=False)
-    shadows = without_target(_shadows(options.shadows, plan.cfg.membership.target_ids, responses.n_models), target)
-    names, skipped = audit_attacks(plan.cfg.membership, shadows, options.attacks, *choose_attacks(
-        options.attacks, responses, subject="this target (it answers labels only)", weights=False))
-    tuned = load_tuned(plan.run, names, targets=run_model(target)) if options.tuned else {}
-    settings, auto = resolve(names, explicit=options.settings, tuned=tuned, mode=mode, n_shadows=len(shadows))
-    for name in set(options.settings) - set(names):
-        get_attack(name)
-    examples = np.flatnonzero(pool)[challenge_examples(int(pool.sum()), examples=options.examples, seed=options.seed)]
-    member = _ground_truth(options.members, responses.n_examples)
-    known = known_nonmembers(nonmember_ids(options.nonmembers, plan, target), n=responses.n_examples, pool=pool,
-                             member=member, calibrate=options.calibrate, fpr=options.fpr)
-    examples = np.setdiff1d(examples, known)  # known non-members are scored, never challenged
-    if member is not None:
-        _check_classes(member[examples])
-    scored = np.concatenate([examples, known])
-    responses, column_pool = _with_target_answers(plan, responses, oracle, examples=scored, member=member,
+    scope = audit_scope(plan, responses, options, target=target)
+    names, tuned, settings, shadows = scope.names, scope.tuned, scope.settings, scope.shadows
+    examples, scored, member = scope.examples, scope.scored, scope.member
+    responses, column_pool = with_target_answers(plan, responses, oracle, examples=scored, member=member,
                                                   progress=progress)
     pseudo = pseudo_targets(shadows, n_pseudo=options.n_pseudo, seed=options.seed).tolist()
     responses = audit_statistics(plan, responses, oracle, settings, examples=scored, pseudo=pseudo,
@@ -180,26 +101,26 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions = Audi
     fidelity = audit_fidelity(responses, shadows=shadows, n_scored=len(scored))
     answer = partial(target_pred, oracle, info=plan.dataset.info, x=plan.dataset.x, examples=scored,
                      progress=progress)
-    results = [_audit_attack(plan.run, name, _tuned_responses(plan, responses, answer, tuned.get(name),
+    results = [_audit_attack(plan.run, name, tuned_responses(plan, responses, answer, tuned.get(name),
                                                               examples=scored, shadows=shadows, progress=progress),
                              settings[name],
                              target=target, examples=examples, shadows=shadows, n_pseudo_targets=len(pseudo),
                              options=options, ground_truth=member is not None, target_pool=column_pool,
                              tuned=tuned.get(name),
                              about={**challenge_of(mode, pool), "n_challenge_examples": len(examples),
-                                    "auto_settings": auto.get(name), "fidelity": fidelity})
+                                    "auto_settings": scope.auto.get(name), "fidelity": fidelity})
                for name in names]
     plan.run.write_json(audit_target(target_key(target)), jsonable({
         "target": target, "target_key": target_key(target), **(provenance or {}),
         "budget": getattr(oracle, "budget", None), "queries_used": getattr(oracle, "queries_used", None),
         "journal_hits": getattr(oracle, "journal_hits", None), "n_examples": len(examples),
-        "shadows": shadows.tolist(), "attacks": names, "skipped": skipped, "ground_truth": member is not None,
-        "n_known_nonmembers": len(known), "calibrate": options.calibrate, "fidelity": fidelity,
+        "shadows": shadows.tolist(), "attacks": names, "skipped": scope.skipped, "ground_truth": member is not None,
+        "n_known_nonmembers": len(scope.known), "calibrate": options.calibrate, "fidelity": fidelity,
         "seconds": time.perf_counter() - start}))
-    return results + [{"attack": name, "skipped": reason} for name, reason in skipped.items()]
+    return results + [{"attack": name, "skipped": reason} for name, reason in scope.skipped.items()]
 
 
-def _tuned_responses(plan: Plan, responses: Responses, answer, tuned: dict | None, *, examples: np.ndarray,
+def tuned_responses(plan: Plan, responses: Responses, answer, tuned: dict | None, *, examples: np.ndarray,
                      shadows: np.ndarray, progress: bool) -> Responses:
     """The audit's `responses` under the tuned query set (unchanged when there is none): the shadows' answers
     from the query engine, the target's through its oracle, answer(queries=...) -> int16[K, Q]."""
@@ -211,7 +132,7 @@ def _tuned_responses(plan: Plan, responses: Responses, answer, tuned: dict | Non
                              examples=examples, progress=progress)
 
 
-def _with_target_answers(plan: Plan, responses: Responses, oracle, *, examples: np.ndarray,
+def with_target_answers(plan: Plan, responses: Responses, oracle, *, examples: np.ndarray,
                          member: np.ndarray | None, progress: bool) -> tuple[Responses, np.ndarray | None]:
     """(responses, target_pool): the run's models on the challenge examples plus the oracle's answers as the
     last row; target_pool None. A disjoint run's responses add the shadow-pool examples after the challenge
@@ -265,36 +186,3 @@ def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, 
     }, schema=AUDIT_SCORES_SCHEMA))
     run.write_json(audit_metrics(key, name), jsonable(result))
     return result
-
-
-def _shadows(chosen: tuple[int, ...] | str | None, target_ids, n_models: int) -> np.ndarray:
-    if chosen == "all":
-        shadows = list(range(n_models))
-    elif chosen is None:
-        shadows = [m for m in range(n_models) if m not in set(target_ids)]
-    else:
-        shadows = sorted(set(chosen))
-    bad = [m for m in shadows if not 0 <= m < n_models]
-    if bad:
-        raise ConfigError(f"--shadows: {bad[0]} is not a model id in [0, {n_models})")
-    if len(shadows) < 3:
-        raise ConfigError(f"--shadows: {len(shadows)} shadows is too few (need at least 3)")
-    return np.asarray(shadows, dtype=np.intp)
-
-
-def _ground_truth(members: tuple[int, ...] | None, n: int) -> np.ndarray | None:
-    if members is None:
-        return None
-    ids = np.asarray(members, dtype=np.int64)
-    bad = ids[(ids < 0) | (ids >= n)]
-    if len(bad):
-        raise ConfigError(f"--members: example id {int(bad[0])} is not in the population [0, {n})")
-    member = np.zeros(n, dtype=bool)
-    member[ids] = True
-    return member
-
-
-def _check_classes(member: np.ndarray) -> None:
-    if member.all() or not member.any():
-        raise ConfigError(f"--members: the challenge examples hold {int(member.sum())} members of {len(member)}; "
-                          "metrics need both members and non-members")

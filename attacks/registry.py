@@ -92,6 +92,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
     _spec("boundary", boundary.boundary, label_only=True, needs=("clean",), statistic=HOPSKIPJUMP,
           needs_in_shadows=boundary.PER_EXAMPLE, target_statistics=True,
           explicit_only="runs HopSkipJump on every example (many queries)",
+          adaptive="HopSkipJump chooses each probe from the target's answers to the ones before",
           smoke=("audit",), smoke_settings={"max_iter": 2, "init_evals": 20, "max_evals": 40},
           ood=Ood("as run", variants=("threshold",), limited="HopSkipJump",
                   why_not="the calibrated variant needs HopSkipJump on every shadow for every OOD input",

@@ -88,6 +88,8 @@ class AttackSpec:
     needs_in_shadows: the variants that fit IN shadows per example (they cannot score a disjoint run's target
     pool); disjoint_variant: the variant a disjoint run gets when none is asked for and the default needs IN
     shadows (None: keep it); explicit_only: why it is left out of the default list (empty: it is not);
+    adaptive: why the queries it asks a target depend on the target's earlier answers (empty: they do not; an
+    adaptive attack cannot be audited from exported queries, `attacks.offline`);
     target_statistics: an audit's statistic needs the target's answers on the attacker's own data;
     statistic: what needs model access (`Statistic`); ood: how the OOD study scores it (None: it does not);
     tune: its search space (None: nothing to tune); statistic_of: for an attack whose score is the per-example
@@ -109,6 +111,7 @@ class AttackSpec:
     needs_in_shadows: tuple[str, ...] = ()
     disjoint_variant: str | None = None
     explicit_only: str = ""
+    adaptive: str = ""
     target_statistics: bool = False
     statistic: Statistic | None = None
     ood: Ood | None = None

@@ -6,13 +6,19 @@ only; thresholds come from the shadows only. With --members (a file of the examp
 on) the audit reports AUC, TPR at low FPR and balanced accuracy; without, each example's score and whether it
 is flagged as a member at the threshold chosen on shadows for --fpr.
 
---target: an http(s) URL of a label-only API (`shadowfarm serve`'s format), `model:K` (a model of the run), or
-a TorchScript file. HTTP answers are journaled under RUN/audit/<target hash>/journal/, so a re-run after a
-crash or an error asks only for what is missing; --protocol v2 speaks the Open Inference Protocol (KServe,
-Triton, MLServer, Seldon): --target http://HOST:PORT/v2/models/NAME, or the server's URL with --model-name NAME;
+--target: an http(s) URL of a label-only API (`shadowfarm serve`'s format), `model:K` (a model of the run), an
+ONNX file (*.onnx; the `onnx` extra) or a TorchScript file. HTTP and ONNX answers are journaled under
+RUN/audit/<target hash>/journal/, so a re-run after a crash or an error asks only for what is missing;
+--protocol v2 speaks the Open Inference Protocol (KServe, Triton, MLServer, Seldon): --target
+http://HOST:PORT/v2/models/NAME, or the server's URL with --model-name NAME;
 --budget caps the queries sent, journal included. The bearer
 token comes from the environment variable named by --token-env, never from the command line.
 Writes RUN/audit/<target hash>/{target.json, <attack>/scores.parquet, <attack>/metrics.json}.
+
+A model you cannot call: --export-queries DIR writes every input the audit asks (DIR/queries.parquet,
+DIR/manifest.json); its owner answers them (DIR/answers.parquet: query_id, label); --answers DIR/answers.parquet
+finishes the audit with the options of the export (attacks.offline; not `boundary`, whose queries depend on the
+answers). With --target URL or FILE.onnx the answers go to that target's journal.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from jobs.attack import parse_settings
 from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
 
-HELP = "audit a deployed model (HTTP, TorchScript) with a run's shadows: label-only, journaled, budgeted"
+HELP = ("audit a deployed model (HTTP, ONNX, TorchScript, or answers to exported queries) with a run's shadows: "
+        "label-only, journaled, budgeted")
 
 
 def _shadows(text: str):
@@ -38,8 +45,15 @@ def _shadows(text: str):
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
     add_run_argument(parser, positional=positional,
                      help="run directory: the farm of shadow models (a path or s3://, gs:// URI)")
-    parser.add_argument("--target", required=positional,
-                        help="http(s)://HOST:PORT/PATH, model:K, or a TorchScript file")
+    parser.add_argument("--target", help="http(s)://HOST:PORT/PATH, model:K, an ONNX file (*.onnx) or a TorchScript "
+                                          "file; with --answers: the URL or ONNX file whose journal gets the answers")
+    offline = parser.add_argument_group("a target you cannot call")
+    offline.add_argument("--export-queries", metavar="DIR",
+                         help="write every input the audit asks (DIR/queries.parquet, DIR/manifest.json) for the "
+                              "model's owner to answer; adaptive attacks (boundary) cannot be exported")
+    offline.add_argument("--answers", metavar="FILE",
+                         help="finish the audit from the owner's answers (FILE: Parquet query_id, label; "
+                              "manifest.json beside it), with the options of the export")
     parser.add_argument("--members", metavar="FILE",
                         help="ground truth: example ids of the target's training set (text or Parquet example_id)")
     parser.add_argument("--nonmembers", metavar="FILE",
@@ -123,14 +137,26 @@ def run(args: argparse.Namespace) -> int:
                         retries=args.retries, backoff=args.backoff, rate=args.rate, encoding=args.encoding,
                         protocol=args.protocol, output_name=args.output_name,
                         input_name=args.input_name)
-    args.target = v2_target(args)
-    oracle, name = open_target(args.run, args.target, budget=args.budget, http=http,
-                               token=read_token(args.token_env), new_journal=args.new_journal)
+    if args.export_queries:
+        return export(args)
+    args.target = v2_target(args) if args.target else None
+    target = dict(budget=args.budget, http=http, token=read_token(args.token_env), new_journal=args.new_journal)
+    if args.answers:
+        from attacks.offline import open_answers
+
+        oracle, name = open_answers(args.run, args.answers, options=options_from(args), target=args.target,
+                                    progress=not args.quiet, **target)
+    elif not args.target:
+        raise ConfigError("--target: the model to audit (or --export-queries DIR, then --answers FILE, for a "
+                          "model you cannot call)")
+    else:
+        oracle, name = open_target(args.run, args.target, **target)
     for note in getattr(oracle, "notes", ()):
         print(f"note: {note}")
+    identity = getattr(oracle, "identity", None)
     provenance = {"token_env": args.token_env, "http": vars(http) if name.startswith("http") else None,
-                  "members_file": args.members,
-                  "target_identity": oracle.identity() if name.startswith("http") else None}
+                  "members_file": args.members, "target_identity": identity() if identity else None,
+                  "answers_file": args.answers}
     results = audit_run(args.run, oracle, target=name, options=options_from(args), provenance=provenance,
                         progress=not args.quiet)
     print(format_audit(results, args.fpr))
@@ -138,6 +164,22 @@ def run(args: argparse.Namespace) -> int:
           f"{'none' if oracle.budget is None else oracle.budget}"
           + (f", {oracle.journal_hits} answers reused from the journal" if hasattr(oracle, "journal_hits") else "")
           + f"); results in {RunDir(args.run).path('audit/' + target_key(name))}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """--export-queries DIR: the audit's queries for a model the auditor cannot call (attacks.offline)."""
+    from attacks.offline import ANSWERS, QUERIES, export_queries
+    from farm.storage import RunDir
+
+    if args.target or args.answers:
+        raise ConfigError("--export-queries: writes the queries of a target you cannot call; drop --target/--answers")
+    manifest = export_queries(args.run, args.export_queries, options=options_from(args), progress=not args.quiet)
+    out = RunDir(args.export_queries)
+    print(f"wrote {manifest['count']} queries ({manifest['n_examples']} examples; {', '.join(manifest['attacks'])}) "
+          f"to {out.path(QUERIES)} and {out.path('manifest.json')} (export {manifest['export_id']})")
+    print(f"the model's owner answers them in {out.path(ANSWERS)} (columns query_id, label); then run "
+          f"shadowfarm audit {args.run} --answers {out.path(ANSWERS)} with the options of this export")
     return 0
 
 
@@ -172,8 +214,8 @@ def smoke_or_audit(args: argparse.Namespace) -> int:
     """`python -m jobs.audit`: the smoke audit with --smoke-test, else the audit of --target."""
     if args.smoke_test:
         return smoke(args)
-    if not args.run or not args.target:
-        raise ConfigError("--run and --target are required (or use --smoke-test)")
+    if not args.run or not (args.target or args.export_queries or args.answers):
+        raise ConfigError("--run and --target (or --export-queries / --answers) are required (or use --smoke-test)")
     return run(args)
 
 

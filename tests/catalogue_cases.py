@@ -1,5 +1,5 @@
 """The bad-input catalogue's cases (run by tests/test_catalogue.py): every malformed input a user can hand
-shadowfarm, one `Case` each, and `make_files`, the malformed files they name.
+shadowfarm, one `Case` each (the malformed files they name: tests/catalogue_files.py).
 
 Configs (types, ranges, unknown keys), data sets (the user-supplied npz and CSV files), command-line
 arguments and oracle answers. Each case gives the command line (or the oracle's answer) and a part of the one
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +51,11 @@ def _data(kind: str, name: str) -> Callable:
 
 def _file_config(name: str) -> Callable:
     return lambda c: ["train", f"{c.files}/{name}", "--out", c.out, "--quiet"]
+
+
+def _audit(*args: str) -> Callable:
+    """`shadowfarm audit RUN ARGS --quiet`, {files} and {out} in ARGS standing for the case's folders."""
+    return lambda c: ["audit", c.run, *(a.format(files=c.files, out=c.out) for a in args), "--quiet"]
 
 
 def _on_run(command: str, *args: str) -> Callable:
@@ -212,11 +216,37 @@ CASES = [
          lambda c: ["audit", c.run, "--target", "model:0", "--calibrate", "nonmembers", "--quiet"],
          "--calibrate nonmembers needs known non-members (--nonmembers FILE)", "run"),
     Case("audit-no-reference-pool", "`--nonmembers reference` on a run that reserves none",
-         lambda c: ["audit", c.run, "--target", "model:0", "--nonmembers", "reference", "--quiet"],
+         _audit("--target", "model:0", "--nonmembers", "reference"),
          "--nonmembers reference: this run reserves no reference pool (membership.reference)", "run"),
     Case("attack-calibrate-without-pool", "`attack --calibrate nonmembers` on a run with no reference pool",
          lambda c: ["attack", c.run, "--attacks", "gap", "--calibrate", "nonmembers", "--quiet", "--no-report"],
          "--calibrate nonmembers: 0 known non-members (the run's reference pool", "run"),
+    Case("audit-onnx-not-onnx", "`--target model.onnx` naming a text file",
+         _audit("--target", "{files}/text.onnx"),
+         "text.onnx: not an ONNX model ([ONNXRuntimeError] : 7 : INVALID_PROTOBUF", "run"),
+    Case("audit-onnx-several-inputs", "an ONNX model with two inputs", _audit("--target", "{files}/two_inputs.onnx"),
+         "two_inputs.onnx: the ONNX model has 2 inputs (a, b); expected exactly one, the example", "run"),
+    Case("audit-onnx-wrong-shape", "an ONNX model whose input is [N, 5] for a run of 8x8 images",
+         _audit("--target", "{files}/five_features.onnx"),
+         "five_features.onnx: the ONNX model's input 'x' tensor(float) ['?', 5] does not fit: the run's inputs are "
+         "float32 [B, 1, 8, 8]", "run"),
+    Case("audit-onnx-wrong-dtype", "an ONNX model whose input is int64", _audit("--target", "{files}/int_input.onnx"),
+         "int_input.onnx: the ONNX model's input 'x' tensor(int64) ['?', 64] is not float; the run's inputs are "
+         "float32 [B, 1, 8, 8]", "run"),
+    Case("audit-no-target", "`shadowfarm audit RUN` with neither `--target` nor `--export-queries`/`--answers`",
+         _audit(), "--target: the model to audit (or --export-queries DIR", "run"),
+    Case("audit-export-adaptive-attack", "`--export-queries DIR --attacks boundary`",
+         _audit("--export-queries", "{out}", "--attacks", "boundary"),
+         "--attacks boundary: cannot be audited from exported queries: HopSkipJump chooses each probe", "run"),
+    Case("audit-export-with-target", "`--export-queries DIR --target model:0`",
+         _audit("--export-queries", "{out}", "--target", "model:0"),
+         "--export-queries: writes the queries of a target you cannot call; drop --target/--answers", "run"),
+    Case("audit-answers-corrupted", "`--answers FILE` naming a file that is not Parquet",
+         _audit("--answers", "{files}/corrupted/answers.parquet"),
+         "corrupted/answers.parquet: not a Parquet file of answers", "run"),
+    Case("audit-answers-foreign-manifest", "answers beside the manifest of another run's export",
+         _audit("--answers", "{files}/foreign/answers.parquet"),
+         "foreign/manifest.json: exported from another run (run hash 0123456789abcdef;", "run"),
     Case("cli-unknown-command", "`shadowfarm frobnicate`", lambda c: ["frobnicate"],
          "argument COMMAND: invalid choice: 'frobnicate'", "argparse"),
     Case("attack-fpr-not-a-number", "`--fpr abc`", lambda c: ["attack", f"{c.files}/nothing", "--fpr", "abc"],
@@ -242,41 +272,3 @@ CASES = [
          "malformed answer: not an array of 4 labels (list)", "oracle"),
 ]
 
-
-def make_files(files: Path) -> None:
-    """The malformed files of the catalogue, in `files`."""
-    files.mkdir(parents=True, exist_ok=True)
-    x = np.random.default_rng(0).random((20, 4)).astype(np.float32)
-    y = np.arange(20) % 2
-
-    def npz(name, **arrays):
-        with open(files / name, "wb") as f:  # np.savez would append .npz to other names
-            np.savez(f, **arrays)
-
-    nan_x, inf_x = x.copy(), x.copy()
-    nan_x[3, 1], inf_x[5, 2] = np.nan, np.inf
-    npz("mismatched.npz", x=x, y=y[:19])
-    npz("nan.npz", x=nan_x, y=y)
-    npz("inf.npz", x=inf_x, y=y)
-    npz("negative.npz", x=x, y=y - 1)
-    npz("large.npz", x=x, y=y * 40000)
-    npz("fractional.npz", x=x, y=y + 0.5)
-    npz("strings.npz", x=x, y=np.array(["a", "b"] * 10))
-    npz("flat.npz", x=x[:, 0], y=y)
-    npz("empty.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, int))
-    npz("one_class.npz", x=x, y=np.zeros(20, int))
-    npz("no_y.npz", x=x)
-    npz("objects.npz", x=np.array([[1, "a"]] * 20, dtype=object), y=y)
-    npz("truncated.npz", x=x, y=y)
-    (files / "truncated.npz").write_bytes((files / "truncated.npz").read_bytes()[:200])
-    np.save(files / "array.npy", x)
-    (files / "folder.npz").mkdir(exist_ok=True)
-    (files / "narrow.csv").write_text("1,0,1\n2,1,0\n")
-    (files / "words.csv").write_text("1," + ",".join(["0"] * 600) + "\nx," + ",".join(["1"] * 600) + "\n")
-    (files / "empty_root").mkdir(exist_ok=True)
-    (files / "far_ids.txt").write_text("1 2 99999\n")
-    (files / "not_a_run").mkdir(exist_ok=True)
-    (files / "not_a_run" / "notes.txt").write_text("mine")
-    (files / "unknown.yaml").write_text("train:\n  epochz: 1\n")
-    (files / "invalid.yaml").write_text("train: [\n")
-    (files / "list.yaml").write_text("- 1\n- 2\n")

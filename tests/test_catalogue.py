@@ -1,5 +1,5 @@
-"""The bad-input catalogue: every malformed input a user can hand shadowfarm, one case each (the cases and
-the malformed files they name are in tests/catalogue_cases.py).
+"""The bad-input catalogue: every malformed input a user can hand shadowfarm, one case each (the cases are
+in tests/catalogue_cases.py, the malformed files they name in tests/catalogue_files.py).
 
 Configs (types, ranges, unknown keys), data sets (the user-supplied npz and CSV files), command-line
 arguments and oracle answers. Every case must give exit code 2 and ONE line on stderr,
@@ -22,7 +22,8 @@ from pathlib import Path
 import errors_page
 import numpy as np
 import pytest
-from catalogue_cases import CASES, SECRET, Case, make_files
+from catalogue_cases import CASES, SECRET, Case
+from catalogue_files import make_files
 
 from attacks.oracles.base import CountingOracle
 from jobs import cli

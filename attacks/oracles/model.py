@@ -88,7 +88,7 @@ def _load_run_model(run: RunDir | str, model_id: int) -> tuple[nn.Module, Datase
     return model.eval(), info
 
 
-def _split(path: str | os.PathLike) -> tuple[RunDir, str]:
+def split_uri(path: str | os.PathLike) -> tuple[RunDir, str]:
     """A file path or URI -> (its folder as a RunDir, its name)."""
     text = os.fspath(path)
     parent, name = text.rsplit("/", 1) if "://" in text else os.path.split(os.path.abspath(text))
@@ -101,7 +101,7 @@ class TorchScriptOracle(_ModuleOracle):
     def __init__(self, path: str | os.PathLike, *, device: str | torch.device = "cpu", budget: int | None = None,
                  batch_size: int = 8192, input_shape: tuple[int, ...] | None = None):
         self.path = os.fspath(path)
-        folder, name = _split(path)
+        folder, name = split_uri(path)
         if not folder.is_file(name):
             raise DataError(f"{self.path}: file not found (TorchScript target)")
         try:
@@ -125,5 +125,5 @@ def export_torchscript(run: RunDir | str, model_id: int, path: str | os.PathLike
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.trace(model, torch.zeros(2, *info.shape)), buffer)
-    folder, name = _split(path)
+    folder, name = split_uri(path)
     folder.write_bytes(name, buffer.getvalue())
