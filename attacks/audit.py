@@ -1,8 +1,8 @@
 """Audit a model the attacker does not hold: its label-only answers, scored with the run's shadows.
 
 The run is an ordinary farm: the attacker's own shadow models trained on the population of the run's
-dataset. The target is any `LabelOracle`: a deployed HTTP API (`HttpOracle`, journaled), a TorchScript
-file, or a model of the run (`model:K`; demos and tests). The flow:
+dataset. The target is any `LabelOracle`: a deployed HTTP or gRPC API (`HttpOracle`, `GrpcOracle`, journaled),
+a TorchScript file, or a model of the run (`model:K`; demos and tests). The flow:
 
 1. challenge examples: the run's population, or a seeded sample of `examples` of it;
 2. the target's answers to the run's query set: each query perturbs the whole population (the same
@@ -46,7 +46,7 @@ from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
 from attacks.modes import audit_attacks, challenge_of
-from attacks.oracles.http_client import HttpOracle, HttpSettings
+from attacks.oracles.http_settings import REMOTE, HttpSettings, remote_oracle
 from attacks.oracles.journal import open_journal
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
 from attacks.registry import attack_with, choose_attacks, get_attack
@@ -96,7 +96,7 @@ def journal_dir(target: str) -> str:
 
 def open_target(run_uri: str, target: str, *, budget: int | None = None, http: HttpSettings | None = None,
                 token: str | None = None, new_journal: bool = False):
-    """(oracle, name) for `target`: an http(s):// URL (journaled under the run, per model identity: see
+    """(oracle, name) for `target`: an http(s):// or grpc(s):// URL (journaled under the run, per model identity: see
     attacks.oracles.journal; new_journal starts a new one), `model:K` (model K of the run) or a TorchScript file
     (its absolute path is the name). The run's dataset gives the input shape. An HTTP oracle's `notes` say what
     the user should know (a new journal, metadata without inputs)."""
@@ -105,9 +105,9 @@ def open_target(run_uri: str, target: str, *, budget: int | None = None, http: H
         raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
     dataset = run.read_json(RUN_JSON)["dataset"]
     shape, num_classes = tuple(int(d) for d in dataset["shape"]), int(dataset["num_classes"])
-    if target.startswith(("http://", "https://")):
-        oracle = HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,
-                            settings=http or HttpSettings(), token=token)
+    if target.startswith(REMOTE):
+        oracle = remote_oracle(target, http or HttpSettings(), input_shape=shape, num_classes=num_classes,
+                               budget=budget, token=token)
         journal, notes = open_journal(run, journal_dir(target), oracle.identity(), new=new_journal)
         oracle.use_journal(journal)
         oracle.notes.extend(notes)

@@ -10,7 +10,8 @@ is flagged as a member at the threshold chosen on shadows for --fpr.
 a TorchScript file. HTTP answers are journaled under RUN/audit/<target hash>/journal/, so a re-run after a
 crash or an error asks only for what is missing; --protocol v2 speaks the Open Inference Protocol (KServe,
 Triton, MLServer, Seldon): --target http://HOST:PORT/v2/models/NAME, or the server's URL with --model-name NAME;
---budget caps the queries sent, journal included. The bearer
+--protocol v2-grpc speaks its gRPC API: --target grpc://HOST:PORT/v2/models/NAME (or grpc://HOST:PORT with
+--model-name); --budget caps the queries sent, journal included. The bearer
 token comes from the environment variable named by --token-env, never from the command line.
 Writes RUN/audit/<target hash>/{target.json, <attack>/scores.parquet, <attack>/metrics.json}.
 """
@@ -69,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
     http.add_argument("--backoff", type=float, default=0.5, help="first retry delay, doubled each time (0.5 s)")
     http.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
     http.add_argument("--encoding", choices=("binary", "json"), default="binary", help="request format (binary)")
-    http.add_argument("--protocol", choices=("shadowfarm", "v2"), default="shadowfarm",
-                      help="shadowfarm (`shadowfarm serve`'s /predict, default) or v2 (Open Inference Protocol)")
+    http.add_argument("--protocol", choices=("shadowfarm", "v2", "v2-grpc"), default="shadowfarm",
+                      help="shadowfarm (`shadowfarm serve`'s /predict, default), v2 (Open Inference Protocol, REST) "
+                           "or v2-grpc (its gRPC API: --target grpc://HOST:PORT)")
     http.add_argument("--model-name", help="v2: the model's name, when --target is the server's URL")
     http.add_argument("--output-name", help="v2: the output to read, labels or scores (default: the first)")
     http.add_argument("--input-name", help="v2: the input to send (default: the first the metadata declares; "
@@ -95,10 +97,11 @@ def options_from(args: argparse.Namespace):
 
 
 def v2_target(args: argparse.Namespace) -> str:
-    """--target, with /v2/models/<--model-name> appended for --protocol v2; ConfigError for a misplaced flag."""
-    if args.protocol != "v2":
+    """--target, with /v2/models/<--model-name> appended for --protocol v2 or v2-grpc; ConfigError for a misplaced
+    flag."""
+    if not args.protocol.startswith("v2"):
         if args.model_name or args.output_name:
-            raise ConfigError("--model-name/--output-name: only with --protocol v2")
+            raise ConfigError("--model-name/--output-name: only with --protocol v2 or v2-grpc")
         return args.target
     if not args.model_name:
         return args.target
@@ -125,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
                                token=read_token(args.token_env), new_journal=args.new_journal)
     for note in getattr(oracle, "notes", ()):
         print(f"note: {note}")
-    provenance = {"token_env": args.token_env, "http": vars(http) if name.startswith("http") else None,
-                  "members_file": args.members,
-                  "target_identity": oracle.identity() if name.startswith("http") else None}
+    remote = name.startswith(("http", "grpc"))
+    provenance = {"token_env": args.token_env, "http": vars(http) if remote else None, "members_file": args.members,
+                  "target_identity": oracle.identity() if remote else None}
     results = audit_run(args.run, oracle, target=name, options=options_from(args), provenance=provenance,
                         progress=not args.quiet)
     print(format_audit(results, args.fpr))
