@@ -8,9 +8,10 @@ import socket
 import numpy as np
 import pandas as pd
 import pytest
+import test_http_oracle as http_tests
 import torch
 from grpc_v2_server import GrpcV2Server
-from torch import nn
+from test_http_oracle import CLASSES, SHAPE, Sleeps, _argmax, _batch
 
 from attacks.oracles import v2_grpc
 from attacks.oracles.base import QueryBudgetExceeded
@@ -21,28 +22,8 @@ from attacks.oracles.model import ModelOracle
 from farm.errors import ConfigError
 from farm.storage import RunDir
 
-SHAPE, CLASSES = (2, 3), 4
+model = http_tests.model  # the fixture: a linear model of SHAPE -> CLASSES
 GRPC = HttpSettings(batch_size=7, concurrency=3, backoff=0.5, retries=2, protocol="v2-grpc")
-
-
-class Sleeps(list):
-    def __call__(self, seconds):
-        self.append(seconds)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(6, CLASSES)).eval()
-
-
-def _batch(n, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, *SHAPE)).astype(np.float32)
-
-
-def _argmax(model, x):
-    with torch.no_grad():
-        return model(torch.as_tensor(x)).argmax(1).numpy()
 
 
 def _oracle(url, tmp_path, **kwargs):
