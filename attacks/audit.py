@@ -46,9 +46,9 @@ from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
 from attacks.modes import audit_attacks, challenge_of
-from attacks.oracles.http_settings import REMOTE, HttpSettings, remote_oracle
 from attacks.oracles.journal import open_journal
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
+from attacks.oracles.remote import REMOTE, HttpSettings, remote_oracle
 from attacks.registry import attack_with, choose_attacks, get_attack
 from attacks.responses import Responses
 from attacks.settings import resolve

@@ -53,25 +53,6 @@ class HttpSettings:
             raise ConfigError(f"protocol: expected {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
 
-REMOTE = ("http://", "https://", "grpc://", "grpcs://")
-
-
-def remote_oracle(target: str, settings: HttpSettings, **kwargs):
-    """The oracle of a remote target: a `GrpcOracle` for grpc(s):// (protocol v2-grpc), else an `HttpOracle`, made
-    with `settings` and `kwargs`; ConfigError when the URL's scheme and the protocol disagree."""
-    over_grpc = target.startswith(("grpc://", "grpcs://"))
-    if over_grpc != (settings.protocol == "v2-grpc"):
-        raise ConfigError(f"--target {target}: " + ("a grpc:// target needs --protocol v2-grpc" if over_grpc else
-                                                    "--protocol v2-grpc needs --target grpc://HOST:PORT[/v2/models/NAME]"))
-    if over_grpc:
-        from attacks.oracles.grpc_client import GrpcOracle  # grpcio: loaded only for a gRPC target
-
-        return GrpcOracle(target, settings=settings, **kwargs)
-    from attacks.oracles.http_client import HttpOracle
-
-    return HttpOracle(target, settings=settings, **kwargs)
-
-
 def check_target_url(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
     """`url` if it is a URL of one of `schemes` (http(s) by default) without credentials; ConfigError otherwise
     (not echoing secrets)."""
