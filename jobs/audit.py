@@ -29,7 +29,7 @@ from jobs.attack import parse_settings
 from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
 
-HELP = "audit a deployed model (HTTP, TorchScript) with a run's shadows: label-only, journaled, budgeted"
+HELP = "audit a deployed model (HTTP, gRPC, TorchScript) with a run's shadows: label-only, journaled, budgeted"
 
 
 def _shadows(text: str):

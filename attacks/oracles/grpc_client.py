@@ -47,14 +47,11 @@ class GrpcOracle(HttpOracle):
             channel = grpc.secure_channel(self._target.address, grpc.ssl_channel_credentials(), options=options)
         else:
             channel = grpc.insecure_channel(self._target.address, options=options)
-        self._channel, self._model = channel, self._target.model
+        self._channel, self._model = channel, self._target.model  # the channel lives as long as the oracle
         self._calls = {name: channel.unary_unary(v2_grpc.SERVICE + name,
                                                  request_serializer=v2_grpc.MESSAGES[f"{name}Request"].SerializeToString,
                                                  response_deserializer=v2_grpc.MESSAGES[f"{name}Response"].FromString)
                        for name in ("ModelMetadata", "ModelInfer")}
-
-    def close(self) -> None:
-        self._channel.close()
 
     def _exchange(self, x: np.ndarray):
         request = v2_grpc.infer_request(x, self._v2_input(), self._target)
