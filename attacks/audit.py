@@ -1,10 +1,11 @@
 """Audit a model the attacker does not hold: its label-only answers, scored with the run's shadows.
 
 The run is an ordinary farm: the attacker's own shadow models trained on the population of the run's
-dataset. The target is any `LabelOracle` (`attacks.targets.open_target`): a deployed HTTP API (`HttpOracle`,
-journaled), an ONNX file (journaled), a TorchScript file, a model of the run (`model:K`; demos and tests), or the
-journal of answers read back from exported queries (`attacks.offline`). What the audit asks is resolved once
-(`attacks.audit_scope`), so an export asks the same inputs as the online audit. The flow:
+dataset. The target is any `LabelOracle` (`attacks.targets.open_target`): a deployed HTTP or gRPC API
+(`HttpOracle`, `GrpcOracle`, journaled), an ONNX file (journaled), a TorchScript file, a model of the run
+(`model:K`; demos and tests), or the journal of answers read back from exported queries (`attacks.offline`).
+What the audit asks is resolved once (`attacks.audit_scope`), so an export asks the same inputs as the online
+audit. The flow:
 
 1. challenge examples: the run's population, or a seeded sample of `examples` of it;
 2. the target's answers to the run's query set: each query perturbs the whole population (the same

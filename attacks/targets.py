@@ -1,6 +1,7 @@
 """Audit targets by name (`shadowfarm audit --target`): each kind opened as a label oracle (DESIGN §5).
 
 - `http(s)://...`: a label API, ours or the Open Inference Protocol (`attacks.oracles.http_client`), journaled;
+- `grpc(s)://...`: the Open Inference Protocol's gRPC API (`attacks.oracles.grpc_client`), journaled;
 - `model:K`: model K of the run (demos, tests);
 - `*.onnx`: an ONNX file (`attacks.oracles.onnx_model`), journaled as its model (identity: the file's SHA-256);
 - any other path or URI: a TorchScript file (`attacks.oracles.model`).
@@ -16,10 +17,10 @@ import hashlib
 import os
 
 from attacks.artifacts import audit_journal
-from attacks.oracles.http_client import HttpOracle, HttpSettings
 from attacks.oracles.journal import open_journal
 from attacks.oracles.journaled import JournaledOracle
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
+from attacks.oracles.remote import REMOTE, HttpSettings, remote_oracle
 from farm.errors import ConfigError, RunError
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
@@ -35,7 +36,7 @@ def journal_dir(target: str) -> str:
 
 
 def is_onnx(target: str) -> bool:
-    return not target.startswith(("http://", "https://", "model:")) and target.lower().endswith(".onnx")
+    return not target.startswith((*REMOTE, "model:")) and target.lower().endswith(".onnx")
 
 
 def run_inputs(run: RunDir, run_uri: str) -> tuple[tuple[int, ...], int]:
@@ -53,9 +54,9 @@ def open_target(run_uri: str, target: str, *, budget: int | None = None, http: H
     what the user should know (a new journal, metadata without inputs); new_journal starts a new journal."""
     run = RunDir(run_uri)
     shape, num_classes = run_inputs(run, run_uri)
-    if target.startswith(("http://", "https://")):
-        oracle = HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,
-                            settings=http or HttpSettings(), token=token)
+    if target.startswith(REMOTE):
+        oracle = remote_oracle(target, http or HttpSettings(), input_shape=shape, num_classes=num_classes,
+                               budget=budget, token=token)
         journal, notes = open_journal(run, journal_dir(target), oracle.identity(), new=new_journal)
         oracle.use_journal(journal)
         oracle.notes.extend(notes)

@@ -7,11 +7,12 @@ on) the audit reports AUC, TPR at low FPR and balanced accuracy; without, each e
 is flagged as a member at the threshold chosen on shadows for --fpr.
 
 --target: an http(s) URL of a label-only API (`shadowfarm serve`'s format), `model:K` (a model of the run), an
-ONNX file (*.onnx; the `onnx` extra) or a TorchScript file. HTTP and ONNX answers are journaled under
+ONNX file (*.onnx; the `onnx` extra) or a TorchScript file. HTTP, gRPC and ONNX answers are journaled under
 RUN/audit/<target hash>/journal/, so a re-run after a crash or an error asks only for what is missing;
 --protocol v2 speaks the Open Inference Protocol (KServe, Triton, MLServer, Seldon): --target
 http://HOST:PORT/v2/models/NAME, or the server's URL with --model-name NAME;
---budget caps the queries sent, journal included. The bearer
+--protocol v2-grpc speaks its gRPC API: --target grpc://HOST:PORT/v2/models/NAME (or grpc://HOST:PORT with
+--model-name); --budget caps the queries sent, journal included. The bearer
 token comes from the environment variable named by --token-env, never from the command line.
 Writes RUN/audit/<target hash>/{target.json, <attack>/scores.parquet, <attack>/metrics.json}.
 
@@ -34,8 +35,8 @@ from jobs.attack import parse_settings
 from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
 from jobs.smoke import smoke_farm
 
-HELP = ("audit a deployed model (HTTP, ONNX, TorchScript, or answers to exported queries) with a run's shadows: "
-        "label-only, journaled, budgeted")
+HELP = ("audit a deployed model (HTTP, gRPC, ONNX, TorchScript, or answers to exported queries) with a run's "
+        "shadows: label-only, journaled, budgeted")
 
 
 def _shadows(text: str):
@@ -85,8 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -
     http.add_argument("--backoff", type=float, default=0.5, help="first retry delay, doubled each time (0.5 s)")
     http.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
     http.add_argument("--encoding", choices=("binary", "json"), default="binary", help="request format (binary)")
-    http.add_argument("--protocol", choices=("shadowfarm", "v2"), default="shadowfarm",
-                      help="shadowfarm (`shadowfarm serve`'s /predict, default) or v2 (Open Inference Protocol)")
+    http.add_argument("--protocol", choices=("shadowfarm", "v2", "v2-grpc"), default="shadowfarm",
+                      help="shadowfarm (`shadowfarm serve`'s /predict, default), v2 (Open Inference Protocol, REST) "
+                           "or v2-grpc (its gRPC API: --target grpc://HOST:PORT)")
     http.add_argument("--model-name", help="v2: the model's name, when --target is the server's URL")
     http.add_argument("--output-name", help="v2: the output to read, labels or scores (default: the first)")
     http.add_argument("--input-name", help="v2: the input to send (default: the first the metadata declares; "
@@ -112,10 +114,11 @@ def options_from(args: argparse.Namespace):
 
 
 def v2_target(args: argparse.Namespace) -> str:
-    """--target, with /v2/models/<--model-name> appended for --protocol v2; ConfigError for a misplaced flag."""
-    if args.protocol != "v2":
+    """--target, with /v2/models/<--model-name> appended for --protocol v2 or v2-grpc; ConfigError for a misplaced
+    flag."""
+    if not args.protocol.startswith("v2"):
         if args.model_name or args.output_name:
-            raise ConfigError("--model-name/--output-name: only with --protocol v2")
+            raise ConfigError("--model-name/--output-name: only with --protocol v2 or v2-grpc")
         return args.target
     if not args.model_name:
         return args.target
@@ -154,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     for note in getattr(oracle, "notes", ()):
         print(f"note: {note}")
     identity = getattr(oracle, "identity", None)
-    provenance = {"token_env": args.token_env, "http": vars(http) if name.startswith("http") else None,
+    remote = name.startswith(("http", "grpc"))
+    provenance = {"token_env": args.token_env, "http": vars(http) if remote else None,
                   "members_file": args.members, "target_identity": identity() if identity else None,
                   "answers_file": args.answers}
     results = audit_run(args.run, oracle, target=name, options=options_from(args), provenance=provenance,

@@ -62,6 +62,10 @@ def _on_run(command: str, *args: str) -> Callable:
     return lambda c: [*command.split(), c.run, *args]
 
 
+def _grpc(target: str, *args: str) -> Callable:
+    return _on_run("audit", "--target", target, "--protocol", "v2-grpc", *args, "--quiet")
+
+
 CASES = [
     # ---------------------------------------------------------------- configs
     Case("config-unknown-key", "`--set train.epoch=3`", _train("train.epoch=3"), "unknown config key 'train.epoch'"),
@@ -247,6 +251,16 @@ CASES = [
     Case("audit-answers-foreign-manifest", "answers beside the manifest of another run's export",
          _audit("--answers", "{files}/foreign/answers.parquet"),
          "foreign/manifest.json: exported from another run (run hash 0123456789abcdef;", "run"),
+    Case("audit-grpc-url-without-model", "`--protocol v2-grpc --target grpc://HOST:PORT` without `--model-name`",
+         _grpc("grpc://127.0.0.1:1"), "with --protocol v2-grpc expected grpc://HOST:PORT/v2/models/NAME[/versions/V]",
+         "run"),
+    Case("audit-grpc-target-without-protocol", "`--target grpc://...` without `--protocol v2-grpc`",
+         _on_run("audit", "--target", "grpc://127.0.0.1:1/v2/models/m", "--quiet"),
+         "a grpc:// target needs --protocol v2-grpc", "run"),
+    Case("audit-grpc-protocol-http-target", "`--protocol v2-grpc` with an http:// target",
+         _grpc("http://127.0.0.1:1/v2/models/m"), "--protocol v2-grpc needs --target grpc://HOST:PORT", "run"),
+    Case("audit-grpc-unreachable", "`--protocol v2-grpc` with nothing listening at the target's port",
+         _grpc("grpc://127.0.0.1:1/v2/models/m", "--retries", "0"), "gRPC ModelMetadata UNAVAILABLE", "run"),
     Case("cli-unknown-command", "`shadowfarm frobnicate`", lambda c: ["frobnicate"],
          "argument COMMAND: invalid choice: 'frobnicate'", "argparse"),
     Case("attack-fpr-not-a-number", "`--fpr abc`", lambda c: ["attack", f"{c.files}/nothing", "--fpr", "abc"],

@@ -2,7 +2,8 @@
 
 mlserver 1.7.1 needs fastapi<0.116 and ray[serve] 2.60 needs fastapi>=0.133, so MLServer cannot live in the
 project's environment. It gets `.venv-mlserver/` at the repository root (or `path`): a venv of this Python
-with only `REQUIREMENTS` pip-installed (no torch: the runtime, attacks/oracles/mlserver_runtime.py, is numpy). A stamp
+with only `REQUIREMENTS` pip-installed (no torch: the runtime, attacks/oracles/mlserver_runtime.py, is numpy;
+MLServer's own scikit-learn runtime serves the tests' scikit-learn targets). A stamp
 file, written last, marks a finished venv; later calls reuse it, concurrent calls wait on a lock file beside
 it, and a venv without its stamp (an interrupted install) is removed and made again.
 """
@@ -14,11 +15,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version as _version
 from pathlib import Path
 
 from farm.errors import ShadowfarmError
 
-REQUIREMENTS = ("mlserver==1.7.1", "numpy>=2.0")
+# mlserver-sklearn serves scikit-learn models with MLServer's own runtime; its scikit-learn is the project's, so
+# that a model pickled here with joblib loads there
+REQUIREMENTS = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", f"scikit-learn=={_version('scikit-learn')}", "joblib",
+                "numpy>=2.0")
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / ".venv-mlserver"
 STAMP = ".shadowfarm-ready"
 

@@ -8,17 +8,13 @@ mlserver from any package index; any other failure to make the venv fails the te
 """
 
 import json
-import socket
-import subprocess
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
-from mlserver_env import MlserverEnvError, mlserver_env
-from polling import wait_for
+from mlserver_serving import LOOPBACK, free_ports, mlserver_or_skip, serving
 
 from attacks.oracles.http_client import HttpOracle, HttpSettings
 from attacks.oracles.mlserver_export import export_mlserver, layer_arrays
@@ -32,57 +28,12 @@ V2 = HttpSettings(batch_size=1024, concurrency=2, backoff=0.0, retries=1, protoc
 
 @pytest.fixture(scope="module")
 def mlserver():
-    try:
-        return mlserver_env()
-    except MlserverEnvError as exc:
-        if exc.index_unreachable:
-            pytest.skip(f"pip cannot fetch mlserver==1.7.1 from a package index: {exc}")
-        raise
+    return mlserver_or_skip()
 
 
 @pytest.fixture(scope="module")
 def run(farms):
     return farms.run(*farms.LOGITS)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
-
-
-def _ready(url: str) -> bool:
-    try:
-        with LOOPBACK.open(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextmanager
-def serving(executable, folder, port: int, log):
-    """`mlserver start folder` until the block ends; fails with the log's tail if it exits or is not ready."""
-    process = subprocess.Popen([str(executable), "start", str(folder)], cwd=folder, stdout=log, stderr=log)
-    try:
-        def up():
-            assert process.poll() is None, f"mlserver exited {process.returncode}: {log.name}"
-            return _ready(f"http://127.0.0.1:{port}/v2/health/ready")
-        wait_for(up, "MLServer to be ready", limit=180)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _queries() -> np.ndarray:
@@ -95,7 +46,7 @@ def _queries() -> np.ndarray:
 @pytest.mark.system
 def test_a_real_mlserver_over_v2_gives_the_in_process_labels_and_audit_scores(mlserver, run, tmp_path):
     folder = tmp_path / "mlserver"
-    port, grpc_port = _free_ports(2)
+    port, grpc_port = free_ports(2)
     assert cli.main(["export-mlserver", run, str(folder), "--model-id", "0", "--name", "m0", "--port", str(port),
                      "--grpc-port", str(grpc_port)]) == 0
     export_mlserver(run, 0, str(folder), name="m0-scores", output="scores", port=port, grpc_port=grpc_port)

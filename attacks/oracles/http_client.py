@@ -17,7 +17,8 @@ backoff * 2**k seconds (k = 0, 1, ...; at most 60 s); then, or at once for a 4xx
 target and the cause. Requests already answered stay journaled.
 
 Protocol (`HttpSettings.protocol`): "shadowfarm" (attacks.oracles.protocol, `shadowfarm serve`'s /predict) or
-"v2", the Open Inference Protocol of KServe, Triton, MLServer and Seldon (attacks.oracles.protocol_v2): the URL
+"v2", the Open Inference Protocol of KServe, Triton, MLServer and Seldon (attacks.oracles.protocol_v2; over gRPC:
+"v2-grpc", `GrpcOracle` in attacks.oracles.grpc_client, which reuses all of this but the transport): the URL
 names the model (`.../v2/models/NAME`); its metadata is read once (not a query) to find the input's name,
 datatype (FP32, or FP64) and shape (checked against the run's); answers are labels (an integer output) or
 scores (a float output [B, C]) of which only the arg-max is kept, so the attack stays label-only and the
@@ -51,7 +52,8 @@ import numpy as np
 
 from attacks.oracles import protocol, protocol_v2
 from attacks.oracles.base import QueryBudgetExceeded
-from attacks.oracles.http_settings import HttpSettings, TargetChanged, TargetError, check_target_url
+from attacks.oracles.http_settings import HttpSettings, Retryable, TargetChanged, TargetError, server_message
+from attacks.oracles.http_settings import check_target_url as check_target_url
 from attacks.oracles.journal import Journal, row_keys
 from farm.errors import ConfigError, DataError
 
@@ -65,13 +67,12 @@ _MAX_BACKOFF = 60.0
 _DEFAULT = HttpSettings()
 
 
-class _Retryable(Exception):
-    """A failure worth retrying: 5xx, connection refused/reset, timeout."""
-
-
 class HttpOracle:
     """A label-only HTTP target (see the module docstring). input_shape: the example shape sent (checked
-    before sending); num_classes: labels outside [0, num_classes) are malformed answers."""
+    before sending); num_classes: labels outside [0, num_classes) are malformed answers. A transport other than
+    HTTP (attacks.oracles.grpc_client) overrides SCHEMES, `_connect`, `_exchange` and `_metadata`."""
+
+    SCHEMES = ("http", "https")
 
     def __init__(self, url: str, *, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
                  budget: int | None = None, settings: HttpSettings = _DEFAULT, token: str | None = None,
@@ -79,24 +80,29 @@ class HttpOracle:
                  clock: Callable[[], float] = time.monotonic):
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise ConfigError(f"budget: expected None or an integer >= 0, got {budget!r}")
-        self.url, self.settings, self.budget = check_target_url(url), settings, budget
+        self.url, self.settings, self.budget = check_target_url(url, self.SCHEMES), settings, budget
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.num_classes, self.notes, self.rechecked = num_classes, [], 0
         self.use_journal(journal)
         self.journal_hits = 0
         self._token, self._sleep, self._clock = token, sleep, clock
         self._lock, self._next_start = threading.Lock(), 0.0
+        self._spec, self._spec_lock = None, threading.Lock()
+        self._connect(url)
+
+    def _connect(self, url: str) -> None:
+        """Where requests go: an opener (no proxy on loopback) and, for v2, the model's metadata and infer URLs."""
         loopback = urllib.parse.urlsplit(url).hostname in _LOOPBACK
         self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if loopback else []))
-        self._infer_url, self._spec, self._spec_lock = url, None, threading.Lock()
-        if settings.protocol == "v2":
+        self._infer_url = url
+        if self.settings.protocol == "v2":
             try:
                 self._meta_url, self._infer_url, self._model = protocol_v2.model_urls(url)
             except DataError as exc:
                 raise ConfigError(str(exc)) from None
 
     def __repr__(self) -> str:
-        return f"HttpOracle({self.url!r}, queries_used={self.queries_used}, budget={self.budget})"
+        return f"{type(self).__name__}({self.url!r}, queries_used={self.queries_used}, budget={self.budget})"
 
     def use_journal(self, journal: Journal | None) -> None:
         """Answer from (and append to) `journal`; its rows count as used queries; re-check it before reuse."""
@@ -106,7 +112,7 @@ class HttpOracle:
     def identity(self) -> dict:
         """What identifies the model behind the URL where its protocol states it (read once, not a query): v2,
         its metadata's name, versions, platform, inputs and outputs; our own protocol states nothing."""
-        if self.settings.protocol != "v2":
+        if not self.settings.protocol.startswith("v2"):
             return {"protocol": self.settings.protocol}
         self._v2_input()
         stated = ("name", "versions", "platform", "inputs", "outputs")
@@ -187,8 +193,8 @@ class HttpOracle:
         return out
 
     def _request(self, x: np.ndarray, keys: list[bytes] | None) -> np.ndarray:
-        body, content_type, decode = self._codec(x)
-        payload = self._send(lambda: self._post(body, content_type, self._infer_url), len(x))
+        send, decode = self._exchange(x)
+        payload = self._send(send, len(x))
         try:
             labels = decode(payload, len(x))
         except DataError as exc:
@@ -200,24 +206,30 @@ class HttpOracle:
             self.journal.append(keys, labels)
         return labels
 
-    def _codec(self, x: np.ndarray) -> tuple[bytes, str, Callable[[bytes, int], np.ndarray]]:
-        """(body, content type, decode(payload, n) -> labels) of a request for `x` in the target's protocol."""
+    def _exchange(self, x: np.ndarray) -> tuple[Callable[[], bytes], Callable[[bytes, int], np.ndarray]]:
+        """(send() -> payload, decode(payload, n) -> labels) of a request for `x` in the target's protocol."""
         if self.settings.protocol == "v2":
             decode = partial(protocol_v2.decode_response, output_name=self.settings.output_name)
-            return protocol_v2.encode_request(x, self._v2_input()), protocol.JSON, decode
-        if self.settings.encoding == "binary":
-            return protocol.encode_batch(x), protocol.BATCH, protocol.decode_labels
-        return protocol.encode_json_batch(x), protocol.JSON, protocol.decode_json_labels
+            body, content_type = protocol_v2.encode_request(x, self._v2_input()), protocol.JSON
+        elif self.settings.encoding == "binary":
+            body, content_type, decode = protocol.encode_batch(x), protocol.BATCH, protocol.decode_labels
+        else:
+            body, content_type, decode = protocol.encode_json_batch(x), protocol.JSON, protocol.decode_json_labels
+        return partial(self._post, body, content_type, self._infer_url), decode
+
+    def _metadata(self) -> dict:
+        """The v2 model's metadata (GET, retried like a request, not counted as queries)."""
+        payload = self._send(partial(self._post, None, None, self._meta_url), 0)
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise TargetError(f"{self.url}: malformed metadata from GET {self._meta_url}: not JSON") from None
 
     def _v2_input(self) -> protocol_v2.InputSpec:
         """The v2 model's input, from its metadata (read once, retried like a request, not counted as queries)."""
         with self._spec_lock:
             if self._spec is None:
-                payload = self._send(lambda: self._post(None, None, self._meta_url), 0)
-                try:
-                    meta = json.loads(payload)
-                except ValueError:
-                    raise TargetError(f"{self.url}: malformed metadata from GET {self._meta_url}: not JSON") from None
+                meta = self._metadata()
                 try:
                     self._spec = protocol_v2.input_spec(meta, self._model, self.input_shape, self.settings.input_name)
                 except DataError as exc:
@@ -230,14 +242,14 @@ class HttpOracle:
             return self._spec
 
     def _send(self, send: Callable[[], bytes], n: int) -> bytes:
-        """send()'s answer, retried after a _Retryable failure; each attempt first reserves `n` queries."""
+        """send()'s answer, retried after a Retryable failure; each attempt first reserves `n` queries."""
         for attempt in range(self.settings.retries + 1):
             if n:
                 self._reserve(n, retry=attempt > 0)
             self._wait_for_rate()
             try:
                 return send()
-            except _Retryable as exc:
+            except Retryable as exc:
                 if attempt == self.settings.retries:
                     raise TargetError(f"{self.url}: {exc} (gave up after {attempt + 1} attempts)") from None
                 self._sleep(min(self.settings.backoff * 2 ** attempt, _MAX_BACKOFF))
@@ -262,7 +274,7 @@ class HttpOracle:
             self._sleep(start - now)
 
     def _post(self, body: bytes | None, content_type: str | None, url: str) -> bytes:
-        """POST `body` to `url` (GET when body is None); _Retryable or TargetError on failure."""
+        """POST `body` to `url` (GET when body is None); Retryable or TargetError on failure."""
         headers = {"Content-Type": content_type} if content_type else {}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -271,22 +283,15 @@ class HttpOracle:
             with self._opener.open(request, timeout=self.settings.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
-            message = f"HTTP {exc.code} {exc.reason}{_server_message(exc)}"
+            message = f"HTTP {exc.code} {exc.reason}{server_message(exc)}"
             if exc.code >= 500:
-                raise _Retryable(message) from None
+                raise Retryable(message) from None
             raise TargetError(f"{self.url}: {message}") from None
         except TimeoutError:
-            raise _Retryable(f"no answer within {self.settings.timeout:g} s") from None
+            raise Retryable(f"no answer within {self.settings.timeout:g} s") from None
         except (OSError, http.client.HTTPException) as exc:  # URLError (refused, DNS), resets, cut answers
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError):
-                raise _Retryable(f"no answer within {self.settings.timeout:g} s") from None
-            raise _Retryable(f"connection failed ({type(reason).__name__}: {reason})") from None
+                raise Retryable(f"no answer within {self.settings.timeout:g} s") from None
+            raise Retryable(f"connection failed ({type(reason).__name__}: {reason})") from None
 
-
-def _server_message(exc: urllib.error.HTTPError) -> str:
-    try:
-        message = json.loads(exc.read())["error"]
-    except (ValueError, KeyError, TypeError, OSError):
-        return ""
-    return f": {' '.join(str(message).split())[:200]}"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
 import urllib.parse
 from dataclasses import dataclass
 
 from farm.errors import ConfigError, ShadowfarmError
+
+PROTOCOLS = ("shadowfarm", "v2", "v2-grpc")
+
+
+class Retryable(Exception):
+    """A failure worth retrying: 5xx, connection refused/reset, timeout (gRPC: unavailable, deadline, ...)."""
 
 
 class TargetError(ShadowfarmError):
@@ -27,7 +35,7 @@ class HttpSettings:
     backoff: float = 0.5
     rate: float | None = None
     encoding: str = "binary"  # or "json" (protocol "shadowfarm" only; v2 is JSON)
-    protocol: str = "shadowfarm"  # or "v2"
+    protocol: str = "shadowfarm"  # or "v2" (REST), "v2-grpc" (attacks.oracles.grpc_client)
     output_name: str | None = None  # v2: the output to read (default: the first)
     input_name: str | None = None  # v2: the input to send (default: the first declared, else "input-0")
 
@@ -41,17 +49,27 @@ class HttpSettings:
                               f"{self.backoff!r}, {self.rate!r}")
         if self.encoding not in ("binary", "json"):
             raise ConfigError(f"encoding: expected binary or json, got {self.encoding!r}")
-        if self.protocol not in ("shadowfarm", "v2"):
-            raise ConfigError(f"protocol: expected shadowfarm or v2, got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol: expected {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
 
-def check_target_url(url: str) -> str:
-    """`url` if it is an http(s) URL without credentials; ConfigError otherwise (not echoing secrets)."""
+def check_target_url(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """`url` if it is a URL of one of `schemes` (http(s) by default) without credentials; ConfigError otherwise
+    (not echoing secrets)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--target: expected http://HOST:PORT/PATH, got {url!r}")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"--target: expected {schemes[0]}://HOST:PORT/PATH, got {url!r}")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     if "@" in parts.netloc or any(k.lower() in ("token", "key", "api_key", "password", "secret") for k, _ in query):
         raise ConfigError(f"--target {parts.scheme}://{parts.hostname}{parts.path}: credentials in the URL would be "
                           "written into the run; give a bearer token with --token-env VARIABLE")
     return url
+
+
+def server_message(exc: urllib.error.HTTPError) -> str:
+    """The `error` of a v2/serve error body, as ': message' (at most 200 characters); empty when none."""
+    try:
+        message = json.loads(exc.read())["error"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return ""
+    return f": {' '.join(str(message).split())[:200]}"

@@ -83,9 +83,14 @@ def input_spec(meta: dict, model: str, input_shape: tuple[int, ...] | None, inpu
     return InputSpec(name, datatype, dims)
 
 
+def request_shape(x: np.ndarray, spec: InputSpec) -> list[int]:
+    """The shape a request for `x` declares: [B, *spec.shape] (the run's shape where the model's is variable)."""
+    return [len(x), *spec.shape] if -1 not in spec.shape else [len(x), *x.shape[1:]]
+
+
 def encode_request(x: np.ndarray, spec: InputSpec) -> bytes:
     """float32[B, *shape] -> an infer request body for `spec` (flat data, shape [B, *spec.shape])."""
-    shape = [len(x), *spec.shape] if -1 not in spec.shape else [len(x), *x.shape[1:]]
+    shape = request_shape(x, spec)
     return json.dumps({"inputs": [{"name": spec.name, "shape": shape, "datatype": spec.datatype,
                                    "data": np.asarray(x, dtype=np.float32).ravel().tolist()}]}).encode()
 
@@ -105,9 +110,18 @@ def decode_response(payload: bytes, n: int, output_name: str | None = None) -> n
     """An infer response -> labels int64[n] (scores: their arg-max); DataError when malformed."""
     try:
         outputs = json.loads(payload)["outputs"]
-        entry = next(o for o in outputs if output_name is None or o.get("name") == output_name)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):
         raise DataError("expected JSON {\"outputs\": [{name, shape, datatype, data}, ...]}") from None
+    return decode_outputs(outputs, n, output_name)
+
+
+def decode_outputs(outputs: list, n: int, output_name: str | None = None) -> np.ndarray:
+    """The outputs [{name, shape, datatype, data}] of an infer response (REST's JSON, or gRPC's as dicts) ->
+    labels int64[n] (scores: their arg-max); DataError when malformed."""
+    try:
+        entry = next(o for o in outputs if output_name is None or o.get("name") == output_name)
+    except (TypeError, AttributeError):
+        raise DataError("expected outputs [{name, shape, datatype, data}, ...]") from None
     except StopIteration:
         names = [o.get("name") for o in outputs if isinstance(o, dict)]
         raise DataError(f"no output named {output_name!r} (outputs: {names})") from None
