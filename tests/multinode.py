@@ -9,8 +9,8 @@ reaches a hold point whose tag starts with TAG (`farm.worker.hold_point`: `train
 there, the worker node it runs on is removed (all its processes killed, as a spot preemption does), and then
 everyone is released. Prints one JSON line: the node ids of the workers, the one removed, the models trained.
 
-The cluster is this process's own: its own temp dir, never written to /tmp/ray/ray_current_cluster (so no
-`ray.init()` elsewhere joins it), and shut down, node by node, before this process exits.
+The cluster is this process's own (`jobs.bench.cluster.local_cluster`): its own temp dir, never advertised in
+/tmp/ray/ray_current_cluster, shut down node by node before this process exits.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import ray
-import ray._private.utils
 from ray.cluster_utils import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from polling import wait_for  # noqa: E402
+
+from jobs.bench.cluster import local_cluster  # noqa: E402
 
 BOUNDARY = dict(models=[0, 1, 2, 3], chunk_examples=30, settings=dict(max_iter=2, init_evals=10, max_evals=40,
                                                                       budget=300, seed=5))
@@ -86,26 +86,16 @@ def main() -> int:
     parser.add_argument("--lose-node", metavar="TAG")
     parser.add_argument("--boundary", action="store_true")
     args = parser.parse_args()
-    ray._private.utils.write_ray_address = lambda *a, **k: None  # never advertise this cluster to other processes
     temp = tempfile.mkdtemp(prefix="sfmn")
     hold = Path(temp, "hold")
     hold.mkdir()
     if args.lose_node:  # inherited by every node started below, so by every actor and task
         os.environ["SHADOWFARM_TEST_HOLD_DIR"] = str(hold)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp,
-                                                            "include_dashboard": False})
-    try:
-        for _ in range(args.workers):
-            cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
+    with local_cluster(args.workers, temp) as cluster:
         workers = sorted(n.node_id for n in cluster.worker_nodes)
-        cluster.connect()
         start = time.perf_counter()
         result = _work(cluster, hold, args)
         print(json.dumps({"workers": workers, **result, "seconds": round(time.perf_counter() - start, 1)}))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     return 0
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from jobs.bench.farm import load, machine
@@ -30,26 +31,35 @@ SMOKE = ["--nodes", "1,2", "--models", "4", "--group-size", "2", "--subsample", 
          "--boundary-examples", "20"]
 
 
-def child(args: argparse.Namespace) -> dict:
-    """One node count (args.child): the farm and the boundary tasks on a fresh cluster; their timings."""
+@contextmanager
+def local_cluster(workers: int, temp: str):
+    """A Ray cluster of this process, connected: a head with no CPU (all work lands on the workers) and `workers`
+    worker nodes of one CPU each (`ray.cluster_utils.Cluster`), its files under `temp`; never written to
+    /tmp/ray/ray_current_cluster (no `ray.init()` elsewhere joins it); shut down, node by node, on exit."""
     import ray
     import ray._private.utils
     from ray.cluster_utils import Cluster
 
-    ray._private.utils.write_ray_address = lambda *a, **k: None  # never advertised to other processes
-    temp = tempfile.mkdtemp(prefix="sfbc")
+    ray._private.utils.write_ray_address = lambda *a, **k: None
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp,
                                                             "include_dashboard": False})
     try:
-        for _ in range(args.child):
+        for _ in range(workers):
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         cluster.connect()
-        return {"nodes": args.child, **_farm(args, str(Path(temp, "run"))),
-                **_boundary(args, str(Path(temp, "run")))}
+        yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One node count (args.child): the farm and the boundary tasks on a fresh cluster; their timings."""
+    temp = tempfile.mkdtemp(prefix="sfbc")
+    with local_cluster(args.child, temp):
+        return {"nodes": args.child, **_farm(args, str(Path(temp, "run"))),
+                **_boundary(args, str(Path(temp, "run")))}
 
 
 def _farm(args: argparse.Namespace, out: str) -> dict:
