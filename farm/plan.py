@@ -124,12 +124,17 @@ def open_run(plan: Plan) -> None:
                 run.write_table(rel, table)
         ensure_teacher(plan.cfg, run, population=plan.dataset, public=plan.public)
         return
-    if run.exists() and run.listdir():
-        raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
+    refuse_foreign(run)
     for rel, table in run_tables(plan).items():
         run.write_table(rel, table)
     run.write_json(RUN_JSON, _run_json(plan))
     ensure_teacher(plan.cfg, run, population=plan.dataset, public=plan.public)
+
+
+def refuse_foreign(run: RunDir) -> None:
+    """RunError when `run` is a directory holding files but no run.json: not a run to write into."""
+    if not run.is_file(RUN_JSON) and run.exists() and [name for name in run.listdir() if not name.startswith(".")]:
+        raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
 
 
 def _read_run_json(run: RunDir) -> dict:

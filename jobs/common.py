@@ -4,6 +4,7 @@ argument types. A leaf: it imports no other job (the smoke farm is `jobs.smoke`)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -53,6 +54,20 @@ def job_main(argv: list[str] | None, parser: argparse.ArgumentParser, *, run: Ca
         return run(args)
 
     return run_cli(go)
+
+
+def writes_run(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Decorator of a job's `run(args)` that writes into `args.run`: it runs holding the run's writer lock
+    (`farm.lock`: one writer per run), under both `shadowfarm VERB` and `python -m jobs.VERB`."""
+
+    @functools.wraps(run)
+    def locked(args: argparse.Namespace) -> int:
+        from farm.lock import run_lock
+
+        with run_lock(args.run, command=run.__module__.rsplit(".", 1)[-1]):
+            return run(args)
+
+    return locked
 
 
 def error_line(exc: ShadowfarmError) -> str:
