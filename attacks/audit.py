@@ -56,10 +56,10 @@ from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
 from attacks.stats.shadow_game import play, pseudo_targets
 from attacks.tune.tuned import load_tuned, run_model, tuned_thresholds, without_target
-from farm.errors import ConfigError, RunError
+from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
 from farm.queries import apply_query
-from farm.shards import RUN_JSON
+from farm.runfile import run_config
 from farm.storage import RunDir
 
 
@@ -101,9 +101,7 @@ def open_target(run_uri: str, target: str, *, budget: int | None = None, http: H
     (its absolute path is the name). The run's dataset gives the input shape. An HTTP oracle's `notes` say what
     the user should know (a new journal, metadata without inputs)."""
     run = RunDir(run_uri)
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
-    dataset = run.read_json(RUN_JSON)["dataset"]
+    dataset = run_config(run)[0]["dataset"]
     shape, num_classes = tuple(int(d) for d in dataset["shape"]), int(dataset["num_classes"])
     if target.startswith(("http://", "https://")):
         oracle = HttpOracle(target, input_shape=shape, num_classes=num_classes, budget=budget,

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 from attacks.responses import Responses
 from farm.content import checked_bytes
 from farm.errors import RunError
-from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, fixed_list_to_numpy, is_done, membership_matrix, model_dir
+from farm.runfile import read_run_json
+from farm.shards import MEMBERSHIP, QUERIES, fixed_list_to_numpy, is_done, membership_matrix, model_dir
 from farm.storage import RunDir
 
 
@@ -35,10 +36,7 @@ def load_responses(run: RunDir | str, *, logits: bool = True) -> Responses:
     RunError naming the file when a model is unfinished or its shard disagrees with the run.
     """
     run = RunDir(run) if isinstance(run, str) else run
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; train the run first (shadowfarm train)")
-    saved = run.read_json(RUN_JSON)
-    digest = saved["config_hash"]
+    digest = read_run_json(run).get("config_hash")
     member, _ = membership_matrix(_read(run, MEMBERSHIP))
     queries = _read(run, QUERIES).to_pylist()
     n_models, n_examples = member.shape

@@ -18,13 +18,14 @@ import numpy as np
 import pyarrow as pa
 
 from farm.cluster import check_farm_resources, check_run_location
-from farm.config import RunConfig, config_hash, from_dict, to_dict
+from farm.config import RunConfig, config_hash, to_dict
 from farm.data import Dataset, load_dataset
 from farm.defenses import check_defenses
-from farm.errors import ConfigError, RunError
+from farm.errors import RunError
 from farm.membership import disjoint_membership, make_membership
 from farm.models import build_model
 from farm.queries import Query, expand_queries
+from farm.runfile import read_run_json, run_config
 from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, membership_table, queries_table, table_problem
 from farm.storage import RunDir
 from farm.teacher import ensure_teacher, plan_teacher
@@ -112,7 +113,7 @@ def open_run(plan: Plan) -> None:
     """
     run = plan.run
     if run.is_file(RUN_JSON):
-        saved = _read_run_json(run)
+        saved = read_run_json(run)
         if saved.get("config_hash") != plan.config_hash:
             raise RunError(
                 f"{run.path(RUN_JSON)}: the run was created with another config "
@@ -137,26 +138,8 @@ def refuse_foreign(run: RunDir) -> None:
         raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
 
 
-def _read_run_json(run: RunDir) -> dict:
-    try:
-        return run.read_json(RUN_JSON)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunError(f"{run.path(RUN_JSON)}: unreadable ({exc}); the run's config is lost") from exc
-
-
 def load_plan(run_uri: str) -> Plan:
-    """Rebuild the plan of an existing run from its run.json."""
-    run = RunDir(run_uri)
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
-    saved = _read_run_json(run)
-    try:
-        cfg, saved_hash = from_dict(saved["config"]), saved["config_hash"]
-    except KeyError as exc:
-        raise RunError(f"{run.path(RUN_JSON)}: missing {exc}; not written by shadowfarm?") from None
-    except ConfigError as exc:
-        raise RunError(f"{run.path(RUN_JSON)}: {exc}") from None
-    plan = plan_run(cfg, run_uri)
-    if plan.config_hash != saved_hash:
-        raise RunError(f"{run.path(RUN_JSON)}: config hash does not match its config")
-    return plan
+    """Rebuild the plan of an existing run from its run.json, whose config hash is checked first
+    (`farm.runfile.run_config`)."""
+    _, cfg = run_config(RunDir(run_uri))
+    return plan_run(cfg, run_uri)

@@ -35,7 +35,7 @@ import torch
 
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
-from farm.errors import ConfigError, unknown_name
+from farm.errors import ConfigError, shown, unknown_name
 
 MAX_QUERIES = 2**15 - 1  # query_id is int16 in queries.parquet
 
@@ -215,7 +215,7 @@ def _checked_params(spec: QuerySpec, kind: _Kind, where: str, info: DatasetInfo)
     for name, check in kind.checks.items():
         problem = check(params[name], info)
         if problem:
-            raise ConfigError(f"{where}: parameter {name!r} {problem}, got {params[name]!r}")
+            raise ConfigError(f"{where}: parameter {name!r} {problem}, got {shown(params[name])}")
     return params
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from farm.plan import Plan
 
 CONFIGS = Path(__file__).parent / "configs"
+MAX_ERROR_LINE = 2000
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -63,7 +64,10 @@ def writes_run(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
     @functools.wraps(run)
     def locked(args: argparse.Namespace) -> int:
         from farm.lock import run_lock
+        from farm.runfile import run_config
+        from farm.storage import RunDir
 
+        run_config(RunDir(args.run))  # a run to write into (checked before its lock file is made there)
         with run_lock(args.run, command=run.__module__.rsplit(".", 1)[-1]):
             return run(args)
 
@@ -75,7 +79,10 @@ def error_line(exc: ShadowfarmError) -> str:
     RayTaskError(<the error>), whose text carries the remote traceback: print its cause's message only."""
     cause = getattr(exc, "cause", None)
     message = cause if isinstance(cause, ShadowfarmError) else exc
-    return "shadowfarm: error: " + " ".join(str(message).split())
+    line = " ".join(str(message).split())
+    if len(line) > MAX_ERROR_LINE:  # a value no message cut (`farm.errors.shown` cuts those it shows)
+        line = f"{line[:MAX_ERROR_LINE]}… ({len(line):,} characters)"
+    return "shadowfarm: error: " + line
 
 
 def run_cli(fn: Callable[[], int | None]) -> int:

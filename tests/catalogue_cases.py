@@ -1,5 +1,5 @@
 """The bad-input catalogue's cases (run by tests/test_catalogue.py): every malformed input a user can hand
-shadowfarm, one `Case` each, and `make_files`, the malformed files they name.
+shadowfarm, one `Case` each; `make_files` (tests/catalogue_files.py) writes the malformed files they name.
 
 Configs (types, ranges, unknown keys), data sets (the user-supplied npz and CSV files), command-line
 arguments and oracle answers. Each case gives the command line (or the oracle's answer) and a part of the one
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from catalogue_files import make_files  # noqa: F401  (the catalogue's files: run with its cases)
 
 SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
 
@@ -52,6 +52,10 @@ def _data(kind: str, name: str) -> Callable:
 
 def _file_config(name: str) -> Callable:
     return lambda c: ["train", f"{c.files}/{name}", "--out", c.out, "--quiet"]
+
+
+def _on_file(command: str, name: str) -> Callable:
+    return lambda c: [command, f"{c.files}/{name}"]
 
 
 def _on_run(command: str, *args: str) -> Callable:
@@ -104,6 +108,23 @@ CASES = [
          "list.yaml': expected a mapping at the top level"),
     Case("config-file-missing", "`shadowfarm train nope.yaml`", _file_config("nope.yaml"),
          "config file '{files}/nope.yaml' not found"),
+    Case("config-not-utf8", "a config file with a byte that is not UTF-8", _file_config("latin1.yaml"),
+         "latin1.yaml': not UTF-8 text (byte 0xe9 at offset 22); save it as UTF-8"),
+    Case("config-duplicate-key", "a config file giving `seed` twice", _file_config("duplicate.yaml"),
+         "duplicate.yaml': duplicate key 'seed' at line 2"),
+    Case("set-duplicate-key", "`--set queries=[{kind: gaussian, kind: flip}]`",
+         _train("queries=[{kind: gaussian, kind: flip}]"), "duplicate key 'kind'"),
+    Case("config-anchor-bomb", "a 236-byte config whose YAML anchors expand to 6 million values",
+         _file_config("bomb.yaml"), "bomb.yaml': expands to 6,053,444 values (YAML anchors repeated?)"),
+    Case("config-long-value-cut",
+         "`membership.target_ids` in 215 bytes of YAML (anchors) printing as 2 million characters",
+         _file_config("long_ids.yaml"), "got [[0, 0, 0, 0, 0, 0, 0, 0, 0], [[0, 0, 0,"),
+    Case("run-json-not-an-object", "`shadowfarm verify` a run whose run.json holds `[]`",
+         _on_file("verify", "list_run"), "run.json: expected a JSON object (as shadowfarm writes it)"),
+    Case("run-json-edited-config", "`shadowfarm attack` a run whose run.json's config was edited (n_models 10^9)",
+         _on_file("attack", "edited_run"), "run.json: its config does not match its config_hash"),
+    Case("run-json-edited-data-path", "`shadowfarm verify` a run whose run.json's data.path became /etc/shadow",
+         _on_file("verify", "shadow_run"), "run.json: its config does not match its config_hash"),
     Case("set-without-equals", "`--set train.epochs`", _train("train.epochs"),
          "--set 'train.epochs': expected KEY=VALUE, e.g. train.epochs=5"),
     Case("set-empty-key", "`--set =5`", _train("=5"), "--set '=5': expected KEY=VALUE with a dotted KEY"),
@@ -160,11 +181,11 @@ CASES = [
     Case("attack-run-with-credentials", "`shadowfarm attack s3://bucket/run?secret_key=SECRET`",
          lambda c: ["attack", f"s3://bucket/run?secret_key={SECRET}"], "s3://bucket/run: credentials in a run URI"),
     Case("attack-missing-run", "`shadowfarm attack` a nonexistent directory",
-         lambda c: ["attack", f"{c.files}/nothing"], "{files}/nothing/run.json: not found; is"),
+         _on_file("attack", "nothing"), "{files}/nothing/run.json: not found; is"),
     Case("verify-missing-run", "`shadowfarm verify` a nonexistent directory",
-         lambda c: ["verify", f"{c.files}/nothing"], "{files}/nothing/run.json: not found; is"),
+         _on_file("verify", "nothing"), "{files}/nothing/run.json: not found; is"),
     Case("report-missing-run", "`shadowfarm report` a nonexistent directory",
-         lambda c: ["report", f"{c.files}/nothing"], "{files}/nothing/run.json: not found; is"),
+         _on_file("report", "nothing"), "{files}/nothing/run.json: not found; is"),
     Case("attack-unknown-attack", "`--attacks nope`", _on_run("attack", "--attacks", "nope", "--quiet"),
          "unknown attack 'nope' (valid: augmentation, boundary, calibrated,", "run"),
     Case("attack-target-not-in-run", "`--targets 99` on a run of 8 models", _on_run("attack", "--targets", "99"),
@@ -233,42 +254,3 @@ CASES = [
     Case("oracle-ragged", "a ragged nested list", lambda c: [[0], [1, 2], 3, 4],
          "malformed answer: not an array of 4 labels (list)", "oracle"),
 ]
-
-
-def make_files(files: Path) -> None:
-    """The malformed files of the catalogue, in `files`."""
-    files.mkdir(parents=True, exist_ok=True)
-    x = np.random.default_rng(0).random((20, 4)).astype(np.float32)
-    y = np.arange(20) % 2
-
-    def npz(name, **arrays):
-        with open(files / name, "wb") as f:  # np.savez would append .npz to other names
-            np.savez(f, **arrays)
-
-    nan_x, inf_x = x.copy(), x.copy()
-    nan_x[3, 1], inf_x[5, 2] = np.nan, np.inf
-    npz("mismatched.npz", x=x, y=y[:19])
-    npz("nan.npz", x=nan_x, y=y)
-    npz("inf.npz", x=inf_x, y=y)
-    npz("negative.npz", x=x, y=y - 1)
-    npz("large.npz", x=x, y=y * 40000)
-    npz("fractional.npz", x=x, y=y + 0.5)
-    npz("strings.npz", x=x, y=np.array(["a", "b"] * 10))
-    npz("flat.npz", x=x[:, 0], y=y)
-    npz("empty.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, int))
-    npz("one_class.npz", x=x, y=np.zeros(20, int))
-    npz("no_y.npz", x=x)
-    npz("objects.npz", x=np.array([[1, "a"]] * 20, dtype=object), y=y)
-    npz("truncated.npz", x=x, y=y)
-    (files / "truncated.npz").write_bytes((files / "truncated.npz").read_bytes()[:200])
-    np.save(files / "array.npy", x)
-    (files / "folder.npz").mkdir(exist_ok=True)
-    (files / "narrow.csv").write_text("1,0,1\n2,1,0\n")
-    (files / "words.csv").write_text("1," + ",".join(["0"] * 600) + "\nx," + ",".join(["1"] * 600) + "\n")
-    (files / "empty_root").mkdir(exist_ok=True)
-    (files / "far_ids.txt").write_text("1 2 99999\n")
-    (files / "not_a_run").mkdir(exist_ok=True)
-    (files / "not_a_run" / "notes.txt").write_text("mine")
-    (files / "unknown.yaml").write_text("train:\n  epochz: 1\n")
-    (files / "invalid.yaml").write_text("train: [\n")
-    (files / "list.yaml").write_text("- 1\n- 2\n")
