@@ -7,6 +7,7 @@ of an existing run from its run.json, as every later stage (verify, attack, stud
 
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from farm.cluster import check_farm_resources, check_run_location
 from farm.config import RunConfig, config_hash, to_dict
@@ -25,6 +27,7 @@ from farm.errors import RunError
 from farm.membership import disjoint_membership, make_membership
 from farm.models import build_model
 from farm.queries import Query, expand_queries
+from farm.resources import check_memory
 from farm.runfile import read_run_json, run_config
 from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, membership_table, queries_table, table_problem
 from farm.storage import RunDir
@@ -46,12 +49,17 @@ class Plan:
 
 
 def plan_run(cfg: RunConfig, out: str) -> Plan:
-    """Load data, build membership and queries, check the model: all before touching `out`."""
+    """Load data, build membership and queries, check the model and the memory the run will need
+    (`farm.resources`): all before touching `out`."""
     check_farm_resources(cfg)
     check_run_location(out)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     queries = expand_queries(cfg.queries, info=dataset.info, seed=cfg.seed)
-    build_model(cfg.model, info=dataset.info)
+    with torch.device("meta"):  # its shapes only: no memory, however large the config makes it
+        n_params = sum(p.numel() for p in build_model(cfg.model, info=dataset.info).parameters())
+    info = dataset.info
+    check_memory(cfg, n_examples=len(dataset), n_features=math.prod(info.shape), n_classes=info.num_classes,
+                 n_queries=len(queries), n_params=n_params)
     check_defenses(cfg, info=dataset.info)
     dataset, public = plan_teacher(cfg, dataset, RunDir(out))
     n = len(dataset)
