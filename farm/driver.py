@@ -108,6 +108,9 @@ def train_farm(plan: Plan, *, progress: bool = True) -> list[int]:
     refuse_foreign(plan.run)  # before the lock writes its file there
     with run_lock(plan.run, command="train", create=True):
         open_run(plan)
+        for name in plan.run.listdir("models"):  # a shard's temporary folder left by a killed writer
+            if name.startswith(".") and name.endswith((".tmp", ".old")):
+                plan.run.delete(f"models/{name}")
         todo = missing_models(plan)
         if todo:
             _dispatch(plan, todo, progress=progress)

@@ -47,8 +47,12 @@ def test_flipped_weight_bytes_named_refused_and_retrained(run, farms, capsys):
     assert cli.main(["verify", str(run), "--quick"]) == 0  # sizes only: the same size
     with pytest.raises(RunError, match=r"weights\.pt: content differs from its _SUCCESS record.*shadowfarm train"):
         load_weights(RunDir(str(run)), 5)
+    assert cli.main(["serve", str(run), "--model-id", "5", "--engine", "stdlib"]) == 2
+    assert "weights.pt: content differs" in capsys.readouterr().err
     assert missing_models(load_plan(str(run))) == [5]
+    (run / "models" / ".model_id=00005.0a1b2c3d.tmp").mkdir()  # left by a writer killed while writing it
     assert _resume(run, farms) == [5]
+    assert sorted(os.listdir(run / "models"))[0] == "model_id=00000"
     assert weights.read_bytes() != damaged  # retrained alone: equal to the first up to float rounding
     assert cli.main(["verify", str(run)]) == 0
 
