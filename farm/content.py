@@ -100,6 +100,29 @@ def checked_bytes(run: RunDir, base: str, name: str) -> bytes:
     return data
 
 
+RECORD = ".sha256"  # beside a cached file of the attack stage: `<sha256> <size>` of it
+
+
+def write_recorded(run: RunDir, rel: str, data: bytes) -> None:
+    """Write a cache file of the attack stage (requery/, boundary/, whitebox/) with its record beside it, the record
+    first: a writer killed between the two leaves a file that does not match, which is computed again."""
+    run.write_text(rel + RECORD, f"{hashlib.sha256(data).hexdigest()} {len(data)}\n")
+    run.write_bytes(rel, data)
+
+
+def cached(run: RunDir, rel: str) -> bool:
+    """True when the cache file `rel` exists and matches its record (one made before records: true, with the
+    run's note); False sends it to be computed again."""
+    if not run.is_file(rel):
+        return False
+    if not run.is_file(rel + RECORD):
+        note_unrecorded(run)
+        return True
+    digest, _, size = run.read_text(rel + RECORD).strip().partition(" ")
+    data = run.read_bytes(rel)
+    return str(len(data)) == size and hashlib.sha256(data).hexdigest() == digest
+
+
 def note_unrecorded(run: RunDir) -> None:
     """Print, once per run and process, that the run predates content records."""
     if run.path() not in _noted:

@@ -169,3 +169,23 @@ def test_a_shard_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_model_shard(store, model_id=0, state_dict=state, metrics={"a": 2}, responses=table, config_hash="new")
     assert {p.name: p.read_bytes() for p in (tmp_path / model_dir(0)).iterdir()} == before
+
+
+def test_a_changed_cache_part_of_the_attack_stage_is_computed_again(run):
+    """requery/ (as boundary/ and whitebox/): each part has its sha256 and size beside it; a changed one is redone."""
+    from attacks.compute.requery import requery
+    from farm.config import QuerySpec
+
+    plan = load_plan(str(run))
+    data = plan.dataset
+
+    def answers():
+        return requery(plan.run, specs=[QuerySpec("flip")], info=data.info, x=data.x, labels=data.y, models=[1],
+                       n_models=8, seed=0, local=True)[1]
+
+    first = answers()
+    [part] = list(run.glob("requery/*/model_id=00001/part-*.parquet"))
+    assert part.with_name(part.name + ".sha256").is_file()
+    clean = part.read_bytes()
+    _flip(part, len(clean) // 2)
+    assert (answers() == first).all() and part.read_bytes() == clean  # computed again, the same answers
