@@ -100,13 +100,16 @@ def checked_bytes(run: RunDir, base: str, name: str) -> bytes:
     return data
 
 
-RECORD = ".sha256"  # beside a cached file of the attack stage: `<sha256> <size>` of it
+def record_of(rel: str) -> str:
+    """`dir/.name.sha256`, the record beside cache file `dir/name`: hidden, so listings of parts do not see it."""
+    folder, _, name = rel.rpartition("/")
+    return f"{folder}/.{name}.sha256" if folder else f".{name}.sha256"
 
 
 def write_recorded(run: RunDir, rel: str, data: bytes) -> None:
     """Write a cache file of the attack stage (requery/, boundary/, whitebox/) with its record beside it, the record
     first: a writer killed between the two leaves a file that does not match, which is computed again."""
-    run.write_text(rel + RECORD, f"{hashlib.sha256(data).hexdigest()} {len(data)}\n")
+    run.write_text(record_of(rel), f"{hashlib.sha256(data).hexdigest()} {len(data)}\n")
     run.write_bytes(rel, data)
 
 
@@ -115,10 +118,10 @@ def cached(run: RunDir, rel: str) -> bool:
     run's note); False sends it to be computed again."""
     if not run.is_file(rel):
         return False
-    if not run.is_file(rel + RECORD):
+    if not run.is_file(record_of(rel)):
         note_unrecorded(run)
         return True
-    digest, _, size = run.read_text(rel + RECORD).strip().partition(" ")
+    digest, _, size = run.read_text(record_of(rel)).strip().partition(" ")
     data = run.read_bytes(rel)
     return str(len(data)) == size and hashlib.sha256(data).hexdigest() == digest
 

@@ -185,7 +185,7 @@ def test_a_changed_cache_part_of_the_attack_stage_is_computed_again(run):
 
     first = answers()
     [part] = list(run.glob("requery/*/model_id=00001/part-*.parquet"))
-    assert part.with_name(part.name + ".sha256").is_file()
+    assert part.with_name(f".{part.name}.sha256").is_file()
     clean = part.read_bytes()
     _flip(part, len(clean) // 2)
     assert (answers() == first).all() and part.read_bytes() == clean  # computed again, the same answers
