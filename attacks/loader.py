@@ -6,16 +6,23 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from attacks.responses import Responses
+from farm.content import checked_bytes
 from farm.errors import RunError
-from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, fixed_list_to_numpy, is_done, membership_matrix, model_dir
+from farm.runfile import read_run_json
+from farm.shards import MEMBERSHIP, QUERIES, fixed_list_to_numpy, is_done, membership_matrix, model_dir
 from farm.storage import RunDir
 
 
-def _read(run: RunDir, rel: str, *, schema: bool = False, columns: list[str] | None = None):
-    """A Parquet file of the run (or its schema); RunError naming it when it cannot be read."""
+def _read(run: RunDir, rel: str, *, schema: bool = False, columns: list[str] | None = None, data: bytes | None = None):
+    """A Parquet file of the run (or its schema; from `data`, its bytes, when given); RunError naming it when it
+    cannot be read."""
     try:
+        if data is not None:
+            return pq.read_schema(pa.BufferReader(data)) if schema else pq.read_table(pa.BufferReader(data),
+                                                                                        columns=columns)
         return run.read_schema(rel) if schema else run.read_table(rel, columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise RunError(f"{run.path(rel)}: unreadable ({str(exc).splitlines()[0]}); `shadowfarm verify "
@@ -29,10 +36,7 @@ def load_responses(run: RunDir | str, *, logits: bool = True) -> Responses:
     RunError naming the file when a model is unfinished or its shard disagrees with the run.
     """
     run = RunDir(run) if isinstance(run, str) else run
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; train the run first (shadowfarm train)")
-    saved = run.read_json(RUN_JSON)
-    digest = saved["config_hash"]
+    digest = read_run_json(run).get("config_hash")
     member, _ = membership_matrix(_read(run, MEMBERSHIP))
     queries = _read(run, QUERIES).to_pylist()
     n_models, n_examples = member.shape
@@ -45,9 +49,10 @@ def load_responses(run: RunDir | str, *, logits: bool = True) -> Responses:
     labels = None
     for m in range(n_models):
         rel = f"{model_dir(m)}/responses.parquet"
-        names = _read(run, rel, schema=True).names
+        data = checked_bytes(run, model_dir(m), "responses.parquet")  # its sha256 against _SUCCESS's record
+        names = _read(run, rel, schema=True, data=data).names
         columns = ["example_id", "label", "pred"] + (["logits"] if logits and "logits" in names else [])
-        table = _read(run, rel, columns=columns)
+        table = _read(run, rel, columns=columns, data=data)
         if table.num_rows != n_examples or not np.array_equal(table["example_id"].to_numpy(), np.arange(n_examples)):
             raise RunError(f"{run.path(rel)}: expected example_id 0..{n_examples - 1} in order")
         block = fixed_list_to_numpy(table["pred"])

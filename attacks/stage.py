@@ -43,6 +43,7 @@ from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs, tpr_at_fpr
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets
 from attacks.tune.tuned import load_tuned, tuned_thresholds
+from farm.lock import run_lock
 from farm.plan import Plan, load_plan
 from farm.shards import MEMBERSHIP
 from farm.storage import RunDir
@@ -70,6 +71,11 @@ def attack_run(run_uri: str, options: AttackOptions = AttackOptions(), *, progre
     Returns one metrics dict per attack (in the order they were chosen), then {"attack", "skipped"} per skipped one.
     """
     plan = load_plan(run_uri)
+    with run_lock(plan.run, command="attack"):
+        return _attack_locked(plan, options, progress=progress)
+
+
+def _attack_locked(plan: Plan, options: AttackOptions, *, progress: bool) -> list[dict]:
     responses = load_responses(plan.run)
     targets, shadows = split_targets(plan.cfg.membership, options.targets, modes=("lira", "disjoint"))
     names, skipped = choose_attacks(options.attacks, responses)

@@ -21,8 +21,8 @@ from attacks.oracles.journal import open_journal
 from attacks.oracles.journaled import JournaledOracle
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
 from attacks.oracles.remote import REMOTE, HttpSettings, remote_oracle
-from farm.errors import ConfigError, RunError
-from farm.shards import RUN_JSON
+from farm.errors import ConfigError
+from farm.runfile import run_config
 from farm.storage import RunDir
 
 
@@ -41,9 +41,7 @@ def is_onnx(target: str) -> bool:
 
 def run_inputs(run: RunDir, run_uri: str) -> tuple[tuple[int, ...], int]:
     """(example shape, number of classes) of a run, from its run.json."""
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
-    dataset = run.read_json(RUN_JSON)["dataset"]
+    dataset = run_config(run)[0]["dataset"]
     return tuple(int(d) for d in dataset["shape"]), int(dataset["num_classes"])
 
 

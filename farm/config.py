@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.errors import ConfigError
+from farm.errors import ConfigError, shown
 from farm.overrides import apply_overrides, read_yaml
 from farm.teacher_config import TeacherConfig, check_teacher_config
 from farm.typed import build
@@ -131,7 +131,7 @@ class QuerySpec:
         if isinstance(value, str):
             value = {"kind": value}
         if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-            raise ConfigError(f"{where}: expected a mapping with a 'kind', got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping with a 'kind', got {shown(value)}")
         params = {k: v for k, v in value.items() if k != "kind"}
         return cls(value["kind"], tuple(sorted(params.items())))
 

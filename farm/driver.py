@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from farm.cluster import actor_config, actor_options, ensure_ray, n_actors, warn_if_not_shared
 from farm.errors import RunError
-from farm.plan import Plan, open_run
+from farm.lock import run_lock
+from farm.plan import Plan, open_run, refuse_foreign
 from farm.verify import missing_models, verify_plan
 from farm.worker import TrainerActor
 
@@ -111,12 +112,18 @@ class TrainerPool:
 
 
 def train_farm(plan: Plan, *, progress: bool = True) -> list[int]:
-    """Train every missing model of the run; returns the model ids trained now."""
-    open_run(plan)
-    todo = missing_models(plan)
-    if todo:
-        _dispatch(plan, todo, progress=progress)
-    problems = verify_plan(plan, models=todo)  # the others passed the same checks in missing_models just now
+    """Train every missing model of the run, holding its writer lock (`farm.lock`); returns the model ids
+    trained now."""
+    refuse_foreign(plan.run)  # before the lock writes its file there
+    with run_lock(plan.run, command="train", create=True):
+        open_run(plan)
+        for name in plan.run.listdir("models"):  # a shard's temporary folder left by a killed writer
+            if name.startswith(".") and name.endswith((".tmp", ".old")):
+                plan.run.delete(f"models/{name}")
+        todo = missing_models(plan)
+        if todo:
+            _dispatch(plan, todo, progress=progress)
+        problems = verify_plan(plan, models=todo)  # the others passed the same checks in missing_models just now
     if problems:
         raise RunError(f"{len(problems)} bad shard(s) after training: " + "; ".join(problems[:5]))
     return todo

@@ -17,6 +17,15 @@ class RunError(ShadowfarmError):
     """A run directory is missing, foreign (another config) or corrupt."""
 
 
+SHOWN = 200  # characters of a value an error line shows
+
+
+def shown(value, limit: int = SHOWN) -> str:
+    """`repr(value)` for an error line, cut to `limit` characters: `[[0, 0, … (861,204 characters)`."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def unknown_name(what: str, name: str, valid) -> ConfigError:
     """The error for a registry miss: lists the valid names."""
     return ConfigError(f"unknown {what} {name!r} (valid: {', '.join(sorted(valid))})")

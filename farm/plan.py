@@ -7,6 +7,7 @@ of an existing run from its run.json, as every later stage (verify, attack, stud
 
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import time
@@ -16,15 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from farm.cluster import check_farm_resources, check_run_location
-from farm.config import RunConfig, config_hash, from_dict, to_dict
+from farm.config import RunConfig, config_hash, to_dict
 from farm.data import Dataset, load_dataset
 from farm.defenses import check_defenses
-from farm.errors import ConfigError, RunError
+from farm.errors import RunError
 from farm.membership import disjoint_membership, make_membership, reference_pool
 from farm.models import build_model
 from farm.queries import Query, expand_queries
+from farm.resources import check_memory
+from farm.runfile import read_run_json, run_config
 from farm.shards import MEMBERSHIP, QUERIES, RUN_JSON, membership_table, queries_table, table_problem
 from farm.storage import RunDir
 from farm.teacher import ensure_teacher, plan_teacher
@@ -46,12 +50,17 @@ class Plan:
 
 
 def plan_run(cfg: RunConfig, out: str) -> Plan:
-    """Load data, build membership and queries, check the model: all before touching `out`."""
+    """Load data, build membership and queries, check the model and the memory the run will need
+    (`farm.resources`): all before touching `out`."""
     check_farm_resources(cfg)
     check_run_location(out)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     queries = expand_queries(cfg.queries, info=dataset.info, seed=cfg.seed)
-    build_model(cfg.model, info=dataset.info)
+    with torch.device("meta"):  # its shapes only: no memory, however large the config makes it
+        n_params = sum(p.numel() for p in build_model(cfg.model, info=dataset.info).parameters())
+    info = dataset.info
+    check_memory(cfg, n_examples=len(dataset), n_features=math.prod(info.shape), n_classes=info.num_classes,
+                 n_queries=len(queries), n_params=n_params)
     check_defenses(cfg, info=dataset.info)
     dataset, public = plan_teacher(cfg, dataset, RunDir(out))
     n = len(dataset)
@@ -114,7 +123,7 @@ def open_run(plan: Plan) -> None:
     """
     run = plan.run
     if run.is_file(RUN_JSON):
-        saved = _read_run_json(run)
+        saved = read_run_json(run)
         if saved.get("config_hash") != plan.config_hash:
             raise RunError(
                 f"{run.path(RUN_JSON)}: the run was created with another config "
@@ -126,34 +135,21 @@ def open_run(plan: Plan) -> None:
                 run.write_table(rel, table)
         ensure_teacher(plan.cfg, run, population=plan.dataset, public=plan.public)
         return
-    if run.exists() and run.listdir():
-        raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
+    refuse_foreign(run)
     for rel, table in run_tables(plan).items():
         run.write_table(rel, table)
     run.write_json(RUN_JSON, _run_json(plan))
     ensure_teacher(plan.cfg, run, population=plan.dataset, public=plan.public)
 
 
-def _read_run_json(run: RunDir) -> dict:
-    try:
-        return run.read_json(RUN_JSON)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunError(f"{run.path(RUN_JSON)}: unreadable ({exc}); the run's config is lost") from exc
+def refuse_foreign(run: RunDir) -> None:
+    """RunError when `run` is a directory holding files but no run.json: not a run to write into."""
+    if not run.is_file(RUN_JSON) and run.exists() and [name for name in run.listdir() if not name.startswith(".")]:
+        raise RunError(f"{run.path()}: exists and is not a shadowfarm run (no run.json); choose a new --out")
 
 
 def load_plan(run_uri: str) -> Plan:
-    """Rebuild the plan of an existing run from its run.json."""
-    run = RunDir(run_uri)
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run_uri!r} a shadowfarm run?")
-    saved = _read_run_json(run)
-    try:
-        cfg, saved_hash = from_dict(saved["config"]), saved["config_hash"]
-    except KeyError as exc:
-        raise RunError(f"{run.path(RUN_JSON)}: missing {exc}; not written by shadowfarm?") from None
-    except ConfigError as exc:
-        raise RunError(f"{run.path(RUN_JSON)}: {exc}") from None
-    plan = plan_run(cfg, run_uri)
-    if plan.config_hash != saved_hash:
-        raise RunError(f"{run.path(RUN_JSON)}: config hash does not match its config")
-    return plan
+    """Rebuild the plan of an existing run from its run.json, whose config hash is checked first
+    (`farm.runfile.run_config`)."""
+    _, cfg = run_config(RunDir(run_uri))
+    return plan_run(cfg, run_uri)

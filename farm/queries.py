@@ -35,7 +35,7 @@ import torch
 
 from farm.config import QuerySpec
 from farm.data import DatasetInfo
-from farm.errors import ConfigError, unknown_name
+from farm.errors import ConfigError, shown, unknown_name
 
 MAX_QUERIES = 2**15 - 1  # query_id is int16 in queries.parquet
 
@@ -215,7 +215,7 @@ def _checked_params(spec: QuerySpec, kind: _Kind, where: str, info: DatasetInfo)
     for name, check in kind.checks.items():
         problem = check(params[name], info)
         if problem:
-            raise ConfigError(f"{where}: parameter {name!r} {problem}, got {params[name]!r}")
+            raise ConfigError(f"{where}: parameter {name!r} {problem}, got {shown(params[name])}")
     return params
 
 
@@ -226,13 +226,17 @@ def expand_queries(specs: Sequence[QuerySpec], *, info: DatasetInfo, seed: int) 
     missing/unknown/wrong-typed/out-of-range parameter, a kind that does not apply to the data
     set, or more than `MAX_QUERIES` queries. Pure: call it before creating any files.
     """
-    expanded: list[tuple[str, dict]] = []
+    checked, total = [], 0
     for i, spec in enumerate(specs):
         kind = _kind(spec.kind, f"queries[{i}]")
         params = _checked_params(spec, kind, f"queries[{i}] ({spec.kind})", info)
-        expanded += [(spec.kind, single) for single in kind.expand(params)]
-    if len(expanded) > MAX_QUERIES:
-        raise ConfigError(f"queries: {len(expanded)} queries in total, at most {MAX_QUERIES} are supported")
+        # counted before anything is expanded: `n` copies cost memory, a count does not
+        total += params["n"] if "n" in kind.checks else len(kind.expand(params))
+        if total > MAX_QUERIES:
+            raise ConfigError(f"queries: {total:,} queries in total (through queries[{i}] ({spec.kind})), at most "
+                              f"{MAX_QUERIES:,} are supported")
+        checked.append((spec.kind, kind, params))
+    expanded = [(name, single) for name, kind, params in checked for single in kind.expand(params)]
     return [Query(query_id, name, params, query_seed(seed, query_id))
             for query_id, (name, params) in enumerate(expanded)]
 

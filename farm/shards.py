@@ -14,8 +14,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from farm.content import SUCCESS, checked_bytes, content_problems, note_unrecorded, read_records, success_text
 from farm.errors import RunError
-from farm.storage import RunDir
+from farm.storage import RunDir, json_bytes, table_bytes
 
 SCHEMA_VERSION = "1"
 
@@ -58,6 +59,9 @@ def responses_schema(n_queries: int, n_classes: int | None) -> pa.Schema:
 MEMBERSHIP = "membership.parquet"
 QUERIES = "queries.parquet"
 RUN_JSON = "run.json"
+
+
+SHARD_FILES = ("weights.pt", "metrics.json", "responses.parquet")  # and _SUCCESS, written last
 
 
 def model_dir(model_id: int) -> str:
@@ -141,19 +145,15 @@ def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def write_model_shard(
     run: RunDir, *, model_id: int, state_dict: dict, metrics: dict, responses: pa.Table, config_hash: str
 ) -> None:
-    """Write weights, metrics and responses, then `_SUCCESS` (holding the config hash) last.
-
-    The model's directory is cleared first: no stale `_SUCCESS`, foreign file or temp file of an
-    interrupted attempt survives a rewrite, so a model's directory holds exactly its four files.
+    """Write weights, metrics and responses, then `_SUCCESS` (the config hash and each file's sha256 and size,
+    `farm.content`) last, as one directory renamed into place (`RunDir.replace_dir`): no stale `_SUCCESS`,
+    foreign file or file of an interrupted attempt survives a rewrite, and no reader sees a mixed shard.
     """
-    base = model_dir(model_id)
-    run.delete(base)
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, buffer)
-    run.write_bytes(f"{base}/weights.pt", buffer.getvalue())
-    run.write_json(f"{base}/metrics.json", metrics)
-    run.write_table(f"{base}/responses.parquet", responses)
-    run.write_text(f"{base}/_SUCCESS", config_hash + "\n")
+    files = {"weights.pt": buffer.getvalue(), "metrics.json": json_bytes(metrics),
+             "responses.parquet": table_bytes(responses)}
+    run.replace_dir(model_dir(model_id), {**files, SUCCESS: success_text(config_hash, files).encode()})
 
 
 _GLOBAL = re.compile(r"unsupported global:? GLOBAL (\S+)", re.IGNORECASE)
@@ -166,7 +166,7 @@ def load_weights(run: RunDir, model_id: int) -> dict:
     raises RunError naming the file; it is never retried without that guard.
     """
     rel = f"{model_dir(model_id)}/weights.pt"
-    data = run.read_bytes(rel)
+    data = checked_bytes(run, model_dir(model_id), "weights.pt")
     redo = "retrain the model: delete its folder and re-run shadowfarm train"
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -182,8 +182,8 @@ def load_weights(run: RunDir, model_id: int) -> dict:
 
 def is_done(run: RunDir, model_id: int, config_hash: str) -> bool:
     """True when the model's `_SUCCESS` holds the current config hash."""
-    rel = f"{model_dir(model_id)}/_SUCCESS"
-    return run.is_file(rel) and run.read_text(rel).strip() == config_hash
+    base = model_dir(model_id)
+    return run.is_file(f"{base}/{SUCCESS}") and read_records(run, base)[0] == config_hash
 
 
 def table_problem(run: RunDir, rel: str, expected: pa.Table) -> str | None:
@@ -203,11 +203,12 @@ def table_problem(run: RunDir, rel: str, expected: pa.Table) -> str | None:
 
 def check_model_shard(
     run: RunDir, model_id: int, *, config_hash: str, n_examples: int, n_queries: int, n_classes: int | None,
-    labels: np.ndarray | None = None, n_members: int | None = None,
+    labels: np.ndarray | None = None, n_members: int | None = None, quick: bool = False,
 ) -> list[str]:
     """Problems with one model's shard, one line each, naming the file; empty when it is valid.
 
-    Checks `_SUCCESS` (present, the current config hash), the other files (present, readable),
+    Checks `_SUCCESS` (present, the current config hash), each file's size and sha256 against its record
+    (`farm.content`; `quick`: sizes only; a run without records gets a note), the files (present, readable),
     the responses' schema, row count and example ids, and when given, its labels (int[N], the
     population's) and the number of members in metrics.json (`n_train`, the model's row of the
     membership matrix): a shard copied from another run or config fails one of these.
@@ -217,11 +218,18 @@ def check_model_shard(
     if not run.is_file(success):
         return [f"{run.path(success)}: missing (model not finished)"]
     problems = []
-    if run.read_text(success).strip() != config_hash:
+    digest, records = read_records(run, base)
+    if digest != config_hash:
         problems.append(f"{run.path(success)}: written by another config (hash differs)")
-    for name in ("weights.pt", "metrics.json", "responses.parquet"):
+    if records is None:
+        note_unrecorded(run)
+    else:
+        problems += content_problems(run, base, records, quick=quick)
+    for name in SHARD_FILES:
         if not run.is_file(f"{base}/{name}"):
             problems.append(f"{run.path(base + '/' + name)}: missing")
+        elif records is not None and name not in records:
+            problems.append(f"{run.path(base + '/' + name)}: not recorded in its _SUCCESS")
     rel = f"{base}/metrics.json"
     if run.is_file(rel):
         try:

@@ -42,6 +42,25 @@ def refuse_credentials(uri: str) -> None:
                        "GOOGLE_APPLICATION_CREDENTIALS) or the node's instance profile / service account")
 
 
+def json_bytes(obj) -> bytes:
+    """How a run's JSON files are written: sorted keys, indented, a final newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """How a run's Parquet files are written: zstd-compressed."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
 class RunDir:
     """A run directory on some pyarrow filesystem. Paths given to methods are relative to it."""
 
@@ -93,11 +112,32 @@ class RunDir:
                 out.write(data)
             return
         tmp = f"{parent}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+        _write_synced(tmp, data)
         os.replace(tmp, final)
+
+    def replace_dir(self, rel: str, files: dict[str, bytes]) -> None:
+        """Make the directory `rel` hold exactly `files` (name -> bytes, written in their order).
+
+        Local: written into a temporary directory beside it (a name beginning with `.`), then renamed into
+        place, so a reader sees the old directory or the whole new one (or, for an instant, none). Object
+        stores (no rename): the old keys are deleted, then the files are put in order: callers put the file
+        that marks the directory complete (`_SUCCESS`) last."""
+        if not self.local:
+            self.delete(rel)
+            for name, data in files.items():
+                self.write_bytes(f"{rel}/{name}", data)
+            return
+        final = self.path(rel)
+        parent, base = final.rsplit("/", 1)
+        tmp, old = (f"{parent}/.{base}.{uuid.uuid4().hex[:8]}.{end}" for end in ("tmp", "old"))
+        os.makedirs(tmp)
+        for name, data in files.items():
+            _write_synced(f"{tmp}/{name}", data)
+        if os.path.isdir(final):
+            os.rename(final, old)
+        os.rename(tmp, final)
+        if os.path.isdir(old):
+            self.fs.delete_dir(old)
 
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as src:
@@ -111,15 +151,13 @@ class RunDir:
         return self.read_bytes(rel).decode()
 
     def write_json(self, rel: str, obj) -> None:
-        self.write_text(rel, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        self.write_bytes(rel, json_bytes(obj))
 
     def read_json(self, rel: str):
         return json.loads(self.read_text(rel))
 
     def write_table(self, rel: str, table: pa.Table) -> None:
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        self.write_bytes(rel, sink.getvalue())
+        self.write_bytes(rel, table_bytes(table))
 
     def read_table(self, rel: str, columns=None) -> pa.Table:
         return pq.read_table(self.path(rel), filesystem=self.fs, columns=columns)

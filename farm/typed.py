@@ -14,7 +14,7 @@ import math
 import types
 import typing
 
-from farm.errors import ConfigError
+from farm.errors import ConfigError, shown
 
 _SCALARS = (int, float, str)
 
@@ -35,7 +35,7 @@ def _union(value, tp, where: str):
             return convert(value, arg, where)
         except ConfigError:
             continue
-    raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {shown(value)}")
 
 
 def _tuple(value, tp, where: str) -> tuple:
@@ -43,19 +43,19 @@ def _tuple(value, tp, where: str) -> tuple:
     if isinstance(value, _SCALARS) and not isinstance(value, bool) and item in _SCALARS:
         value = [value]
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{where}: expected a list, got {value!r}")
+        raise ConfigError(f"{where}: expected a list, got {shown(value)}")
     return tuple(convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def _number(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {shown(value)}")
     try:
         number = float(value)
     except OverflowError:  # an integer beyond float range
         number = math.inf
     if not math.isfinite(number):  # YAML's .nan/.inf: every float field is a rate, a size or a bound
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        raise ConfigError(f"{where}: expected a finite number, got {shown(value)}")
     return number
 
 
@@ -72,17 +72,17 @@ def convert(value, tp, where: str):
         return build(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
         return value
     if tp is float:
         return _number(value, where)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {shown(value)}")
         return value
     raise TypeError(f"unsupported config type {tp} at {where}")
 
@@ -92,7 +92,7 @@ def build(cls, data, where: str = ""):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:

@@ -13,12 +13,13 @@ from farm.plan import Plan, run_tables
 from farm.shards import check_model_shard, model_dir, table_problem
 
 
-def model_problems(plan: Plan, model_id: int) -> list[str]:
-    """Problems of one model's shard (`farm.shards.check_model_shard` against the plan); empty when valid."""
+def model_problems(plan: Plan, model_id: int, *, quick: bool = False) -> list[str]:
+    """Problems of one model's shard (`farm.shards.check_model_shard` against the plan); empty when valid.
+    `quick`: file sizes against `_SUCCESS`'s records, not their sha256."""
     return check_model_shard(
         plan.run, model_id, config_hash=plan.config_hash, n_examples=len(plan.dataset),
         n_queries=len(plan.queries), n_classes=plan.dataset.info.num_classes if plan.cfg.record_logits else None,
-        labels=plan.dataset.y, n_members=int(plan.member[model_id].sum()))
+        labels=plan.dataset.y, n_members=int(plan.member[model_id].sum()), quick=quick)
 
 
 def missing_models(plan: Plan) -> list[int]:
@@ -30,11 +31,12 @@ def missing_models(plan: Plan) -> list[int]:
     return [m for m in range(plan.cfg.membership.n_models) if model_problems(plan, m)]
 
 
-def verify_plan(plan: Plan, *, models: Sequence[int] | None = None) -> list[str]:
+def verify_plan(plan: Plan, *, models: Sequence[int] | None = None, quick: bool = False) -> list[str]:
     """Every problem of the run's files, one line each naming the file; empty when the run is complete and valid.
 
     Checks membership.parquet and queries.parquet against the config, the shards of `models` (default:
-    every model; `model_problems`), and that models/ holds no directory of a model the run does not have.
+    every model; `model_problems`, `quick`: sizes, not sha256), and that models/ holds no directory of a model
+    the run does not have.
     """
     run = plan.run
     problems = [p for rel, table in run_tables(plan).items() if (p := table_problem(run, rel, table))]
@@ -44,5 +46,5 @@ def verify_plan(plan: Plan, *, models: Sequence[int] | None = None) -> list[str]
         if name not in expected and not name.startswith("."):
             problems.append(f"{run.path('models/' + name)}: not a model of this run ({n_models} models)")
     for m in range(n_models) if models is None else models:
-        problems += model_problems(plan, m)
+        problems += model_problems(plan, m, quick=quick)
     return problems

@@ -13,7 +13,7 @@ from functools import partial
 
 from farm.errors import ConfigError
 from farm.overrides import parse_override
-from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids, writes_run
 from jobs.smoke import smoke_farm
 
 HELP = "run label-only attacks and confidence baselines on a trained run"
@@ -73,6 +73,7 @@ def options_from(args: argparse.Namespace):
                          calibrate=args.calibrate)
 
 
+@writes_run
 def run(args: argparse.Namespace) -> int:
     from attacks.report.core import format_table, summary_rows
     from attacks.report.page import write_report

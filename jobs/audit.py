@@ -32,7 +32,7 @@ from functools import partial
 from attacks.registry import smoke_attacks, smoke_settings
 from farm.errors import ConfigError
 from jobs.attack import parse_settings
-from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, model_ids, writes_run
 from jobs.smoke import smoke_farm
 
 HELP = ("audit a deployed model (HTTP, gRPC, ONNX, TorchScript, or answers to exported queries) with a run's "
@@ -127,6 +127,7 @@ def v2_target(args: argparse.Namespace) -> str:
     return f"{args.target.rstrip('/')}/v2/models/{urllib.parse.quote(args.model_name, safe='')}"
 
 
+@writes_run
 def run(args: argparse.Namespace) -> int:
     from attacks.audit import audit_run, open_target, target_key
     from attacks.oracles.http_client import HttpSettings

@@ -4,6 +4,7 @@ argument types. A leaf: it imports no other job (the smoke farm is `jobs.smoke`)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from farm.plan import Plan
 
 CONFIGS = Path(__file__).parent / "configs"
+MAX_ERROR_LINE = 2000
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -55,12 +57,32 @@ def job_main(argv: list[str] | None, parser: argparse.ArgumentParser, *, run: Ca
     return run_cli(go)
 
 
+def writes_run(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Decorator of a job's `run(args)` that writes into `args.run`: it runs holding the run's writer lock
+    (`farm.lock`: one writer per run), under both `shadowfarm VERB` and `python -m jobs.VERB`."""
+
+    @functools.wraps(run)
+    def locked(args: argparse.Namespace) -> int:
+        from farm.lock import run_lock
+        from farm.runfile import run_config
+        from farm.storage import RunDir
+
+        run_config(RunDir(args.run))  # a run to write into (checked before its lock file is made there)
+        with run_lock(args.run, command=run.__module__.rsplit(".", 1)[-1]):
+            return run(args)
+
+    return locked
+
+
 def error_line(exc: ShadowfarmError) -> str:
     """The one line a user error prints. A user error raised inside a Ray task arrives as Ray's
     RayTaskError(<the error>), whose text carries the remote traceback: print its cause's message only."""
     cause = getattr(exc, "cause", None)
     message = cause if isinstance(cause, ShadowfarmError) else exc
-    return "shadowfarm: error: " + " ".join(str(message).split())
+    line = " ".join(str(message).split())
+    if len(line) > MAX_ERROR_LINE:  # a value no message cut (`farm.errors.shown` cuts those it shows)
+        line = f"{line[:MAX_ERROR_LINE]}… ({len(line):,} characters)"
+    return "shadowfarm: error: " + line
 
 
 def run_cli(fn: Callable[[], int | None]) -> int:

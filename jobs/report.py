@@ -10,7 +10,7 @@ import argparse
 import sys
 from functools import partial
 
-from jobs.common import add_run_argument, job_main, job_parser, smoke_out
+from jobs.common import add_run_argument, job_main, job_parser, smoke_out, writes_run
 from jobs.smoke import attacked_smoke_farm
 
 HELP = "write the HTML report of a run's attack results and print the table"
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     add_run_argument(parser, positional=positional)
 
 
+@writes_run
 def run(args: argparse.Namespace) -> int:
     from attacks.report.core import format_table, summary_rows
     from attacks.report.page import write_report

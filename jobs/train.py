@@ -16,6 +16,7 @@ from functools import partial
 from farm.config import config_hash, load_config
 from farm.driver import train_farm
 from farm.errors import ConfigError
+from farm.lock import HOLDER, run_lock
 from farm.plan import plan_run
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
@@ -38,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
 
 
 def move_aside(out: str, digest: str) -> str | None:
-    """Rename the run directory `out` to `out.old-<time>` unless it is empty or a run of config `digest`."""
+    """Rename the run directory `out` to `out.old-<time>` unless it is empty or a run of config `digest`; holds
+    the run's writer lock while it does, so a run another process writes is never moved (`farm.lock`)."""
     run = RunDir(out)
-    if not run.exists() or not run.listdir():
+    if not run.exists() or not [name for name in run.listdir() if not name.startswith(".")]:
         return None
     try:
         if run.is_file(RUN_JSON) and run.read_json(RUN_JSON).get("config_hash") == digest:
@@ -49,8 +51,10 @@ def move_aside(out: str, digest: str) -> str | None:
         pass  # an unreadable run.json: not a run to resume
     if not run.local:
         raise ConfigError(f"--new-run: {run.path()} is not a local path; choose a new --out instead")
-    moved = f"{run.path()}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    os.rename(run.path(), moved)
+    with run_lock(run, command="train --new-run"):
+        moved = f"{run.path()}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        run.delete(HOLDER)  # the moved run is not held once this returns
+        os.rename(run.path(), moved)
     return moved
 
 

@@ -20,7 +20,7 @@ from functools import partial
 
 from attacks.registry import TUNE_DEFAULT, tunable
 from farm.errors import ConfigError
-from jobs.common import add_run_argument, job_main, job_parser, model_ids
+from jobs.common import add_run_argument, job_main, job_parser, model_ids, writes_run
 from jobs.smoke import smoke_farm
 
 HELP = "search an attack's settings with Ray Tune on a shadow-only game"
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--quiet", action="store_true", help="less Tune output")
 
 
+@writes_run
 def run(args: argparse.Namespace) -> int:
     from attacks.tune.trials import tune_attack
 

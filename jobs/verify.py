@@ -1,6 +1,7 @@
 """Check a run's shards: `python -m jobs.verify --run RUN` (or `shadowfarm verify RUN`).
 
-Schemas, row counts, membership and the `_SUCCESS` hashes of every model: one line per problem on stdout,
+Each file's sha256 and size against its `_SUCCESS` record (`--quick`: sizes only), schemas, row counts,
+membership and the config hash of every model: one line per problem on stdout,
 each naming its file, and exit code 1 when there is any; `RUN: ok` otherwise.
 """
 
@@ -13,11 +14,13 @@ from functools import partial
 from jobs.common import add_run_argument, job_main, job_parser
 from jobs.smoke import smoke_farm
 
-HELP = "check a run's shards: schemas, row counts, membership, _SUCCESS hashes"
+HELP = "check a run's shards: content hashes, schemas, row counts, membership, config hashes"
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     add_run_argument(parser, positional=positional)
+    parser.add_argument("--quick", action="store_true",
+                        help="check the files' sizes against their _SUCCESS records, not their sha256")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from farm.verify import verify_plan
 
     plan = load_plan(args.run)
-    problems = verify_plan(plan)
+    problems = verify_plan(plan, quick=args.quick)
     for problem in problems:
         print(problem)
     if problems:

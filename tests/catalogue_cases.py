@@ -1,5 +1,5 @@
 """The bad-input catalogue's cases (run by tests/test_catalogue.py): every malformed input a user can hand
-shadowfarm, one `Case` each (the malformed files they name: tests/catalogue_files.py).
+shadowfarm, one `Case` each; `make_files` (tests/catalogue_files.py) writes the malformed files they name.
 
 Configs (types, ranges, unknown keys), data sets (the user-supplied npz and CSV files), command-line
 arguments and oracle answers. Each case gives the command line (or the oracle's answer) and a part of the one
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from catalogue_files import make_files  # noqa: F401  (the catalogue's files: run with its cases)
 
 SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
 
@@ -58,12 +59,12 @@ def _audit(*args: str) -> Callable:
     return lambda c: ["audit", c.run, *(a.format(files=c.files, out=c.out) for a in args), "--quiet"]
 
 
+def _on_file(command: str, name: str) -> Callable:
+    return lambda c: [command, f"{c.files}/{name}"]
+
+
 def _on_run(command: str, *args: str) -> Callable:
     return lambda c: [*command.split(), c.run, *args]
-
-
-def _grpc(target: str, *args: str) -> Callable:
-    return _on_run("audit", "--target", target, "--protocol", "v2-grpc", *args, "--quiet")
 
 
 CASES = [
@@ -114,6 +115,40 @@ CASES = [
          "list.yaml': expected a mapping at the top level"),
     Case("config-file-missing", "`shadowfarm train nope.yaml`", _file_config("nope.yaml"),
          "config file '{files}/nope.yaml' not found"),
+    Case("config-not-utf8", "a config file with a byte that is not UTF-8", _file_config("latin1.yaml"),
+         "latin1.yaml': not UTF-8 text (byte 0xe9 at offset 22); save it as UTF-8"),
+    Case("config-duplicate-key", "a config file giving `seed` twice", _file_config("duplicate.yaml"),
+         "duplicate.yaml': duplicate key 'seed' at line 2"),
+    Case("set-duplicate-key", "`--set queries=[{kind: gaussian, kind: flip}]`",
+         _train("queries=[{kind: gaussian, kind: flip}]"), "duplicate key 'kind'"),
+    Case("config-anchor-bomb", "a 236-byte config whose YAML anchors expand to 6 million values",
+         _file_config("bomb.yaml"), "bomb.yaml': expands to 6,053,444 values (YAML anchors repeated?)"),
+    Case("config-long-value-cut",
+         "`membership.target_ids` in 215 bytes of YAML (anchors) printing as 2 million characters",
+         _file_config("long_ids.yaml"), "got [[0, 0, 0, 0, 0, 0, 0, 0, 0], [[0, 0, 0,"),
+    Case("run-json-not-an-object", "`shadowfarm verify` a run whose run.json holds `[]`",
+         _on_file("verify", "list_run"), "run.json: expected a JSON object (as shadowfarm writes it)"),
+    Case("run-json-edited-config", "`shadowfarm attack` a run whose run.json's config was edited (n_models 10^9)",
+         _on_file("attack", "edited_run"), "run.json: its config does not match its config_hash"),
+    Case("run-json-edited-data-path", "`shadowfarm verify` a run whose run.json's data.path became /etc/shadow",
+         _on_file("verify", "shadow_run"), "run.json: its config does not match its config_hash"),
+    # memory: checked against SHADOWFARM_MEMORY_BYTES=8 GiB (tests/test_catalogue.py), before anything is allocated
+    Case("config-too-many-queries", "`queries=[clean, {kind: gaussian, sigma: 0.1, n: 1000000000}]`",
+         _train("queries=[clean, {kind: gaussian, sigma: 0.1, n: 1000000000}]"),
+         "queries: 1,000,000,001 queries in total (through queries[1] (gaussian)), at most 32,767 are supported"),
+    Case("config-responses-exceed-memory", "2,000 models x 30,001 queries (responses of 201 GiB)",
+         _train("membership.n_models=2000", "queries=[clean, {kind: gaussian, sigma: 0.1, n: 30000}]"),
+         "queries: the responses of 2,000 models x 1,797 examples x 30,001 queries"),
+    Case("config-batch-exceeds-memory", "`--set train.batch_size=1000000000000`",
+         _train("train.batch_size=1000000000000"), "train.batch_size: a trainer actor's index streams and activations"),
+    Case("config-n-models-exceeds-memory", "`--set membership.n_models=1000000000`",
+         _train("membership.n_models=1000000000"),
+         "membership.n_models: the membership matrix and table of 1,000,000,000 models x 1,797 examples need about"),
+    Case("config-n-models-beyond-int64", "`--set membership.n_models=18446744073709551617` (2^64 + 1)",
+         _train("membership.n_models=18446744073709551617"),
+         "membership.n_models: the membership matrix and table of 18,446,744,073,709,551,617 models"),
+    Case("config-model-exceeds-memory", "`--set model.hidden=[100000000]`", _train("model.hidden=[100000000]"),
+         "farm.group_size: the weights, gradients and optimizer state of 16 models of 7,500,000,010 parameters"),
     Case("set-without-equals", "`--set train.epochs`", _train("train.epochs"),
          "--set 'train.epochs': expected KEY=VALUE, e.g. train.epochs=5"),
     Case("set-empty-key", "`--set =5`", _train("=5"), "--set '=5': expected KEY=VALUE with a dotted KEY"),
@@ -170,11 +205,11 @@ CASES = [
     Case("attack-run-with-credentials", "`shadowfarm attack s3://bucket/run?secret_key=SECRET`",
          lambda c: ["attack", f"s3://bucket/run?secret_key={SECRET}"], "s3://bucket/run: credentials in a run URI"),
     Case("attack-missing-run", "`shadowfarm attack` a nonexistent directory",
-         lambda c: ["attack", f"{c.files}/nothing"], "{files}/nothing/run.json: not found; is"),
+         _on_file("attack", "nothing"), "{files}/nothing/run.json: not found; is"),
     Case("verify-missing-run", "`shadowfarm verify` a nonexistent directory",
-         lambda c: ["verify", f"{c.files}/nothing"], "{files}/nothing/run.json: not found; is"),
+         _on_file("verify", "nothing"), "{files}/nothing/run.json: not found; is"),
     Case("report-missing-run", "`shadowfarm report` a nonexistent directory",
-         lambda c: ["report", f"{c.files}/nothing"], "{files}/nothing/run.json: not found; is"),
+         _on_file("report", "nothing"), "{files}/nothing/run.json: not found; is"),
     Case("attack-unknown-attack", "`--attacks nope`", _on_run("attack", "--attacks", "nope", "--quiet"),
          "unknown attack 'nope' (valid: augmentation, boundary, calibrated,", "run"),
     Case("attack-target-not-in-run", "`--targets 99` on a run of 8 models", _on_run("attack", "--targets", "99"),
@@ -225,42 +260,6 @@ CASES = [
     Case("attack-calibrate-without-pool", "`attack --calibrate nonmembers` on a run with no reference pool",
          lambda c: ["attack", c.run, "--attacks", "gap", "--calibrate", "nonmembers", "--quiet", "--no-report"],
          "--calibrate nonmembers: 0 known non-members (the run's reference pool", "run"),
-    Case("audit-onnx-not-onnx", "`--target model.onnx` naming a text file",
-         _audit("--target", "{files}/text.onnx"),
-         "text.onnx: not an ONNX model ([ONNXRuntimeError] : 7 : INVALID_PROTOBUF", "run"),
-    Case("audit-onnx-several-inputs", "an ONNX model with two inputs", _audit("--target", "{files}/two_inputs.onnx"),
-         "two_inputs.onnx: the ONNX model has 2 inputs (a, b); expected exactly one, the example", "run"),
-    Case("audit-onnx-wrong-shape", "an ONNX model whose input is [N, 5] for a run of 8x8 images",
-         _audit("--target", "{files}/five_features.onnx"),
-         "five_features.onnx: the ONNX model's input 'x' tensor(float) ['?', 5] does not fit: the run's inputs are "
-         "float32 [B, 1, 8, 8]", "run"),
-    Case("audit-onnx-wrong-dtype", "an ONNX model whose input is int64", _audit("--target", "{files}/int_input.onnx"),
-         "int_input.onnx: the ONNX model's input 'x' tensor(int64) ['?', 64] is not float; the run's inputs are "
-         "float32 [B, 1, 8, 8]", "run"),
-    Case("audit-no-target", "`shadowfarm audit RUN` with neither `--target` nor `--export-queries`/`--answers`",
-         _audit(), "--target: the model to audit (or --export-queries DIR", "run"),
-    Case("audit-export-adaptive-attack", "`--export-queries DIR --attacks boundary`",
-         _audit("--export-queries", "{out}", "--attacks", "boundary"),
-         "--attacks boundary: cannot be audited from exported queries: HopSkipJump chooses each probe", "run"),
-    Case("audit-export-with-target", "`--export-queries DIR --target model:0`",
-         _audit("--export-queries", "{out}", "--target", "model:0"),
-         "--export-queries: writes the queries of a target you cannot call; drop --target/--answers", "run"),
-    Case("audit-answers-corrupted", "`--answers FILE` naming a file that is not Parquet",
-         _audit("--answers", "{files}/corrupted/answers.parquet"),
-         "corrupted/answers.parquet: not a Parquet file of answers", "run"),
-    Case("audit-answers-foreign-manifest", "answers beside the manifest of another run's export",
-         _audit("--answers", "{files}/foreign/answers.parquet"),
-         "foreign/manifest.json: exported from another run (run hash 0123456789abcdef;", "run"),
-    Case("audit-grpc-url-without-model", "`--protocol v2-grpc --target grpc://HOST:PORT` without `--model-name`",
-         _grpc("grpc://127.0.0.1:1"), "with --protocol v2-grpc expected grpc://HOST:PORT/v2/models/NAME[/versions/V]",
-         "run"),
-    Case("audit-grpc-target-without-protocol", "`--target grpc://...` without `--protocol v2-grpc`",
-         _on_run("audit", "--target", "grpc://127.0.0.1:1/v2/models/m", "--quiet"),
-         "a grpc:// target needs --protocol v2-grpc", "run"),
-    Case("audit-grpc-protocol-http-target", "`--protocol v2-grpc` with an http:// target",
-         _grpc("http://127.0.0.1:1/v2/models/m"), "--protocol v2-grpc needs --target grpc://HOST:PORT", "run"),
-    Case("audit-grpc-unreachable", "`--protocol v2-grpc` with nothing listening at the target's port",
-         _grpc("grpc://127.0.0.1:1/v2/models/m", "--retries", "0"), "gRPC ModelMetadata UNAVAILABLE", "run"),
     Case("cli-unknown-command", "`shadowfarm frobnicate`", lambda c: ["frobnicate"],
          "argument COMMAND: invalid choice: 'frobnicate'", "argparse"),
     Case("attack-fpr-not-a-number", "`--fpr abc`", lambda c: ["attack", f"{c.files}/nothing", "--fpr", "abc"],
@@ -286,3 +285,6 @@ CASES = [
          "malformed answer: not an array of 4 labels (list)", "oracle"),
 ]
 
+from catalogue_targets import TARGET_CASES  # noqa: E402  (they use Case and the helpers above)
+
+CASES += TARGET_CASES

@@ -1,5 +1,6 @@
 """The malformed files the bad-input catalogue's cases name (tests/catalogue_cases.py), made by `make_files`:
-data sets, configs, ONNX models that do not fit a run, answers to exported queries that cannot be used."""
+data sets, configs (bad encodings, duplicate keys, anchor bombs), run.json files, ONNX models that do not fit a
+run, answers to exported queries that cannot be used."""
 
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ def make_files(files: Path) -> None:
     (files / "unknown.yaml").write_text("train:\n  epochz: 1\n")
     (files / "invalid.yaml").write_text("train: [\n")
     (files / "list.yaml").write_text("- 1\n- 2\n")
+    (files / "latin1.yaml").write_bytes("data:\n  path: /tmp/caf\u00e9.npz\n".encode("latin-1"))
+    (files / "duplicate.yaml").write_text("seed: 1\nseed: 2\n")
+    levels = ["a: &a [0,0,0,0,0,0,0,0,0]"] + [f"{b}: &{b} [{','.join(['*' + a] * 9)}]"
+                                              for a, b in zip("abcdef", "bcdefg", strict=True)]
+    (files / "bomb.yaml").write_text("\n".join(levels) + "\n")
+    nested = ", ".join(f"&{b} [{','.join(['*' + a] * 9)}]" for a, b in zip("abcd", "bcde", strict=True))
+    (files / "long_ids.yaml").write_text(f"membership:\n  target_ids: [[&a [0,0,0,0,0,0,0,0,0], {nested}, "
+                                         f"[{','.join(['*e'] * 9)}]]]\n")
+    _run_json(files / "list_run", [])
+    _run_json(files / "edited_run", _edited_run_json(membership={"n_models": 10**9}))
+    _run_json(files / "shadow_run", _edited_run_json(data={"name": "npz", "path": "/etc/shadow"}))
     onnx_files(files)
     answers_files(files)
 
@@ -84,3 +96,20 @@ def answers_files(files: Path) -> None:
         (files / name / "manifest.json").write_text(json.dumps(manifest))
     (files / "corrupted" / "answers.parquet").write_bytes(b"PAR1" + bytes(range(40)))
     pd.DataFrame({"query_id": [0, 1, 2], "label": [3, 1, 4]}).to_parquet(files / "foreign" / "answers.parquet")
+
+
+
+def _run_json(run: Path, content) -> None:
+    run.mkdir(exist_ok=True)
+    (run / "run.json").write_text(json.dumps(content))
+
+
+def _edited_run_json(**sections) -> dict:
+    """The run.json of a run of the default config, then `sections` edited into its config."""
+    from farm.config import config_hash, from_dict, to_dict
+
+    cfg = from_dict({})
+    config = to_dict(cfg)
+    for name, fields in sections.items():
+        config[name].update(fields)
+    return {"config": config, "config_hash": config_hash(cfg), "dataset": {}}

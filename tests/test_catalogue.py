@@ -26,6 +26,7 @@ from catalogue_cases import CASES, SECRET, Case
 from catalogue_files import make_files
 
 from attacks.oracles.base import CountingOracle
+from farm.resources import MEMORY_ENV
 from jobs import cli
 from jobs.common import run_cli
 
@@ -98,7 +99,9 @@ def test_catalogue_is_large_and_ids_are_unique():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_one_clear_line_exit_2_nothing_written(case, files, page_rows, tmp_path, request, capsys):
+def test_bad_input_one_clear_line_exit_2_nothing_written(case, files, page_rows, tmp_path, request, capsys,
+                                                         monkeypatch):
+    monkeypatch.setenv(MEMORY_ENV, str(8 * 2**30))  # the memory checks' bound: the same lines on every machine
     ctx = Context(files=str(files), out=str(tmp_path / "out"), request=request)
     before = snapshot(ctx.run) if case.kind == "run" else None
     files_before = snapshot(files)

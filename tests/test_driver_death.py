@@ -12,6 +12,7 @@ agents behind (its GCS and raylet die with it): the test ends them by process id
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def test_driver_killed_mid_farm_resumes(ray_local, tmp_path, ray_tmp, capsys):
         marker = wait_for(lambda: job.alive() and sorted(hold.glob("train-*")), "a group to start")[0]
         tag = marker.name.rsplit(".", 1)[0]
         first = int(tag.split("-")[1])
+        _second_writers_refused(job, run, tmp_path, capsys)
         (hold / f"go.{tag}").touch()  # only this group may finish; the others wait
         group = [first, first + 1]
         wait_for(lambda: job.alive() and all((run / model_dir(m) / "_SUCCESS").exists() for m in group),
@@ -115,10 +117,23 @@ def test_driver_killed_mid_farm_resumes(ray_local, tmp_path, ray_tmp, capsys):
 
     # the same command again, in this process (its Ray is the session's: a subprocess would only add start-up)
     assert cli.main([*TRAIN, "--out", str(run)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert '"trained_now": 6' in out and '"already_done": 2' in out
+    assert f"took over the lock of host {socket.gethostname()}, pid {job.process.pid}, since" in err
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     assert cli.main(["verify", str(run)]) == 0
+
+
+def _second_writers_refused(job: Job, run: Path, tmp_path: Path, capsys) -> None:
+    """Issue 30: while `job` trains `run`, another train (another config), --new-run and attack are refused at once,
+    each with one line naming it; --new-run moves nothing."""
+    capsys.readouterr()
+    other = [*TRAIN, "--set", "train.epochs=3", "--out", str(run)]
+    for argv in (other, [*other, "--new-run"], ["attack", str(run), *ATTACK]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "another writer holds the run" in err and f"pid {job.process.pid}, since" in err and "\n" not in err
+    assert not list(tmp_path.glob("run.old-*"))
 
 
 @pytest.fixture

@@ -40,13 +40,14 @@ def trained(ray_local, tmp_path_factory):
 def test_layout_matches_design(trained):
     out, plan, trained_now = trained
     assert trained_now == [0, 1, 2, 3]
-    assert {p.name for p in out.iterdir()} == {"run.json", "membership.parquet", "queries.parquet", "models"}
+    assert {p.name for p in out.iterdir()} == {"run.json", "membership.parquet", "queries.parquet", "models",
+                                               ".writer.lock"}  # the writer lock's file (farm.lock) stays
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["config_hash"] == plan.config_hash and "torch" in run_json["versions"]
     for m in range(4):
         d = out / model_dir(m)
         assert {p.name for p in d.iterdir()} == {"weights.pt", "metrics.json", "responses.parquet", "_SUCCESS"}
-        assert (d / "_SUCCESS").read_text().strip() == plan.config_hash
+        assert (d / "_SUCCESS").read_text().splitlines()[0] == plan.config_hash  # then the files' sha256 and sizes
         metrics = json.loads((d / "metrics.json").read_text())
         assert {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "epochs", "seconds"} <= set(metrics)
     frame = pd.read_parquet(out / model_dir(0) / "responses.parquet")

@@ -9,7 +9,7 @@ import torch
 
 from attacks.oracles.base import CountingOracle, LabelOracle, QueryBudgetExceeded
 from attacks.oracles.model import ModelOracle, TorchScriptOracle, export_torchscript
-from farm.config import load_config, to_dict
+from farm.config import config_hash, load_config, to_dict
 from farm.data import DatasetInfo
 from farm.errors import DataError, RunError
 from farm.models import build_model
@@ -25,7 +25,7 @@ def run_with_model(tmp_path):
     cfg = load_config(None, ["model.hidden=[8]"])
     run = RunDir(str(tmp_path / "run"))
     run.write_json(RUN_JSON, {
-        "config": to_dict(cfg),
+        "config": to_dict(cfg), "config_hash": config_hash(cfg),
         "dataset": {"name": "digits", "kind": "image", "shape": list(SHAPE), "num_classes": 10, "n_examples": 20},
     })
     torch.manual_seed(1234)

@@ -223,7 +223,7 @@ def test_wrong_input_shape_is_an_error():
     ([spec("bitflip", p=0.1, n=1)], CONTINUOUS, r"\(bitflip\): .* 'synthetic' has no binary features"),
     ([spec("gaussian", sigma=0.1, n=1)], ALL_BINARY,
      r"\(gaussian\): needs continuous features, but 'purchase100' has none"),
-    ([spec("gaussian", sigma=0.1, n=MAX_QUERIES + 1)], IMAGE, r"at most 32767"),
+    ([spec("gaussian", sigma=0.1, n=MAX_QUERIES + 1)], IMAGE, r"at most 32,767"),
 ])
 def test_errors_name_the_spec(specs, info, message):
     with pytest.raises(ConfigError, match=message):

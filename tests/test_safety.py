@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from attacks.oracles.model import ModelOracle
-from farm.config import DataConfig, load_config, to_dict
+from farm.config import DataConfig, config_hash, load_config, to_dict
 from farm.data import DatasetInfo, load_dataset
 from farm.errors import DataError, RunError
 from farm.models import build_model
@@ -68,7 +68,7 @@ def run_with_weights(tmp_path):
     cfg = load_config(None, ["model.hidden=[8]"])
     run = RunDir(str(tmp_path / "run"))
     run.write_json(RUN_JSON, {
-        "config": to_dict(cfg),
+        "config": to_dict(cfg), "config_hash": config_hash(cfg),
         "dataset": {"name": "digits", "kind": "image", "shape": [1, 8, 8], "num_classes": 10, "n_examples": 20},
     })
     model = build_model(cfg.model, info=DatasetInfo(name="digits", kind="image", shape=(1, 8, 8), num_classes=10))

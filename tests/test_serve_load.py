@@ -10,6 +10,7 @@ The Ray engine runs in the session Ray (two replicas); Serve is shut down at the
 
 import json
 import signal
+import struct
 import subprocess
 import sys
 import urllib.error
@@ -96,6 +97,14 @@ def _hostile(server):
         (401, lambda: _post(server.url, protocol.encode_batch(rows[:2]), protocol.BATCH, token="wrong")),
         (401, lambda: _post(infer, _v2([0.0] * 6, [1, 6]), token=None)),
         (404, lambda: _post(server.url.replace("/predict", "/elsewhere"), b'{"inputs": [[0, 0, 0, 0, 0, 0]]}')),
+        # refused before parsing or without overflow (issue 30): nested past json's recursion limit, more values
+        # than max_batch inputs hold, dims whose product overflows 64 bits, numbers given as strings or booleans
+        (400, lambda: _post(server.url, b'{"inputs": ' + b"[" * 1200 + b"]" * 1200 + b"}")),
+        (413, lambda: _post(server.url, b'{"inputs": [' + b"0," * 150 + b"0]}")),
+        (400, lambda: _post(server.url, b"SFB1" + struct.pack("<5I", 4, 65536, 65536, 65536, 65536),
+                            protocol.BATCH)),
+        (400, lambda: _post(server.url, b'{"inputs": [["1", "2", "3", "4", "5", "6"]]}')),
+        (400, lambda: _post(server.url, b'{"inputs": [[true, 0, 0, 0, 0, 0]]}')),
     ]
     return cases * 3
 

@@ -61,11 +61,16 @@ def test_responses_round_trip_and_pandas(tmp_path):
     assert "logits" not in no_logits.schema.names
 
 
-def test_model_shard_success_last_and_checks(tmp_path):
-    run = RunDir(str(tmp_path))
+def shard_inputs() -> tuple[dict, object]:
+    """(state_dict, responses table) of a tiny shard: 4 examples, 2 queries, 3 classes."""
     pred = np.zeros((4, 2), np.int16)
     table = responses_table(labels=np.zeros(4), pred=pred, logits=np.zeros((4, 3), np.float32))
-    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    return {"w": torch.arange(6.0).reshape(2, 3)}, table
+
+
+def test_model_shard_success_last_and_checks(tmp_path):
+    run = RunDir(str(tmp_path))
+    state, table = shard_inputs()
     write_model_shard(run, model_id=3, state_dict=state, metrics={"a": 1}, responses=table, config_hash="abc")
     assert is_done(run, 3, "abc") and not is_done(run, 3, "other") and not is_done(run, 4, "abc")
     assert torch.equal(load_weights(run, 3)["w"], state["w"])

@@ -55,7 +55,8 @@ def test_verify_names_bad_files_and_train_redoes_only_them(runs, tmp_path, capsy
     code, lines = _verify(run, capsys)
     assert code == 1
     named = lambda part: [line for line in lines if part in line]  # noqa: E731
-    assert len(named("model_id=00001/responses.parquet")) == 1 and "unreadable" in named("00001")[0]
+    truncated = named("model_id=00001/responses.parquet")
+    assert len(truncated) == 2 and "_SUCCESS records" in truncated[0] and "unreadable" in truncated[1]
     assert "another config" in named("model_id=00002/_SUCCESS")[0]
     assert "labels differ" in named("model_id=00002/responses.parquet")[0]  # another seed: other examples
     assert named("model_id=00003/_SUCCESS") == [f"{run / model_dir(3)}/_SUCCESS: missing (model not finished)"]

@@ -27,9 +27,10 @@ from attacks.compute.tasks import map_tasks, task
 from attacks.methods.boundary import STATISTIC
 from attacks.responses import Responses
 from farm.cluster import ensure_ray
+from farm.content import cached, write_recorded
 from farm.plan import Plan
 from farm.shards import schema
-from farm.storage import RunDir
+from farm.storage import RunDir, table_bytes
 from farm.worker import hold_point
 
 BOUNDARY_SCHEMA = schema(
@@ -79,7 +80,7 @@ def _boundary_chunk(run_uri: str, model_id: int, start: int, x: np.ndarray, labe
     table = pa.table({"example_id": np.arange(start, stop, dtype=np.int32), "distance": result.distance,
                       "queries": result.queries, "success": result.success}, schema=BOUNDARY_SCHEMA)
     rel = _part(settings, model_id, start, stop)
-    RunDir(run_uri).write_table(rel, table)
+    write_recorded(RunDir(run_uri), rel, table_bytes(table))
     return rel
 
 
@@ -98,7 +99,7 @@ def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds
     """
     n = len(labels)
     chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
-    todo = [c for c in chunks if not run.is_file(_part(settings, *c))]
+    todo = [c for c in chunks if not cached(run, _part(settings, *c))]
     if todo and local:
         for m, start, stop in todo:
             _boundary_chunk(run.uri, m, start, x[start:stop], np.asarray(labels)[start:stop], bounds, settings,

@@ -27,11 +27,12 @@ import torch
 from attacks.compute.tasks import map_tasks, task
 from attacks.responses import Responses
 from farm.config import QuerySpec, from_dict
+from farm.content import cached, write_recorded
 from farm.data import DatasetInfo
 from farm.plan import Plan
 from farm.queries import Query, apply_query, expand_queries
 from farm.shards import fixed_list_to_numpy, responses_table
-from farm.storage import RunDir
+from farm.storage import RunDir, table_bytes
 
 
 def query_set_key(queries: Sequence[Query]) -> str:
@@ -56,7 +57,7 @@ def _write_chunk(run_uri: str, model_id: int, start: int, stop: int, pred: np.nd
     table = responses_table(labels=labels[start:stop], pred=pred, logits=None)
     table = table.set_column(0, "example_id", pa.array(np.arange(start, stop, dtype=np.int32)))
     rel = _part(key, model_id, start, stop)
-    RunDir(run_uri).write_table(rel, table)
+    write_recorded(RunDir(run_uri), rel, table_bytes(table))
     return rel
 
 
@@ -102,7 +103,7 @@ def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np
     key = query_set_key(queries)
     n = len(labels)
     chunks = [(m, s, min(s + chunk_examples, n)) for m in models for s in range(0, n, chunk_examples)]
-    todo = [c for c in chunks if not run.is_file(_part(key, *c))]
+    todo = [c for c in chunks if not cached(run, _part(key, *c))]
     if todo and local:
         _query_local(run.uri, todo, x, np.asarray(labels), queries, info, key)
     elif todo:

@@ -38,11 +38,12 @@ from attacks.compute.tasks import map_tasks, task
 from attacks.methods.whitebox import STATISTICS
 from attacks.responses import Responses
 from farm.config import ModelConfig
+from farm.content import cached, write_recorded
 from farm.data import DatasetInfo
 from farm.models import build_model
 from farm.plan import Plan
 from farm.shards import fixed_list_to_numpy, load_weights
-from farm.storage import RunDir
+from farm.storage import RunDir, table_bytes
 
 VERSION = 1
 TOP_K = 3
@@ -166,7 +167,7 @@ def _chunk(run_uri: str, models: list[int], start: int, stop: int, model_cfg: Mo
     stats = group_statistics(base, params, buffers, torch.tensor(x[start:stop]),
                              torch.tensor(np.asarray(labels[start:stop], dtype=np.int64)))
     for g, m in enumerate(models):
-        run.write_table(_part(key, m, start, stop), _table(start, stats, g))
+        write_recorded(run, _part(key, m, start, stop), table_bytes(_table(start, stats, g)))
 
 
 _chunk_task = task(_chunk)
@@ -184,7 +185,7 @@ def whitebox_statistics(run: RunDir, *, model_cfg: ModelConfig, info: DatasetInf
     todo = []
     for start in range(0, n, chunk_examples):
         stop = min(start + chunk_examples, n)
-        missing = [m for m in sorted(models) if not run.is_file(_part(key, m, start, stop))]
+        missing = [m for m in sorted(models) if not cached(run, _part(key, m, start, stop))]
         todo += [(missing[i:i + group_size], start, stop) for i in range(0, len(missing), group_size)]
     if todo and local:
         for group, start, stop in todo:

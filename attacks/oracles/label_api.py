@@ -5,8 +5,10 @@ the request's path, headers and body to one `LabelApi` and send the `Reply` it g
 and error messages cannot drift apart. Only the model call and the counting of answered inputs are the
 engine's own. No I/O here.
 
-Order of checks on POST: body over `max_bytes` (413, the body need not be read), bearer token (401), path
-(404), decoding (400, attacks.oracles.protocol / protocol_v2), then the inputs: more than `max_batch` (413),
+Order of checks on POST, from the headers before any byte of the body is read (`before_body`): bearer token
+(401), path (404), Content-Length (400 when it is not a number, 413 over `max_bytes`); then from the body: a JSON
+body's depth (400) and number of values (413) on its bytes before it is parsed (`json_bounds`), decoding (400,
+attacks.oracles.protocol / protocol_v2), then the inputs: more than `max_batch` (413),
 a shape other than the model's `input_shape` (flat inputs of the same size are reshaped) or non-finite
 values (400). Only inputs that pass all of them reach the model, so only they are counted.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.oracles import protocol, protocol_v2
-from farm.errors import DataError
+from farm.errors import DataError, shown
 
 
 class HttpError(Exception):
@@ -59,6 +62,34 @@ class Inputs:
     kind: str  # "json", "binary" (our format) or "v2"
 
 
+MAX_JSON_DEPTH = 32  # a batch of images in v2 is 6 deep; json.loads recurses once per level
+
+
+def content_length_of(header: str | None) -> int | None:
+    """A Content-Length header's bytes (absent: 0); None when it is not one non-negative decimal number."""
+    if header is None:
+        return 0
+    text = header.strip()
+    return int(text) if text.isascii() and text.isdecimal() and len(text) <= 18 else None
+
+
+def json_bounds(body: bytes, *, max_values: int) -> None:
+    """HttpError unless the JSON `body` nests at most MAX_JSON_DEPTH deep (400) and holds at most `max_values`
+    values (413, counted by their separators), checked on the bytes in chunks, before anything is parsed."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    if np.count_nonzero(data == ord(",")) + 1 > max_values:
+        raise HttpError(413, f"request of more than {max_values:,} values; at most that many per request")
+    depth, deepest = 0, 0
+    for start in range(0, len(data), 1 << 20):
+        chunk = data[start:start + (1 << 20)]
+        steps = (np.isin(chunk, (ord("["), ord("{")))).astype(np.int32) - np.isin(chunk, (ord("]"), ord("}")))
+        if len(steps):
+            levels = depth + np.cumsum(steps)
+            deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        if deepest > MAX_JSON_DEPTH:
+            raise HttpError(400, f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+
+
 class LabelApi:
     """The label-only API of one model whose example shape is `input_shape` (None: any shape is accepted)."""
 
@@ -69,8 +100,8 @@ class LabelApi:
         model = f"/v2/models/{urllib.parse.quote(model_name, safe='')}"
         self.v2_model_paths = (model, model + "/versions/1")
         self.v2_infer_paths = (model + "/infer", model + "/versions/1/infer")
-        features = int(np.prod(self.input_shape)) if self.input_shape is not None else 1 << 16
-        self.max_bytes = 1024 + 32 * max_batch * features  # JSON needs up to ~25 bytes per float32
+        self.features = math.prod(self.input_shape) if self.input_shape is not None else 1 << 16
+        self.max_bytes = 1024 + 32 * max_batch * self.features  # JSON needs up to ~25 bytes per float32
         self._token = token.encode() if token else None
 
     def authorized(self, header: str | None) -> bool:
@@ -95,6 +126,20 @@ class LabelApi:
             return Reply.error(404, f"unknown path {path!r}; GET /stats or {self.v2_model_paths[0]}")
         return Reply(200, json.dumps(answer).encode())
 
+    def before_body(self, path: str, authorization: str | None, content_length: str | None) -> Reply | None:
+        """The refusal of a POST from its request line and headers alone, before any byte of its body is read:
+        a wrong token (401: no body is read without a valid one), an unknown path (404), a Content-Length that is
+        not a number of bytes (400) or over the limit (413). None when the body may be read."""
+        if not self.authorized(authorization):
+            return Reply.error(401, "missing or wrong bearer token")
+        route = path.split("?")[0]
+        if route != self.path and route not in self.v2_infer_paths:
+            return Reply.error(404, f"unknown path {shown(route, 100)}; POST {self.path} or {self.v2_infer_paths[0]}")
+        length = content_length_of(content_length)
+        if length is None:
+            return Reply.error(400, f"Content-Length: expected a number of bytes, got {shown(content_length, 40)}")
+        return self.too_large(length)
+
     def too_large(self, length: int) -> Reply | None:
         """The 413 for a POST body of `length` bytes over the limit (checked before the body is read), else None."""
         if length > self.max_bytes:
@@ -112,6 +157,8 @@ class LabelApi:
         binary = not v2 and (content_type or "").split(";")[0].strip() == protocol.BATCH
         decode = protocol_v2.decode_request if v2 else protocol.decode_batch if binary else protocol.decode_json_batch
         try:
+            if not binary:  # before json.loads: its depth (recursion) and its values (memory) are bounded
+                json_bounds(body, max_values=self.max_batch * self.features + 64)  # + a v2 envelope
             return Inputs(self.check(decode(body)), "v2" if v2 else "binary" if binary else "json")
         except DataError as exc:
             return Reply.error(400, str(exc))

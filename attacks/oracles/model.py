@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from attacks.oracles.base import CountingOracle
-from farm.config import from_dict
 from farm.data import DatasetInfo
 from farm.errors import DataError, RunError
 from farm.models import build_model
+from farm.runfile import run_config
 from farm.shards import RUN_JSON, load_weights, model_dir
 from farm.storage import RunDir
 
@@ -68,13 +68,11 @@ def _load_run_model(run: RunDir | str, model_id: int) -> tuple[nn.Module, Datase
     """Rebuild a run's model from run.json and load its weights. The DatasetInfo is built from
     run.json's "dataset" (what the model builder needs: kind, shape, num_classes), loading no data."""
     run = RunDir(run) if isinstance(run, str) else run
-    if not run.is_file(RUN_JSON):
-        raise RunError(f"{run.path(RUN_JSON)}: not found; is {run.uri!r} a shadowfarm run?")
+    saved, cfg = run_config(run)
     try:
-        d = (saved := run.read_json(RUN_JSON))["dataset"]
+        d = saved["dataset"]
         info = DatasetInfo(name=d["name"], kind=d["kind"], shape=tuple(int(s) for s in d["shape"]),
                            num_classes=int(d["num_classes"]))
-        cfg = from_dict(saved["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{run.path(RUN_JSON)}: missing or malformed 'config'/'dataset' ({exc!r})") from None
     rel = f"{model_dir(model_id)}/weights.pt"

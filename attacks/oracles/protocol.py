@@ -16,6 +16,7 @@ Errors: a 4xx/5xx status with `{"error": "one line"}`. With a token, every reque
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import numpy as np
@@ -44,8 +45,9 @@ def decode_batch(body: bytes) -> np.ndarray:
         raise DataError(f"binary batch: ndim {ndim} not in [1, {MAX_NDIM}] or header cut short")
     shape = struct.unpack_from(f"<{ndim}I", body, 8)
     data = body[8 + 4 * ndim:]
-    if len(data) != 4 * int(np.prod(shape, dtype=np.int64)):
-        raise DataError(f"binary batch: shape {list(shape)} needs {4 * int(np.prod(shape))} bytes, got {len(data)}")
+    needed = 4 * math.prod(shape)  # Python ints: dims of 65536^4 do not overflow to 0
+    if len(data) != needed:
+        raise DataError(f"binary batch: shape {list(shape)} needs {needed:,} bytes, got {len(data):,}")
     return np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32)
 
 
@@ -68,12 +70,14 @@ def decode_json_batch(body: bytes) -> np.ndarray:
     """A JSON request body -> float32[B, ...]; DataError when malformed (ragged, non-numeric, no "inputs")."""
     try:
         inputs = json.loads(body)["inputs"]
-        x = np.asarray(inputs, dtype=np.float32)
-    except (ValueError, KeyError, TypeError) as exc:
+        x = np.asarray(inputs)  # as JSON typed them: a string or a boolean is refused, never converted
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise DataError(f'JSON batch: expected {{"inputs": [[...], ...]}} of numbers ({_short(exc)})') from None
     if x.ndim < 1 or not isinstance(inputs, list):
         raise DataError('JSON batch: "inputs" must be a list of inputs')
-    return x
+    if x.dtype.kind not in "iuf" or b"true" in body or b"false" in body:
+        raise DataError(f'JSON batch: "inputs" must hold numbers only, got {x.dtype.name} values or booleans')
+    return x.astype(np.float32)
 
 
 def encode_json_labels(labels: np.ndarray) -> bytes:

@@ -17,6 +17,7 @@ right here and nothing else of them is kept or written, so the attack stays labe
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 from dataclasses import dataclass
 
@@ -99,7 +100,7 @@ def _tensor(entry: dict, what: str) -> tuple[str, np.ndarray]:
     try:
         datatype, shape = str(entry["datatype"]), [int(d) for d in entry["shape"]]
         data = np.asarray(entry["data"])
-        if data.size != int(np.prod(shape)) or data.dtype.kind not in "iuf" or min(shape, default=0) < 0:
+        if data.size != math.prod(shape) or data.dtype.kind not in "iuf" or min(shape, default=0) < 0:
             raise ValueError
         return datatype, data.reshape(shape)
     except (KeyError, TypeError, ValueError):
@@ -156,7 +157,7 @@ def decode_request(body: bytes) -> np.ndarray:
         inputs = json.loads(body)["inputs"]
         if not isinstance(inputs, list) or len(inputs) != 1:
             raise DataError(f"expected exactly one input, got {len(inputs) if isinstance(inputs, list) else inputs!r}")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise DataError(str(exc) if isinstance(exc, DataError) else
                         "expected JSON {\"inputs\": [{name, shape, datatype, data}]}") from None
     datatype, x = _tensor(inputs[0], "input")

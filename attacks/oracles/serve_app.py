@@ -115,8 +115,8 @@ class LabelDeployment:
             return self.api.get(path, auth, lambda: stats)
         if request.method != "POST":
             return Reply.error(405, f"method {request.method} not allowed; GET or POST")
-        if (refused := self.api.too_large(int(request.headers.get("content-length") or 0))) is not None:
-            return refused
+        if (refused := self.api.before_body(path, auth, request.headers.get("content-length"))) is not None:
+            return refused  # token, path and Content-Length first: no body is read without a valid token
         body = b""
         async for chunk in request.stream():  # a body without Content-Length is cut off at the limit too
             body += chunk

@@ -24,41 +24,37 @@ constant time; never logged. Request lines are not logged either.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
 from attacks.oracles.base import LabelOracle
-from attacks.oracles.label_api import LabelApi, Reply
-
-DRAIN_BYTES = 64 << 20  # an over-limit body up to this size is read and dropped, so its client reads the 413
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    # socketserver's default accept queue is 5 connections: under a burst of concurrent clients (an audit opens
-    # `concurrency` connections per client) the kernel then resets connections instead of queueing them.
-    request_queue_size = socket.SOMAXCONN
+from attacks.oracles.label_api import LabelApi
+from attacks.oracles.server_http import LabelHandler, LabelHTTPServer
 
 
 class LabelServer:
     """`oracle` (a LabelOracle; its `input_shape`, when set, is enforced) behind the label-only API.
 
     max_batch: inputs per request (413 above). on_answer(requests_answered): called after each answered
-    request has been sent (tests use it to stop the server mid-audit).
+    request has been sent (tests use it to stop the server mid-audit). Timeouts: a request's line and headers
+    must arrive within `header_seconds` of its first byte and its body within `body_seconds` (plus 1 s per MiB),
+    else 408 and the connection is closed; a connection idle for `idle_seconds` is closed.
     """
 
     def __init__(self, oracle: LabelOracle, *, host: str = "127.0.0.1", port: int = 0, path: str = "/predict",
                  token: str | None = None, max_batch: int = 65536, model_name: str = "model",
-                 on_answer: Callable[[int], None] | None = None):
+                 on_answer: Callable[[int], None] | None = None, header_seconds: float = 10.0,
+                 body_seconds: float = 30.0, idle_seconds: float = 120.0):
         self.oracle, self.on_answer = oracle, on_answer
+        self.header_seconds, self.body_seconds, self.idle_seconds = header_seconds, body_seconds, idle_seconds
         self.api = LabelApi(getattr(oracle, "input_shape", None), path=path, token=token, max_batch=max_batch,
                             model_name=model_name)
         self.inputs_answered = self.requests_answered = 0
         self._lock, self._model_lock = threading.Lock(), threading.Lock()
-        self._httpd = _HTTPServer((host, port), _handler(self))
+        self._httpd = LabelHTTPServer((host, port), LabelHandler)
+        self._httpd.label_server = self
         self._thread: threading.Thread | None = None
 
     @property
@@ -100,48 +96,3 @@ class LabelServer:
             self.inputs_answered += len(x)
             self.requests_answered += 1
         return labels
-
-
-def _handler(server: LabelServer) -> type[BaseHTTPRequestHandler]:
-    api = server.api
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-            pass  # requests are not logged: an Authorization header must never reach a log
-
-        def _send(self, reply: Reply) -> None:
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(reply.body)
-
-        def _drain(self, length: int) -> None:
-            left = min(length, DRAIN_BYTES)
-            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
-                left -= len(chunk)
-
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            self._send(api.get(self.path, self.headers.get("Authorization"), server.stats))
-
-        def do_POST(self):  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
-            if (refused := api.too_large(length)) is not None:
-                self.close_connection = True
-                self._drain(length)  # closing on unread bytes resets the connection: the 413 would be lost
-                return self._send(refused)
-            body = self.rfile.read(length) if length > 0 else b""  # read it whatever follows: keep-alive
-            inputs = api.parse(self.path, self.headers.get("Authorization"), self.headers.get("Content-Type"), body)
-            if isinstance(inputs, Reply):
-                return self._send(inputs)
-            try:
-                labels = server.answer(inputs.x)
-            except RuntimeError as exc:  # the model failed: the client may retry a 5xx
-                return self._send(api.model_failed(exc))
-            self._send(api.reply(inputs, labels))
-            if server.on_answer is not None:
-                server.on_answer(server.requests_answered)
-
-    return Handler

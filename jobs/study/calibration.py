@@ -13,7 +13,7 @@ import argparse
 import sys
 from functools import partial
 
-from jobs.common import add_run_argument, job_main, job_parser
+from jobs.common import add_run_argument, job_main, job_parser, writes_run
 from jobs.smoke import smoke_farm
 
 HELP = "re-run the shadow-calibrated attacks with the first k shadows"
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--pseudo-targets", type=int, default=4, help="shadows playing the target for thresholds")
 
 
+@writes_run
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 

@@ -19,7 +19,7 @@ import sys
 from functools import partial
 
 from farm.errors import ConfigError
-from jobs.common import add_run_argument, csv_list, job_main, job_parser, smoke_out
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, smoke_out, writes_run
 from jobs.smoke import attacked_smoke_farm
 
 HELP = "false positives of every attack on out-of-distribution inputs (noise, permuted, scaled, other data)"
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+@writes_run
 def run(args: argparse.Namespace) -> int:
     from attacks.artifacts import OOD
     from attacks.report.ood import format_ood

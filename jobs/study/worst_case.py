@@ -16,7 +16,7 @@ import argparse
 import sys
 from functools import partial
 
-from jobs.common import add_run_argument, csv_list, job_main, job_parser, smoke_out
+from jobs.common import add_run_argument, csv_list, job_main, job_parser, smoke_out, writes_run
 from jobs.smoke import attacked_smoke_farm
 
 HELP = "attack results on the population's outliers beside the whole population"
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+@writes_run
 def run(args: argparse.Namespace) -> int:
     from attacks.artifacts import WORST_CASE
     from attacks.report.page import write_report

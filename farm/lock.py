@@ -1,0 +1,148 @@
+"""One writer per run: `train`, the attack stage and `train --new-run` hold the run's lock while they write.
+
+Local paths (and shared file systems with flock): an exclusive `filelock.FileLock` on `RUN/.writer.lock`.
+The kernel drops it when its process dies, so a lock left by a killed writer is taken over by the next one,
+which says so. Object stores (no locks): a lease object, `RUN/.writer.json` with an expiry, renewed by its
+holder every LEASE_SECONDS / 3; an expired lease is taken over. Object stores offer no compare-and-swap through
+pyarrow, so two writers starting within the same second may both read an expired lease: each reads the lease
+back after writing it and refuses when another's token is there, which narrows that window but cannot close it.
+
+`RUN/.writer.json` names the holder (host, pid, start time, command) while the lock is held; a second writer
+refuses at once with one line naming it. The lock is reentrant within a process (a job that trains, then
+attacks the same run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from filelock import FileLock, Timeout
+
+from farm.errors import RunError
+from farm.storage import RunDir
+
+LOCK = ".writer.lock"
+HOLDER = ".writer.json"
+LEASE_SECONDS = 120.0
+
+_held: dict[str, int] = {}  # run path -> nesting depth of this process's holds (driver-side only)
+
+
+def holder_line(holder: dict | None) -> str:
+    """`host H, pid P, since T (command)` of a holder record; `a writer that is starting` when there is none."""
+    if not holder:
+        return "a writer that is starting"
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(holder.get("started", 0)))
+    return f"host {holder.get('host')}, pid {holder.get('pid')}, since {started} ({holder.get('command')})"
+
+
+def _read_holder(run: RunDir) -> dict | None:
+    try:
+        holder = run.read_json(HOLDER) if run.is_file(HOLDER) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # half-written by a holder that is starting: no name to give
+    return holder if isinstance(holder, dict) else None
+
+
+def _record(command: str, token: str) -> dict:
+    now = time.time()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": now, "command": command,
+            "token": token, "expires": now + LEASE_SECONDS}
+
+
+def _refuse(run: RunDir, holder: dict | None) -> RunError:
+    return RunError(f"{run.path()}: another writer holds the run: {holder_line(holder)}; wait for it to finish "
+                    "(one writer per run), or write to another --out")
+
+
+def _note_takeover(run: RunDir, previous: dict | None, why: str) -> None:
+    if previous:
+        print(f"shadowfarm: {run.path()}: took over the lock of {holder_line(previous)}: {why}", file=sys.stderr)
+
+
+@contextmanager
+def run_lock(run: RunDir | str, *, command: str, create: bool = False) -> Iterator[None]:
+    """Hold the run's writer lock for the block; RunError naming the holder when another writer has it.
+
+    `create`: make the run directory if it does not exist (train); otherwise a run that does not exist is
+    not locked (there is nothing to protect, and the job reading it says it is missing)."""
+    run = RunDir(run) if isinstance(run, str) else run
+    key = run.path()
+    if not (create or run.exists()):
+        yield
+        return
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    hold = _local_hold if run.local else _lease_hold
+    with hold(run, command):
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held.pop(key, None)
+
+
+@contextmanager
+def _local_hold(run: RunDir, command: str) -> Iterator[None]:
+    run.makedirs()
+    lock = FileLock(run.path(LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise _refuse(run, _read_holder(run)) from None
+    try:
+        # a holder record under a lock nobody held: its writer died without releasing (the kernel released it)
+        _note_takeover(run, _read_holder(run), "that process is no longer running")
+        run.write_json(HOLDER, _record(command, uuid.uuid4().hex))
+        try:
+            yield
+        finally:
+            run.delete(HOLDER)
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _lease_hold(run: RunDir, command: str) -> Iterator[None]:
+    previous = _read_holder(run)
+    if previous and previous.get("expires", 0) > time.time():
+        raise _refuse(run, previous)
+    token = uuid.uuid4().hex
+    run.write_json(HOLDER, _record(command, token))
+    if (_read_holder(run) or {}).get("token") != token:
+        raise _refuse(run, _read_holder(run))
+    _note_takeover(run, previous, "its lease expired")
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(run, command, token, stop), daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        if (_read_holder(run) or {}).get("token") == token:
+            run.delete(HOLDER)
+
+
+def _renew(run: RunDir, command: str, token: str, stop: threading.Event) -> None:
+    """Extend the lease every LEASE_SECONDS / 3 until `stop`, keeping its start time."""
+    record = _read_holder(run) or _record(command, token)
+    while not stop.wait(LEASE_SECONDS / 3):
+        record["expires"] = time.time() + LEASE_SECONDS
+        try:
+            run.write_text(HOLDER, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:  # a store that is briefly unreachable: the next renewal retries
+            print(f"shadowfarm: {run.path(HOLDER)}: lease not renewed ({exc})", file=sys.stderr)
