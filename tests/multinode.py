@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -39,12 +40,20 @@ CONFIG = ["data.subsample=120", "membership.n_models=8", "train.epochs=2", "farm
 
 
 def _lose_node(cluster: Cluster, hold: Path, tag: str, lost: dict) -> None:
-    """Wait for an actor at hold point `tag`, remove the worker node it runs on, then release every actor."""
+    """Wait for a process at a hold point starting with `tag`, remove the worker node it runs on, kill every held
+    process of that node (a lost node takes them all at once; an orphaned worker would otherwise finish its task
+    before it notices that its raylet is gone), then release everyone."""
     try:
         marker = wait_for(lambda: sorted(hold.glob(f"{tag}*.*")), f"a process at {tag}", limit=300)[0]
         node_id = marker.read_text().split()[-1]
         [node] = [n for n in cluster.worker_nodes if n.node_id == node_id]
         cluster.remove_node(node, allow_graceful=False)
+        for held in hold.glob(f"{tag}*.*"):
+            if held.read_text().split()[-1:] == [node_id]:
+                try:
+                    os.kill(int(held.name.rsplit(".", 1)[1]), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         lost["node_id"] = node_id
     finally:
         (hold / "go").touch()
