@@ -37,19 +37,17 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
-import torch
-from tqdm.auto import tqdm
 
 from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_journal, audit_metrics, audit_scores, audit_target, jsonable
 from attacks.audit_checks import audit_fidelity, known_nonmembers, with_nonmembers
-from attacks.compute.requery import requery_responses
+from attacks.compute.requery import requery_responses, target_pred
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
 from attacks.modes import audit_attacks, challenge_of
 from attacks.oracles.http_client import HttpOracle, HttpSettings
 from attacks.oracles.journal import open_journal
 from attacks.oracles.model import ModelOracle, TorchScriptOracle
-from attacks.registry import attack_with, choose_attacks, get_attack
+from attacks.registry import attack_with, choose_attacks, get_attack, own_queries
 from attacks.responses import Responses
 from attacks.settings import resolve
 from attacks.stats.lira import collect_fallbacks, fallback_summary
@@ -58,7 +56,6 @@ from attacks.stats.shadow_game import play, pseudo_targets
 from attacks.tune.tuned import load_tuned, run_model, tuned_thresholds, without_target
 from farm.errors import ConfigError, RunError
 from farm.plan import Plan, load_plan
-from farm.queries import apply_query
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
 
@@ -127,15 +124,6 @@ def challenge_examples(n: int, *, examples: int | None, seed: int) -> np.ndarray
     if examples < 2:
         raise ConfigError(f"--examples: expected at least 2, got {examples}")
     return np.sort(np.random.default_rng(seed).choice(n, size=examples, replace=False))
-
-
-def target_pred(oracle, *, queries, info, x: np.ndarray, examples: np.ndarray, progress: bool = True) -> np.ndarray:
-    """int16[K, Q]: the oracle's label for each challenge example under each query of the run."""
-    population = torch.as_tensor(x)
-    pred = np.empty((len(examples), len(queries)), dtype=np.int16)
-    for q, query in enumerate(tqdm(queries, desc="target queries", unit="query", disable=not progress)):
-        pred[:, q] = oracle.predict_labels(apply_query(query, population, info=info)[examples].numpy())
-    return pred
 
 
 def with_target(responses: Responses, pred: np.ndarray, examples: np.ndarray, member: np.ndarray) -> Responses:
@@ -251,6 +239,7 @@ def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, 
               "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
               "n_pseudo_targets": n_pseudo_targets, "seed": options.seed, "ground_truth": ground_truth,
               "tuned": tuned, "queries": (tuned or {}).get("queries"), "tuned_threshold": threshold_source,
+              "queries_per_example": own_queries(name, settings),
               "calibration_fallback": fallback_summary(fallbacks), "known_nonmembers": known,
               **(about or {})}
     if ground_truth:

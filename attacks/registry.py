@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from attacks.methods import boundary, calibrated, confidence, correctness, transfer, whitebox
+from attacks.methods import boundary, calibrated, confidence, correctness, fixed_direction, transfer, whitebox
 from attacks.responses import Responses
 from attacks.spaces import augment_space, augment_specs, choice, loguniform, noise_space, noise_specs, randint
 from attacks.spec import AttackSpec, Ood, SearchSpace, Statistic
@@ -45,6 +45,7 @@ def _spec(name: str, fn: Callable[..., np.ndarray], *, label_only: bool, needs: 
 # The statistics that need model access, prepared by `attacks.compute` (named lazily: no torch or Ray here).
 TRANSFER_MODELS = Statistic("attacks.compute.transfer:prepare", "attacks.compute.transfer:prepare_audit")
 HOPSKIPJUMP = Statistic("attacks.compute.boundary:prepare", "attacks.compute.boundary:prepare_audit")
+WALK = Statistic("attacks.compute.fixed_direction:prepare", "attacks.compute.fixed_direction:prepare_audit")
 GRADIENTS = Statistic("attacks.compute.whitebox:prepare")  # one for every white-box attack; no audit (no weights)
 AS_RUN, OFFLINE = Ood("as run"), Ood("offline")
 LIRA_SPACE = {"variant": choice(["online", "offline"]), "global_variance": choice([True, False])}
@@ -100,6 +101,13 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
                                          "max_evals": choice([100, 300, 1000])}),
           description="L2 distance to the decision boundary by batched HopSkipJump, threshold or per-example "
                       "calibration from shadows (Li & Zhang; Choquette-Choo et al.)"),
+    _spec("fixed_direction", fixed_direction.fixed_direction, label_only=True, needs=(), statistic=WALK,
+          needs_in_shadows=("online",), disjoint_variant="offline", short="fixed_dir",
+          explicit_only="re-queries every model on K steps of a walk per example",
+          queries=fixed_direction.queries_per_example, smoke=("audit",),
+          tune=SearchSpace(lambda info: {"steps": choice([5, 10, 15, 20, 30]), **LIRA_SPACE}),
+          description="first wrong step of K queries walking from x toward a fixed point, calibrated per example "
+                      "against the shadows' own first wrong steps (DHAttack, Li et al.)"),
     _spec("loss", confidence.loss, label_only=False, needs=(), ood=AS_RUN, smoke=("study", "matrix"),
           description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
     _spec("confidence_classifier", confidence.confidence_classifier, label_only=False, needs=(), ood=AS_RUN,
@@ -151,6 +159,13 @@ def smoke_settings(run: str) -> list[str]:
 def attack_type(name: str, label_only: bool) -> str:
     """The type of a result named `name` (a registered attack's `kind`; else from its label_only flag)."""
     return ATTACKS[name].kind if name in ATTACKS else "label-only" if label_only else "confidence"
+
+
+def own_queries(name: str, settings: dict) -> int | None:
+    """The queries per example attack `name` sends the target of its own (`AttackSpec.queries`; None: it reads the
+    run's query set only, which the audit asks once for every attack)."""
+    spec = get_attack(name)
+    return None if spec.queries is None else spec.queries(settings)
 
 
 def register(spec: AttackSpec) -> AttackSpec:

@@ -82,6 +82,13 @@ def _probability(value, info: DatasetInfo):
     return None if _real(value) and 0 < value < 1 else "must be a number in (0, 1)"
 
 
+def _point(value, info: DatasetInfo):
+    lo, hi = info.bounds
+    if value == "mean" or (_real(value) and lo <= value <= hi):
+        return None
+    return f"must be 'mean' or a number in [{lo}, {hi}]"
+
+
 def _max_shift(info: DatasetInfo) -> int:
     return min(info.shape[-2:]) - 1
 
@@ -148,6 +155,11 @@ def _bitflip(x, params, seed, info):
     return torch.where(flip, 1 - x, x)
 
 
+def _toward(x, params, seed, info):
+    point = x.mean(dim=0, keepdim=True) if params["point"] == "mean" else torch.full_like(x[:1], params["point"])
+    return x + (params["step"] / params["steps"]) * (point - x)
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -191,6 +203,9 @@ QUERY_KINDS: dict[str, _Kind] = {
     "bitflip": _Kind({"p": _probability, "n": _int_range(1)},
                      lambda p: [{"p": float(p["p"]), "copy": k} for k in range(p["n"])],
                      _bitflip, _binary_only),
+    "toward": _Kind({"point": _point, "steps": _int_range(1, lambda info: 1000)},
+                    lambda p: [{"point": p["point"], "step": k, "steps": p["steps"]} for k in range(1, p["steps"] + 1)],
+                    _toward),
 }
 
 

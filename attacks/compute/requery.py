@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
+from tqdm.auto import tqdm
 
 from attacks.compute.tasks import map_tasks
 from attacks.responses import Responses
@@ -113,6 +114,16 @@ def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np
     for m, start, stop in chunks:
         pred[m, start:stop] = fixed_list_to_numpy(run.read_table(_part(key, m, start, stop), columns=["pred"])["pred"])
     return queries, pred
+
+
+def target_pred(oracle, *, queries, info, x: np.ndarray, examples: np.ndarray, progress: bool = True) -> np.ndarray:
+    """int16[K, Q]: the oracle's label for each challenge example under each query (the whole population perturbed
+    once per query, DESIGN §4, and the `examples` rows asked: one query per example and query)."""
+    population = torch.as_tensor(x)
+    pred = np.empty((len(examples), len(queries)), dtype=np.int16)
+    for q, query in enumerate(tqdm(queries, desc="target queries", unit="query", disable=not progress)):
+        pred[:, q] = oracle.predict_labels(apply_query(query, population, info=info)[examples].numpy())
+    return pred
 
 
 def with_queries(responses: Responses, queries: Sequence[Query], pred: np.ndarray) -> Responses:
