@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from attacks.methods import boundary, calibrated, confidence, correctness, fixed_direction, transfer, whitebox
+from attacks.methods import boundary, calibrated, confidence, correctness, fixed_direction, transfer, whitebox, yoqo
 from attacks.responses import Responses
 from attacks.spaces import augment_space, augment_specs, choice, loguniform, noise_space, noise_specs, randint
 from attacks.spec import AttackSpec, Ood, SearchSpace, Statistic
@@ -46,6 +46,7 @@ def _spec(name: str, fn: Callable[..., np.ndarray], *, label_only: bool, needs: 
 TRANSFER_MODELS = Statistic("attacks.compute.transfer:prepare", "attacks.compute.transfer:prepare_audit")
 HOPSKIPJUMP = Statistic("attacks.compute.boundary:prepare", "attacks.compute.boundary:prepare_audit")
 WALK = Statistic("attacks.compute.fixed_direction:prepare", "attacks.compute.fixed_direction:prepare_audit")
+CRAFTED = Statistic("attacks.compute.yoqo:prepare", "attacks.compute.yoqo:prepare_audit")
 GRADIENTS = Statistic("attacks.compute.whitebox:prepare")  # one for every white-box attack; no audit (no weights)
 AS_RUN, OFFLINE = Ood("as run"), Ood("offline")
 LIRA_SPACE = {"variant": choice(["online", "offline"]), "global_variance": choice([True, False])}
@@ -108,6 +109,15 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
           tune=SearchSpace(lambda info: {"steps": choice([5, 10, 15, 20, 30]), **LIRA_SPACE}),
           description="first wrong step of K queries walking from x toward a fixed point, calibrated per example "
                       "against the shadows' own first wrong steps (DHAttack, Li et al.)"),
+    _spec("yoqo", yoqo.yoqo, label_only=True, needs=(), statistic=CRAFTED, needs_in_shadows=("online", "global"),
+          disjoint_variant="offline", explicit_only="crafts its queries by gradient descent through the shadows",
+          queries=yoqo.queries_per_example, smoke=("audit",), smoke_settings={"steps": 5},
+          tune=SearchSpace(lambda info: {"n_queries": choice([1, 2, 4, 8]), "steps": choice([20, 40, 80]),
+                                         "lr": loguniform(0.005, 0.1), "alpha": loguniform(0.1, 10.0),
+                                         "variant": choice(["online", "offline"])}),
+          description="one crafted query per example (or a few), crafted through half the shadows so that IN "
+                      "shadows keep the label and OUT shadows lose it, calibrated per example on the other half "
+                      "(YOQO, Wu et al.)"),
     _spec("loss", confidence.loss, label_only=False, needs=(), ood=AS_RUN, smoke=("study", "matrix"),
           description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
     _spec("confidence_classifier", confidence.confidence_classifier, label_only=False, needs=(), ood=AS_RUN,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.compute.requery import requery, target_pred
+from attacks.compute.requery import audit_columns, requery, target_pred
 from attacks.methods.fixed_direction import PER_EXAMPLE, STATISTIC, check_settings, first_wrong_step
 from attacks.responses import Responses
 from farm.cluster import ensure_ray
@@ -53,9 +53,7 @@ def prepare_audit(plan: Plan, responses: Responses, oracle, chosen: dict, *, exa
     ensure_ray()
     data = plan.dataset
     target = responses.n_models - 1
-    columns = np.asarray(examples)
-    if responses.n_examples > len(columns):
-        columns = np.concatenate([columns, np.flatnonzero(~plan.target_pool)])
+    columns = audit_columns(plan, responses, examples)
     queries, pred = requery(plan.run, specs=walk(chosen), info=data.info, x=data.x, labels=data.y,
                             models=_models(chosen, pseudo, shadows), n_models=target, seed=plan.cfg.seed,
                             progress=progress)

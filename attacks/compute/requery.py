@@ -126,6 +126,15 @@ def target_pred(oracle, *, queries, info, x: np.ndarray, examples: np.ndarray, p
     return pred
 
 
+def audit_columns(plan: Plan, responses: Responses, examples: np.ndarray) -> np.ndarray:
+    """The example ids of an audit's `responses` columns: the challenge `examples`, then a disjoint run's shadow
+    pool when the responses hold it (`attacks.audit`: the shadow game is played there, the target never asked)."""
+    columns = np.asarray(examples)
+    if responses.n_examples > len(columns):
+        columns = np.concatenate([columns, np.flatnonzero(~plan.target_pool)])
+    return columns
+
+
 def with_queries(responses: Responses, queries: Sequence[Query], pred: np.ndarray) -> Responses:
     """The same game with another query set's responses (logits and statistics kept)."""
     return replace(responses, pred=pred, query_kinds=tuple(q.kind for q in queries),
