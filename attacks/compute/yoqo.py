@@ -35,6 +35,10 @@ from farm.shards import fixed_list_to_numpy, load_weights
 from farm.storage import RunDir
 
 VERSION = 1  # of the crafting kernel: part of every cache key
+# Examples are crafted in blocks of BLOCK consecutive example ids starting at multiples of BLOCK, whatever the
+# chunking: floating-point sums depend on the batch shape, so a fixed block makes a crafted input bit-identical
+# however the work is split (chunks are rounded up to whole blocks).
+BLOCK = 64
 
 
 def craft_settings(settings: dict) -> CraftSettings:
@@ -75,8 +79,9 @@ def _craft_chunk(run_uri: str, plan_bits: tuple, crafters: list[int], member: np
     torch.set_num_threads(1)
     run, (model_cfg, info) = RunDir(run_uri), plan_bits
     base, params, buffers = stacked(model_cfg, info, [load_weights(run, m) for m in crafters])
-    out = craft(base, params, buffers, torch.tensor(x), torch.tensor(np.asarray(labels, dtype=np.int64)),
-                torch.tensor(member), settings=settings, bounds=info.bounds).numpy()
+    x, y, member = torch.tensor(x), torch.tensor(np.asarray(labels, dtype=np.int64)), torch.tensor(member)
+    out = np.concatenate([craft(base, params, buffers, x[b:b + BLOCK], y[b:b + BLOCK], member[:, b:b + BLOCK],
+                                settings=settings, bounds=info.bounds).numpy() for b in range(0, len(x), BLOCK)])
     flat = out.reshape(len(x), -1)
     table = pa.table({"example_id": pa.array(np.arange(start, start + len(x), dtype=np.int32)),
                       "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])})
@@ -91,9 +96,11 @@ _craft_task = ray.remote(_craft_chunk)
 def crafted_inputs(plan: Plan, member: np.ndarray, crafters: Sequence[int], settings: CraftSettings, *,
                    chunk_examples: int = 256, progress: bool = True, local: bool = False) -> np.ndarray:
     """float32[N, n_queries, *shape]: the queries crafted through `crafters` for every example of the population
-    (member bool[M, N]: only the crafters' rows are read); missing chunks crafted as Ray tasks (local: here)."""
+    (member bool[M, N]: only the crafters' rows are read); missing chunks (`chunk_examples` rounded up to whole
+    blocks) crafted as Ray tasks (local: here)."""
     data, crafters = plan.dataset, sorted(int(m) for m in crafters)
     key, n = _key(settings, crafters), len(data.y)
+    chunk_examples = -(-chunk_examples // BLOCK) * BLOCK
     chunks = [(s, min(s + chunk_examples, n)) for s in range(0, n, chunk_examples)]
     todo = [c for c in chunks if not plan.run.is_file(_part(key, *c))]
     bits = (plan.cfg.model, data.info)
