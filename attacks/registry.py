@@ -25,7 +25,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from attacks.methods import boundary, calibrated, confidence, correctness, fixed_direction, transfer, whitebox, yoqo
+from attacks.methods import (
+    boundary,
+    calibrated,
+    confidence,
+    correctness,
+    fixed_direction,
+    oslo,
+    transfer,
+    whitebox,
+    yoqo,
+)
 from attacks.responses import Responses
 from attacks.spaces import augment_space, augment_specs, choice, loguniform, noise_space, noise_specs, randint
 from attacks.spec import AttackSpec, Ood, SearchSpace, Statistic
@@ -47,6 +57,7 @@ TRANSFER_MODELS = Statistic("attacks.compute.transfer:prepare", "attacks.compute
 HOPSKIPJUMP = Statistic("attacks.compute.boundary:prepare", "attacks.compute.boundary:prepare_audit")
 WALK = Statistic("attacks.compute.fixed_direction:prepare", "attacks.compute.fixed_direction:prepare_audit")
 CRAFTED = Statistic("attacks.compute.yoqo:prepare", "attacks.compute.yoqo:prepare_audit")
+TRANSFERRED = Statistic("attacks.compute.oslo:prepare", "attacks.compute.oslo:prepare_audit")
 GRADIENTS = Statistic("attacks.compute.whitebox:prepare")  # one for every white-box attack; no audit (no weights)
 AS_RUN, OFFLINE = Ood("as run"), Ood("offline")
 LIRA_SPACE = {"variant": choice(["online", "offline"]), "global_variance": choice([True, False])}
@@ -118,6 +129,15 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
           description="one crafted query per example (or a few), crafted through half the shadows so that IN "
                       "shadows keep the label and OUT shadows lose it, calibrated per example on the other half "
                       "(YOQO, Wu et al.)"),
+    _spec("oslo", oslo.oslo, label_only=True, needs=(), statistic=TRANSFERRED, needs_in_shadows=("online",),
+          disjoint_variant="offline", explicit_only="crafts its queries by transfer attacks through the shadows",
+          queries=oslo.queries_per_example, short="oslo",
+          tune=SearchSpace(lambda info: {"levels": choice([[0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05]]),
+                                         "steps": choice([20, 40, 80]), "lr": loguniform(0.002, 0.05),
+                                         "variant": choice(["online", "offline"])}),
+          description="one query per level tau, grown on source OUT shadows until validation OUT shadows give the "
+                      "true class less than tau; the levels the target stays correct at, calibrated per example on "
+                      "shadows that did not craft them (OSLO, Peng et al.)"),
     _spec("loss", confidence.loss, label_only=False, needs=(), ood=AS_RUN, smoke=("study", "matrix"),
           description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
     _spec("confidence_classifier", confidence.confidence_classifier, label_only=False, needs=(), ood=AS_RUN,

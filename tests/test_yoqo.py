@@ -13,29 +13,23 @@ import torch
 from attacks.audit import AuditOptions, audit_run, open_target, target_key
 from attacks.compute import yoqo as compute
 from attacks.compute.crafting import CraftSettings, craft, loop_craft
-from attacks.compute.whitebox import stacked
 from attacks.loader import load_responses
 from attacks.registry import run_attack
 from attacks.stage import AttackOptions, attack_run
 from attacks.stats.metrics import auc
 from attacks.stats.shadow_game import pseudo_targets, shadow_scores
 from farm.errors import ConfigError
-from farm.models import build_model
 from farm.plan import load_plan
-from farm.shards import load_weights
 
 NAME = "yoqo"
 FAST = dict(n_pseudo=2, bootstrap=0)
 CHEAP = {"steps": 6, "n_queries": 2}
 TARGETS, SHADOWS = [0, 1], list(range(2, 8))
-# 8 MLPs that fit their 60 training images (a crafted query's bias shows on models that learned something)
-OVERFIT = ("data.subsample=120", "membership.n_models=8", "train.epochs=40", "farm.group_size=4", "model.hidden=[64]",
-           "train.lr=0.01", "queries=[clean]")
 
 
 @pytest.fixture(scope="module")
 def run(farms):
-    return farms.run(*OVERFIT)
+    return farms.run(*farms.OVERFIT)
 
 
 def _settings(**extra):
@@ -43,20 +37,12 @@ def _settings(**extra):
     return resolve_settings(NAME, {**CHEAP, **extra})
 
 
-def test_batched_crafting_is_the_per_example_loop_and_does_not_depend_on_chunking(run):
+def test_batched_crafting_is_the_per_example_loop_and_does_not_depend_on_chunking(run, farms):
     plan = load_plan(run)
-    data, crafters = plan.dataset, [2, 4, 6]
-    states = [load_weights(plan.run, m) for m in crafters]
-    base, params, buffers = stacked(plan.cfg.model, data.info, states)
-    settings = CraftSettings(steps=5, n_queries=2)
-    x, y = torch.tensor(data.x[:10]), torch.tensor(data.y[:10].astype(np.int64))
-    member = torch.tensor(plan.member[crafters, :10])
+    crafters = [2, 4, 6]
+    (base, params, buffers), models, x, y, member = farms.crafting_group(run, crafters, 10)
+    settings, data = CraftSettings(steps=5, n_queries=2), plan.dataset
     batched = craft(base, params, buffers, x, y, member, settings=settings, bounds=data.info.bounds)
-    models = []
-    for state in states:
-        model = build_model(plan.cfg.model, info=data.info)
-        model.load_state_dict(state)
-        models.append(model)
     looped = loop_craft(models, x, y, member, settings=settings, bounds=data.info.bounds)
     assert batched.shape == (10, 2, *data.info.shape)
     torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-5)
@@ -91,8 +77,9 @@ def test_crafting_never_reads_the_targets_weights_or_membership(run, tmp_path):
         member = responses.member.copy()
         if flip:
             member[TARGETS] = ~member[TARGETS]
-        rows.append(compute._statistics(plan, member, _settings(), models=TARGETS + SHADOWS, shadows=SHADOWS, seed=0,
-                                        progress=False, local=True))
+        rows.append(compute._statistics(plan, member, compute.craft_settings(_settings()), split=True,
+                                        models=TARGETS + SHADOWS, shadows=SHADOWS, seed=0, progress=False,
+                                        local=True))
     (stat, fold, inputs), (stat2, fold2, inputs2) = rows
     for a, b in zip(inputs, inputs2, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -65,7 +65,8 @@ def answering_set(model: int, sets: list[list[int]]) -> int:
 
 
 def _key(settings: CraftSettings, crafters: Sequence[int]) -> str:
-    blob = json.dumps({**asdict(settings), "crafters": list(crafters), "version": VERSION}, sort_keys=True)
+    blob = json.dumps({**asdict(settings), "kernel": type(settings).__name__, "crafters": list(crafters),
+                       "version": VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -74,7 +75,7 @@ def _part(key: str, start: int, stop: int) -> str:
 
 
 def _craft_chunk(run_uri: str, plan_bits: tuple, crafters: list[int], member: np.ndarray, start: int,
-                 x: np.ndarray, labels: np.ndarray, settings: CraftSettings, key: str) -> str:
+                 x: np.ndarray, labels: np.ndarray, settings, key: str) -> str:
     """Craft examples [start, start + len(x)) through `crafters` (member bool[G, B]: their rows) and write them."""
     torch.set_num_threads(1)
     run, (model_cfg, info) = RunDir(run_uri), plan_bits
@@ -93,7 +94,7 @@ def _craft_chunk(run_uri: str, plan_bits: tuple, crafters: list[int], member: np
 _craft_task = ray.remote(_craft_chunk)
 
 
-def crafted_inputs(plan: Plan, member: np.ndarray, crafters: Sequence[int], settings: CraftSettings, *,
+def crafted_inputs(plan: Plan, member: np.ndarray, crafters: Sequence[int], settings, *,
                    chunk_examples: int = 256, progress: bool = True, local: bool = False) -> np.ndarray:
     """float32[N, n_queries, *shape]: the queries crafted through `crafters` for every example of the population
     (member bool[M, N]: only the crafters' rows are read); missing chunks (`chunk_examples` rounded up to whole
@@ -129,16 +130,16 @@ def ask(predict_labels, inputs: np.ndarray) -> np.ndarray:
     return np.asarray(predict_labels(inputs.reshape(n * q, *inputs.shape[2:]))).reshape(n, q)
 
 
-def _statistics(plan: Plan, member: np.ndarray, chosen: dict, *, models: Sequence[int], shadows: Sequence[int],
-                seed: int, progress: bool, local: bool) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _statistics(plan: Plan, member: np.ndarray, crafting, *, split: bool, models: Sequence[int],
+                shadows: Sequence[int], seed: int, progress: bool,
+                local: bool) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(statistic, answering set, crafted inputs per set): float64[M, N] rows of `models` (NaN for the others),
     each model's labels through a `ModelOracle` on the queries of the set it answers. member bool[M, N]: only
-    the shadows' rows are read (by the crafting)."""
+    the shadows' rows are read (by the crafting); crafting: `CraftSettings` or `OsloSettings`."""
     from attacks.oracles.model import ModelOracle
 
-    settings = craft_settings(chosen)
-    sets = crafting_sets(shadows, split=chosen["split"], seed=seed)
-    inputs = [crafted_inputs(plan, member, s, settings, progress=progress, local=local) for s in sets]
+    sets = crafting_sets(shadows, split=split, seed=seed)
+    inputs = [crafted_inputs(plan, member, s, crafting, progress=progress, local=local) for s in sets]
     n_models = len(member)
     stat, fold = np.full((n_models, len(plan.dataset.y)), np.nan), np.full((n_models, len(plan.dataset.y)), np.nan)
     for m in sorted(set(models)):
@@ -148,28 +149,47 @@ def _statistics(plan: Plan, member: np.ndarray, chosen: dict, *, models: Sequenc
     return stat, fold, inputs
 
 
-def prepare(plan: Plan, responses: Responses, chosen: dict, *, scored: Sequence[int], everyone: Sequence[int],
-            seed: int, progress: bool, local: bool) -> Responses:
-    """`responses` with the "yoqo" statistic and answering set of the `scored` models and `everyone` (the
-    shadows, which craft and calibrate); chosen: the attack's resolved settings (`Statistic.prepare`)."""
-    stat, fold, _ = _statistics(plan, responses.member, chosen, models=sorted(set(scored) | set(everyone)),
-                                shadows=everyone, seed=seed, progress=progress, local=local)
-    return responses.with_statistic(STATISTIC, stat).with_statistic(FOLD, fold)
+def prepare_crafted(plan: Plan, responses: Responses, crafting, *, split: bool, names: tuple[str, str],
+                    scored: Sequence[int], everyone: Sequence[int], seed: int, progress: bool,
+                    local: bool) -> Responses:
+    """`responses` with the statistic and answering set (`names`) of the `scored` models and `everyone` (the
+    shadows, which craft and calibrate) on the queries `crafting` crafts."""
+    stat, fold, _ = _statistics(plan, responses.member, crafting, split=split,
+                                models=sorted(set(scored) | set(everyone)), shadows=everyone, seed=seed,
+                                progress=progress, local=local)
+    return responses.with_statistic(names[0], stat).with_statistic(names[1], fold)
 
 
-def prepare_audit(plan: Plan, responses: Responses, oracle, chosen: dict, *, examples: np.ndarray,
-                  pseudo: Sequence[int], shadows: Sequence[int], seed: int, progress: bool) -> Responses:
-    """`prepare` for an audit: the shadows' rows on the challenge `examples` (and a disjoint run's shadow pool
-    after them) and the target's, the last row of `responses`, from its answers through `oracle` to the queries
-    crafted by set 0 (`Statistic.audit`)."""
+def audit_crafted(plan: Plan, responses: Responses, oracle, crafting, *, split: bool, names: tuple[str, str],
+                  examples: np.ndarray, pseudo: Sequence[int], shadows: Sequence[int], seed: int,
+                  progress: bool) -> Responses:
+    """`prepare_crafted` for an audit: the shadows' rows on the challenge `examples` (and a disjoint run's shadow
+    pool after them) and the target's, the last row of `responses`, from its answers through `oracle` to the
+    queries crafted by set 0."""
     ensure_ray()
     target = responses.n_models - 1
     columns = audit_columns(plan, responses, examples)
-    stat, fold, inputs = _statistics(plan, plan.member, chosen, models=sorted(set(shadows) | set(pseudo)),
-                                     shadows=shadows, seed=seed, progress=progress, local=False)
+    stat, fold, inputs = _statistics(plan, plan.member, crafting, split=split,
+                                     models=sorted(set(shadows) | set(pseudo)), shadows=shadows, seed=seed,
+                                     progress=progress, local=False)
     out_stat, out_fold = np.full(responses.member.shape, np.nan), np.full(responses.member.shape, np.nan)
     out_stat[:target], out_fold[:target] = stat[:, columns], fold[:, columns]
     answers = ask(oracle.predict_labels, inputs[0][examples])
     out_stat[target, :len(examples)] = statistic_of(answers, plan.dataset.y[examples])
     out_fold[target] = 0
-    return responses.with_statistic(STATISTIC, out_stat).with_statistic(FOLD, out_fold)
+    return responses.with_statistic(names[0], out_stat).with_statistic(names[1], out_fold)
+
+
+def prepare(plan: Plan, responses: Responses, chosen: dict, *, scored: Sequence[int], everyone: Sequence[int],
+            seed: int, progress: bool, local: bool) -> Responses:
+    """YOQO's `prepare_crafted`; chosen: the attack's resolved settings (`Statistic.prepare`)."""
+    return prepare_crafted(plan, responses, craft_settings(chosen), split=chosen["split"], names=(STATISTIC, FOLD),
+                           scored=scored, everyone=everyone, seed=seed, progress=progress, local=local)
+
+
+def prepare_audit(plan: Plan, responses: Responses, oracle, chosen: dict, *, examples: np.ndarray,
+                  pseudo: Sequence[int], shadows: Sequence[int], seed: int, progress: bool) -> Responses:
+    """YOQO's `audit_crafted` (`Statistic.audit`)."""
+    return audit_crafted(plan, responses, oracle, craft_settings(chosen), split=chosen["split"],
+                         names=(STATISTIC, FOLD), examples=examples, pseudo=pseudo, shadows=shadows, seed=seed,
+                         progress=progress)

@@ -64,15 +64,25 @@ def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: 
     (n_queries, steps, lr, alpha) are used by the preparation step.
     """
     check_settings({"variant": variant, "n_queries": n_queries, "steps": steps, "lr": lr, "alpha": alpha})
-    values, fold = responses.statistics.get(STATISTIC), responses.statistics.get(FOLD)
+    return crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), variant=variant,
+                          global_variance=global_variance, min_std=min_std, empty=empty)
+
+
+def crafted_scores(responses: Responses, *, target: int, shadows: Sequence[int], names: tuple[str, str],
+                   variant: str, global_variance: bool | str, min_std: float, empty: str) -> np.ndarray:
+    """Scores float64[N] of an attack on crafted queries: the target's statistic (names[0]) calibrated per example
+    against the shadows that labelled the same crafted inputs (names[1]: the crafting set each row answered),
+    online, offline, or not at all ("global")."""
+    attack = names[0]
+    values, fold = responses.statistics.get(names[0]), responses.statistics.get(names[1])
     if values is None or fold is None or np.isnan(values[target]).all():
-        raise ConfigError("attack 'yoqo' needs the answers to its crafted queries; run it through "
+        raise ConfigError(f"attack {attack!r} needs the answers to its crafted queries; run it through "
                           "`shadowfarm attack` or `shadowfarm audit`")
     if variant == "global":
         return np.asarray(values[target], dtype=np.float64)
     shadows = np.asarray(shadows, dtype=np.intp)
     calibrating = shadows[fold[shadows, 0] == fold[target, 0]]
     if len(calibrating) < 1 or np.isnan(values[calibrating]).any():
-        raise ConfigError("attack 'yoqo' needs the answers of the calibrating shadows")
+        raise ConfigError(f"attack {attack!r} needs the answers of the calibrating shadows")
     return calibrate(values[np.r_[int(target), calibrating]], responses.member[calibrating], variant=variant,
                      global_variance=global_variance, min_std=min_std, empty=empty)
