@@ -1,9 +1,10 @@
-"""Benchmark: YOQO's crafted queries, batched through stacked shadows against a per-example loop, in one process.
+"""Benchmark: YOQO's and OSLO's crafted queries, batched through stacked shadows against a per-example loop.
 
 `python -m jobs.bench.queries [--config quickstart] [--models 16] [--examples 256] [--steps 40] [--smoke-test]`
 
-Both sides craft the same queries (`attacks.compute.crafting`, online variant, one query per example) for the same
-examples of the config's dataset through the same models: "batched" is `craft` over blocks of 64 examples (the
+For each kernel (`attacks.compute.crafting`: YOQO online, one query per example; OSLO, four tau levels that no
+model reaches, so that every example runs every step: OSLO's worst case), both sides craft the same queries for
+the same examples of the config's dataset through the same models: "batched" is `craft` over blocks of 64 (the
 blocks `attacks.compute.yoqo` crafts in), every model stacked under `torch.func.vmap`; "loop" is `loop_craft`,
 one example at a time through one model at a time, as the public implementations do. The loop crafts the first
 `--loop-examples` examples only (it is slow); examples/s are compared. Models are freshly initialized from the
@@ -21,7 +22,7 @@ import sys
 import numpy as np
 import torch
 
-from attacks.compute.crafting import CraftSettings, craft, loop_craft
+from attacks.compute.crafting import CraftSettings, OsloSettings, craft, loop_craft
 from attacks.compute.whitebox import stacked
 from attacks.compute.yoqo import BLOCK
 from farm.data import load_dataset
@@ -45,28 +46,30 @@ def bench(args: argparse.Namespace) -> int:
     models = [build_model(cfg.model, info=data.info) for _ in range(args.models)]
     base, params, buffers = stacked(cfg.model, data.info, [m.state_dict() for m in models])
     member = torch.tensor(np.random.default_rng(cfg.seed).random((args.models, n)) < 0.5)
-    settings, bounds = CraftSettings(steps=args.steps), data.info.bounds
-    k = min(args.loop_examples, n)
-    print(f"setup: YOQO online, {args.steps} steps, 1 query per example, through {args.models} models "
-          f"{cfg.model.name} on {n} examples of {data.info.name} {data.info.shape} (the loop: the first {k}); "
-          f"{args.repeats} repeats; {args.threads} torch thread(s)")
+    bounds, k = data.info.bounds, min(args.loop_examples, n)
+    print(f"setup: YOQO (online, 1 query per example) and OSLO (4 levels), {args.steps} steps, through "
+          f"{args.models} models {cfg.model.name} on {n} examples of {data.info.name} {data.info.shape} (the loop: "
+          f"the first {k}); {args.repeats} repeats; {args.threads} torch thread(s)")
     print(f"machine: {machine()}; load average {tuple(round(v, 2) for v in os.getloadavg())}")
+    kernels = (("YOQO", CraftSettings(steps=args.steps)), ("OSLO", OsloSettings(levels=(1e-12,) * 4, steps=args.steps)))
+    for name, settings in kernels:
+        # the first vmapped call of a process pays a one-off setup (seconds): warm both sides up, untimed
+        craft(base, params, buffers, x[:2], y[:2], member[:, :2], settings=settings, bounds=bounds)
+        loop_craft(models, x[:1], y[:1], member[:, :1], settings=settings, bounds=bounds)
 
-    def batched_side() -> torch.Tensor:
-        return torch.cat([craft(base, params, buffers, x[b:b + BLOCK], y[b:b + BLOCK], member[:, b:b + BLOCK],
-                                settings=settings, bounds=bounds) for b in range(0, n, BLOCK)])
+        def batched_side(settings=settings) -> torch.Tensor:
+            return torch.cat([craft(base, params, buffers, x[b:b + BLOCK], y[b:b + BLOCK], member[:, b:b + BLOCK],
+                                    settings=settings, bounds=bounds) for b in range(0, n, BLOCK)])
 
-    # the first vmapped call of a process pays a one-off setup (seconds): warm both sides up, untimed
-    craft(base, params, buffers, x[:2], y[:2], member[:, :2], settings=CraftSettings(steps=1), bounds=bounds)
-    loop_craft(models, x[:1], y[:1], member[:, :1], settings=CraftSettings(steps=1), bounds=bounds)
-    fast_s, fast = _median_seconds(batched_side, args.repeats)
-    slow_s, slow = _median_seconds(lambda: loop_craft(models, x[:k], y[:k], member[:, :k], settings=settings,
-                                                      bounds=bounds), args.repeats)
-    fast_rate, slow_rate = n / fast_s, k / slow_s
-    difference = float((fast[:k] - slow).abs().max())
-    print(f"batched (vmap over stacked models, blocks of {BLOCK}): median {fast_s:.3f} s = {fast_rate:,.1f} examples/s")
-    print(f"loop (per example, per model): median {slow_s:.3f} s = {slow_rate:,.2f} examples/s")
-    print(f"ratio batched / loop: {fast_rate / slow_rate:.1f}x; largest difference {difference:.1e}")
+        fast_s, fast = _median_seconds(batched_side, args.repeats)
+        slow_s, slow = _median_seconds(lambda settings=settings: loop_craft(
+            models, x[:k], y[:k], member[:, :k], settings=settings, bounds=bounds), args.repeats)
+        fast_rate, slow_rate = n / fast_s, k / slow_s
+        print(f"{name} batched (vmap over stacked models, blocks of {BLOCK}): median {fast_s:.3f} s = "
+              f"{fast_rate:,.1f} examples/s")
+        print(f"{name} loop (per example, per model): median {slow_s:.3f} s = {slow_rate:,.2f} examples/s")
+        print(f"{name} ratio batched / loop: {fast_rate / slow_rate:.1f}x; largest difference "
+              f"{float((fast[:k] - slow).abs().max()):.1e}")
     print(f"load average after: {tuple(round(v, 2) for v in os.getloadavg())}")
     return 0
 
