@@ -59,9 +59,13 @@ def crafting_sets(shadows: Sequence[int], *, split: bool, seed: int) -> list[lis
 
 
 def answering_set(model: int, sets: list[list[int]]) -> int:
-    """The crafting set whose queries `model` labels: the other set for a member of one, set 0 for a target."""
-    return 1 - sets.index(next(s for s in sets if model in s)) if len(sets) == 2 and any(model in s for s in sets) \
-        else 0
+    """The crafting set whose queries `model` labels: the other set for a member of one, set 0 for a target (and
+    for everyone when there is a single set)."""
+    if len(sets) == 2:
+        for index, members in enumerate(sets):
+            if model in members:
+                return 1 - index
+    return 0
 
 
 def _key(settings: CraftSettings, crafters: Sequence[int]) -> str:
