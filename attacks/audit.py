@@ -38,17 +38,15 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
-import torch
-from tqdm.auto import tqdm
 
 from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_metrics, audit_scores, audit_target, jsonable
 from attacks.audit_checks import audit_fidelity, with_nonmembers
 from attacks.audit_scope import AuditOptions, audit_scope
-from attacks.compute.requery import requery_responses
+from attacks.compute.requery import requery_responses, target_pred
 from attacks.compute.statistics import audit_statistics
 from attacks.loader import load_responses
 from attacks.modes import challenge_of
-from attacks.registry import attack_with, get_attack
+from attacks.registry import attack_with, get_attack, own_queries
 from attacks.responses import Responses
 from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs
@@ -57,19 +55,9 @@ from attacks.targets import journal_dir, open_target, target_key
 from attacks.tune.tuned import tuned_thresholds
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
-from farm.queries import apply_query
 from farm.storage import RunDir
 
 __all__ = ["AuditOptions", "audit_run", "journal_dir", "open_target", "target_key"]
-
-
-def target_pred(oracle, *, queries, info, x: np.ndarray, examples: np.ndarray, progress: bool = True) -> np.ndarray:
-    """int16[K, Q]: the oracle's label for each challenge example under each query of the run."""
-    population = torch.as_tensor(x)
-    pred = np.empty((len(examples), len(queries)), dtype=np.int16)
-    for q, query in enumerate(tqdm(queries, desc="target queries", unit="query", disable=not progress)):
-        pred[:, q] = oracle.predict_labels(apply_query(query, population, info=info)[examples].numpy())
-    return pred
 
 
 def with_target(responses: Responses, pred: np.ndarray, examples: np.ndarray, member: np.ndarray) -> Responses:
@@ -173,6 +161,7 @@ def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, 
               "n_examples": len(examples), "n_flagged": int(flagged.sum()), "n_shadows": len(shadows),
               "n_pseudo_targets": n_pseudo_targets, "seed": options.seed, "ground_truth": ground_truth,
               "tuned": tuned, "queries": (tuned or {}).get("queries"), "tuned_threshold": threshold_source,
+              "queries_per_example": own_queries(name, settings),
               "calibration_fallback": fallback_summary(fallbacks), "known_nonmembers": known,
               **(about or {})}
     if ground_truth:

@@ -30,8 +30,9 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from attacks.audit import target_pred, tuned_responses, with_target_answers
+from attacks.audit import tuned_responses, with_target_answers
 from attacks.audit_scope import AuditOptions, Scope, audit_scope
+from attacks.compute.requery import target_pred
 from attacks.loader import load_responses
 from attacks.oracles.journal import Journal, open_journal, row_keys
 from attacks.oracles.journaled import JournaledOracle

@@ -25,7 +25,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from attacks.methods import boundary, calibrated, confidence, correctness, transfer, whitebox
+from attacks.methods import (
+    boundary,
+    calibrated,
+    confidence,
+    correctness,
+    fixed_direction,
+    oslo,
+    transfer,
+    whitebox,
+    yoqo,
+)
 from attacks.responses import Responses
 from attacks.spaces import augment_space, augment_specs, choice, loguniform, noise_space, noise_specs, randint
 from attacks.spec import AttackSpec, Ood, SearchSpace, Statistic
@@ -45,6 +55,9 @@ def _spec(name: str, fn: Callable[..., np.ndarray], *, label_only: bool, needs: 
 # The statistics that need model access, prepared by `attacks.compute` (named lazily: no torch or Ray here).
 TRANSFER_MODELS = Statistic("attacks.compute.transfer:prepare", "attacks.compute.transfer:prepare_audit")
 HOPSKIPJUMP = Statistic("attacks.compute.boundary:prepare", "attacks.compute.boundary:prepare_audit")
+WALK = Statistic("attacks.compute.fixed_direction:prepare", "attacks.compute.fixed_direction:prepare_audit")
+CRAFTED = Statistic("attacks.compute.yoqo:prepare", "attacks.compute.yoqo:prepare_audit")
+TRANSFERRED = Statistic("attacks.compute.oslo:prepare", "attacks.compute.oslo:prepare_audit")
 GRADIENTS = Statistic("attacks.compute.whitebox:prepare")  # one for every white-box attack; no audit (no weights)
 AS_RUN, OFFLINE = Ood("as run"), Ood("offline")
 LIRA_SPACE = {"variant": choice(["online", "offline"]), "global_variance": choice([True, False])}
@@ -101,6 +114,31 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
                                          "max_evals": choice([100, 300, 1000])}),
           description="L2 distance to the decision boundary by batched HopSkipJump, threshold or per-example "
                       "calibration from shadows (Li & Zhang; Choquette-Choo et al.)"),
+    _spec("fixed_direction", fixed_direction.fixed_direction, label_only=True, needs=(), statistic=WALK,
+          needs_in_shadows=("online",), disjoint_variant="offline", short="fixed_dir",
+          explicit_only="re-queries every model on K steps of a walk per example",
+          queries=fixed_direction.queries_per_example, smoke=("audit",),
+          tune=SearchSpace(lambda info: {"steps": choice([5, 10, 15, 20, 30]), **LIRA_SPACE}),
+          description="first wrong step of K queries walking from x toward a fixed point, calibrated per example "
+                      "against the shadows' own first wrong steps (DHAttack, Li et al.)"),
+    _spec("yoqo", yoqo.yoqo, label_only=True, needs=(), statistic=CRAFTED, needs_in_shadows=("online", "global"),
+          disjoint_variant="offline", explicit_only="crafts its queries by gradient descent through the shadows",
+          queries=yoqo.queries_per_example, smoke=("audit",), smoke_settings={"steps": 5},
+          tune=SearchSpace(lambda info: {"n_queries": choice([1, 2, 4, 8]), "steps": choice([20, 40, 80]),
+                                         "lr": loguniform(0.005, 0.1), "alpha": loguniform(0.1, 10.0),
+                                         "variant": choice(["online", "offline"])}),
+          description="one crafted query per example (or a few), crafted through half the shadows so that IN "
+                      "shadows keep the label and OUT shadows lose it, calibrated per example on the other half "
+                      "(YOQO, Wu et al.)"),
+    _spec("oslo", oslo.oslo, label_only=True, needs=(), statistic=TRANSFERRED, needs_in_shadows=("online",),
+          disjoint_variant="offline", explicit_only="crafts its queries by transfer attacks through the shadows",
+          queries=oslo.queries_per_example, short="oslo",
+          tune=SearchSpace(lambda info: {"levels": choice([[0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05]]),
+                                         "steps": choice([20, 40, 80]), "lr": loguniform(0.002, 0.05),
+                                         "variant": choice(["online", "offline"])}),
+          description="one query per level tau, grown on source OUT shadows until validation OUT shadows give the "
+                      "true class less than tau; the levels the target stays correct at, calibrated per example on "
+                      "shadows that did not craft them (OSLO, Peng et al.)"),
     _spec("loss", confidence.loss, label_only=False, needs=(), ood=AS_RUN, smoke=("study", "matrix"),
           description="minus cross-entropy at the true label (Yeom et al.; needs logits)"),
     _spec("confidence_classifier", confidence.confidence_classifier, label_only=False, needs=(), ood=AS_RUN,
@@ -152,6 +190,13 @@ def smoke_settings(run: str) -> list[str]:
 def attack_type(name: str, label_only: bool) -> str:
     """The type of a result named `name` (a registered attack's `kind`; else from its label_only flag)."""
     return ATTACKS[name].kind if name in ATTACKS else "label-only" if label_only else "confidence"
+
+
+def own_queries(name: str, settings: dict) -> int | None:
+    """The queries per example attack `name` sends the target of its own (`AttackSpec.queries`; None: it reads the
+    run's query set only, which the audit asks once for every attack)."""
+    spec = get_attack(name)
+    return None if spec.queries is None else spec.queries(settings)
 
 
 def register(spec: AttackSpec) -> AttackSpec:

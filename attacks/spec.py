@@ -98,7 +98,8 @@ class AttackSpec:
     calibration_rows: the calibration study's rows of the attack, row name -> settings (`attacks.studies.
     calibration`); smoke: the smoke tests and demos that run it ("study": the studies' smoke farm, `jobs.smoke`;
     "matrix": the defense matrix's; "audit": `shadowfarm audit --demo`), with smoke_settings; short: its name in
-    narrow table columns (empty: the name).
+    narrow table columns (empty: the name); queries: queries(settings) -> the queries per example the attack
+    sends the target of its own, beyond the run's query set (None: it reads the run's query set only).
     """
 
     name: str
@@ -121,6 +122,7 @@ class AttackSpec:
     smoke: tuple[str, ...] = ()
     smoke_settings: dict = field(default_factory=dict)
     short: str = ""
+    queries: Callable[[dict], int] | None = None
 
     @property
     def kind(self) -> str:

@@ -36,7 +36,7 @@ from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
 from attacks.modes import challenge_of, split_targets
-from attacks.registry import attack_with, choose_attacks, get_attack
+from attacks.registry import attack_with, choose_attacks, get_attack, own_queries
 from attacks.responses import Responses
 from attacks.settings import resolve
 from attacks.stats.lira import collect_fallbacks, fallback_summary
@@ -148,7 +148,7 @@ def metrics_of(name: str, game: GameResult, *, settings: dict, targets: list[int
     metrics.update(attack=name, label_only=spec.label_only, description=spec.description,
                    settings=settings, target_model_ids=targets, requested_fpr=options.fpr,
                    n_pseudo_targets=options.n_pseudo, n_shadows=n_shadows, seed=options.seed,
-                   tuned=tuned, queries=(tuned or {}).get("queries"))
+                   tuned=tuned, queries=(tuned or {}).get("queries"), queries_per_example=own_queries(name, settings))
     if options.bootstrap:
         scores, member, n, seed = game.scores, game.member, options.bootstrap, options.seed
         metrics["auc_ci"] = bootstrap_ci(scores, member, metric_fn=auc, n=n, seed=seed)

@@ -14,7 +14,13 @@ translate  ``d`` int in [1, min(H,W)) ``{"dx": i, "dy": 0}`` for i = -d..d, then
 rotate     ``r`` int in [1, 180]     ``{"degrees": a}`` for a = -r..r (counter-clockwise) image
 gaussian   ``sigma`` > 0, ``n`` >= 1 ``{"sigma": s, "copy": k}`` for k = 0..n-1          continuous
 bitflip    ``p`` in (0, 1), ``n``    ``{"p": p, "copy": k}`` for k = 0..n-1              binary
+toward     ``point``, ``steps``      ``{"point": p, "step": k, "steps": K}``, k = 1..K  any
 =========  ========================  =================================================  ==========
+
+``toward`` walks each input in K equal steps toward a fixed point (DHAttack's fixed direction): step k is
+x + (k / (K + 1)) (p - x), stopping one step short of p (where every input would be the same), with p the
+per-feature mean of the population (``point: mean``) or every feature set to one number in ``info.bounds``
+(``point: 0.5``: a gray image). No randomness.
 
 Shifted-in and rotated-in pixels get the fill value 0 clipped into ``info.bounds`` (0 for the
 usual [0, 1] images). Gaussian noise touches only non-binary features (all pixels of images) and
@@ -80,6 +86,13 @@ def _positive(value, info: DatasetInfo):
 
 def _probability(value, info: DatasetInfo):
     return None if _real(value) and 0 < value < 1 else "must be a number in (0, 1)"
+
+
+def _point(value, info: DatasetInfo):
+    lo, hi = info.bounds
+    if value == "mean" or (_real(value) and lo <= value <= hi):
+        return None
+    return f"must be 'mean' or a number in [{lo}, {hi}]"
 
 
 def _max_shift(info: DatasetInfo) -> int:
@@ -148,6 +161,11 @@ def _bitflip(x, params, seed, info):
     return torch.where(flip, 1 - x, x)
 
 
+def _toward(x, params, seed, info):
+    point = x.mean(dim=0, keepdim=True) if params["point"] == "mean" else torch.full_like(x[:1], params["point"])
+    return x + (params["step"] / (params["steps"] + 1)) * (point - x)
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -191,6 +209,9 @@ QUERY_KINDS: dict[str, _Kind] = {
     "bitflip": _Kind({"p": _probability, "n": _int_range(1)},
                      lambda p: [{"p": float(p["p"]), "copy": k} for k in range(p["n"])],
                      _bitflip, _binary_only),
+    "toward": _Kind({"point": _point, "steps": _int_range(1, lambda info: 1000)},
+                    lambda p: [{"point": p["point"], "step": k, "steps": p["steps"]} for k in range(1, p["steps"] + 1)],
+                    _toward),
 }
 
 

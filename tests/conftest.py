@@ -41,6 +41,9 @@ class Farms:
     DISJOINT = ("data.subsample=200", "membership.mode=disjoint", "membership.n_models=10", "membership.p_in=0.3",
                 "train.epochs=30", "farm.group_size=4", "model.hidden=[64]", "train.lr=0.01",
                 "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 6}]")
+    # 8 MLPs that fit their 60 training images: a crafted query's bias shows on models that learned something
+    OVERFIT = ("data.subsample=120", "membership.n_models=8", "train.epochs=40", "farm.group_size=4",
+               "model.hidden=[64]", "train.lr=0.01", "queries=[clean]")
 
     def __init__(self, tmp_path_factory):
         self.tmp = tmp_path_factory
@@ -66,6 +69,24 @@ class Farms:
         out = str(self.tmp.mktemp("run") / "run")
         shutil.copytree(self.shared(*overrides, config=config), out)
         return out
+
+    @staticmethod
+    def crafting_group(run: str, models: list[int], n: int) -> tuple:
+        """(stacked (base, params, buffers), the models as modules, x, y, member bool[G, n]) of `models` of `run` on
+        its first n examples: what the crafting kernels (`attacks.compute.crafting`) take."""
+        from attacks.compute.whitebox import stacked
+        from farm.models import build_model
+        from farm.plan import load_plan
+        from farm.shards import load_weights
+
+        plan = load_plan(run)
+        data, states = plan.dataset, [load_weights(plan.run, m) for m in models]
+        modules = []
+        for state in states:
+            modules.append(build_model(plan.cfg.model, info=data.info))
+            modules[-1].load_state_dict(state)
+        return (stacked(plan.cfg.model, data.info, states), modules, torch.tensor(data.x[:n]),
+                torch.tensor(data.y[:n].astype("int64")), torch.tensor(plan.member[models, :n]))
 
     def smoke(self) -> str:
         """A copy of the smoke farm (`jobs.smoke`, what every job's --smoke-test trains if needed): a job's smoke

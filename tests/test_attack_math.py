@@ -15,7 +15,7 @@ from attacks.methods.confidence import logit_scaled_confidence, true_label_log_p
 from attacks.registry import ATTACKS, get_attack, resolve_settings, run_attack
 from attacks.responses import Responses
 from attacks.stats import correctness
-from attacks.stats.lira import lira_scores
+from attacks.stats.lira import lira_scores, smoothed_logit_fraction
 from attacks.stats.metrics import auc
 from attacks.stats.shadow_game import shadow_scores
 from farm.errors import ConfigError
@@ -57,10 +57,18 @@ def make_responses(*, n_examples: int = 400, strength: float = 6.0, kinds: dict[
     # likewise HopSkipJump distances (tests/test_boundary.py computes real ones): members farther away,
     # with per-example difficulty so that calibration matters
     boundary = np.exp(rng.normal(0.0, 0.3, (n_models, n_examples)) - difficulty / 4 + 0.15 * strength * member)
+    # the few-query attacks' statistics: the walk's first wrong step (members later), and the smoothed logit of the
+    # fraction of 8 crafted queries kept (members keep more), answered by halves: rows of even models one crafting
+    # set's queries, odd models the other's
+    first_wrong = np.clip(np.round(rng.normal(6 - (difficulty + 2.5) + 0.5 * strength * member, 1.0)), 1, 16)
+    kept = rng.binomial(8, expit(difficulty + 2.5 + strength * (member - 0.5)))
+    crafted = smoothed_logit_fraction(kept, 8)
+    half = np.repeat((np.arange(n_models) % 2)[:, None], n_examples, axis=1).astype(np.float64)
     return Responses(member=member, pred=pred, labels=labels, query_kinds=query_kinds,
                      query_params=tuple({} for _ in query_kinds), logits=logits,
                      model_ids=np.arange(n_models, dtype=np.int32),
-                     statistics={"transfer": transfer, "boundary": boundary})
+                     statistics={"transfer": transfer, "boundary": boundary, "fixed_direction": first_wrong,
+                                 "yoqo": crafted, "yoqo_fold": half, "oslo": crafted, "oslo_fold": half})
 
 
 CASES = [
@@ -76,6 +84,10 @@ CASES = [
     ("transfer", {}),
     ("boundary", {"variant": "threshold"}),
     ("boundary", {"variant": "calibrated"}),
+    ("fixed_direction", {"variant": "online"}),
+    ("fixed_direction", {"variant": "offline"}),
+    ("yoqo", {"variant": "online"}),
+    ("oslo", {"variant": "offline"}),
     ("loss", {}),
     ("confidence_classifier", {"max_iter": 30}),
     ("lira_confidence", {"variant": "online"}),
@@ -187,7 +199,7 @@ def test_registry_errors(planted):
     with pytest.raises(ConfigError, match="among its own shadows"):
         run_attack("noise", planted[False], target=TARGET, shadows=(0, 1, 2))
     for spec in ATTACKS.values():
-        assert spec.label_only == bool(spec.needs)
+        assert spec.label_only == bool(spec.needs or spec.queries)  # it reads the run's queries, or sends its own
         assert {"target", "shadows"}.isdisjoint(spec.defaults)
 
 

@@ -101,14 +101,16 @@ def test_a_planted_name_fails_and_a_docstring_does_not(tmp_path):
 
 def test_the_registry_holds_every_fact_the_side_tables_held():
     assert {n for n, s in ATTACKS.items() if s.needs_in_shadows} == {
-        "calibrated", "lira_confidence", "boundary", "transfer", "gradient_norm", "stolen_memories"}
-    assert [n for n, s in ATTACKS.items() if s.explicit_only] == ["boundary"]
+        "calibrated", "lira_confidence", "boundary", "transfer", "gradient_norm", "stolen_memories", "fixed_direction",
+        "yoqo", "oslo"}
+    assert [n for n, s in ATTACKS.items() if s.explicit_only] == ["boundary", "fixed_direction", "yoqo", "oslo"]
     assert [n for n, s in ATTACKS.items() if s.target_statistics] == ["transfer", "boundary"]
     assert {n: s.ood.how for n, s in ATTACKS.items() if s.ood} == {
         **dict.fromkeys(("gap", "augmentation", "noise", "transfer", "boundary", "loss", "confidence_classifier"),
                         "as run"), "calibrated": "offline", "lira_confidence": "offline"}
     assert {n for n, s in ATTACKS.items() if s.tune} == {
-        "augmentation", "noise", "calibrated", "boundary", "transfer", "confidence_classifier", "lira_confidence"}
+        "augmentation", "noise", "calibrated", "boundary", "transfer", "confidence_classifier", "lira_confidence",
+        "fixed_direction", "yoqo", "oslo"}
 
 
 def test_the_registry_imports_neither_torch_nor_ray():

@@ -31,7 +31,8 @@ def synthetic(seed=7, m=10, n=60, c=4):
     logits = rng.normal(size=(m, n, c)).astype(np.float32)
     logits[np.arange(m)[:, None], np.arange(n)[None, :], labels[None, :]] += np.where(member, 2.5, 1.0)
     stats = {"boundary": np.abs(rng.normal(np.where(member, 1.5, 1.0), 0.5)),
-             "transfer": rng.normal(np.where(member, 0.3, 0.0), 1.0), **whitebox_statistics(member, seed)}
+             "transfer": rng.normal(np.where(member, 0.3, 0.0), 1.0), **whitebox_statistics(member, seed),
+             **few_query_statistics(member, seed)}
     return Responses(member=member, pred=pred, labels=labels.astype(np.int64), query_kinds=kinds,
                      query_params=params, logits=logits, model_ids=np.arange(m, dtype=np.int32), statistics=stats)
 
@@ -45,6 +46,19 @@ def whitebox_statistics(member, seed):
             "whitebox_grad_norm": np.sqrt((layers ** 2).sum(-1)), "whitebox_layers": layers,
             "whitebox_activations": np.abs(rng.normal(1.0, 1.0, (*member.shape, 1))),
             "whitebox_top": np.sort(rng.dirichlet(np.ones(4), member.shape), axis=-1)[..., ::-1][..., :3]}
+
+
+def few_query_statistics(member, seed):
+    """Planted statistics of the few-query attacks (issue 26), from their own stream: the walk's first wrong step
+    of 15, and the smoothed logit of 4 crafted queries kept, answered by halves (even models one crafting set's
+    queries, odd models the other's)."""
+    rng = np.random.default_rng([seed, 26])
+    first_wrong = np.clip(np.round(rng.normal(np.where(member, 9.0, 7.0), 2.0)), 1, 16)
+    kept = rng.binomial(4, np.where(member, 0.8, 0.5), (2, *member.shape))  # yoqo's, then oslo's
+    crafted = np.log((kept + 0.5) / (4 - kept + 0.5))
+    half = np.repeat((np.arange(len(member)) % 2)[:, None], member.shape[1], axis=1).astype(np.float64)
+    return {"fixed_direction": first_wrong, "yoqo": crafted[0], "yoqo_fold": half, "oslo": crafted[1],
+            "oslo_fold": half}
 
 
 GOLDEN = {  # attack: (auc, balanced_accuracy, sum of scores, sum of squared scores)
@@ -63,6 +77,10 @@ GOLDEN = {  # attack: (auc, balanced_accuracy, sum of scores, sum of squared sco
     "gradient_norm": (0.6979638009049773, 0.6617647058823529, -0.016958183512836955, 63.67903938046661),
     "whitebox_classifier": (0.7556561085972852, 0.6832579185520362, 26.817343974852715, 19.65057007043038),
     "stolen_memories": (0.7952488687782807, 0.7432126696832579, 31.159698592288446, 17.015484239257706),
+    # issue 26: the few-query attacks, on the planted `few_query_statistics` (recorded when they were added)
+    "fixed_direction": (0.7601809954751131, 0.6787330316742082, 22.236002200967555, 121.51251515751338),
+    "yoqo": (0.8207013574660634, 0.752262443438914, -2.1041495155564878, 286.58122589895237),
+    "oslo": (0.6334841628959276, 0.5463800904977375, -1.1916821735460852, 238.76774956594068),
 }
 
 

@@ -193,7 +193,7 @@ def test_wrong_input_shape_is_an_error():
 
 @pytest.mark.parametrize(("specs", "info", "message"), [
     ([spec("clean"), spec("blur")], IMAGE,
-     r"queries\[1\]: unknown query kind 'blur' \(valid: bitflip, clean, flip, gaussian, rotate, translate\)"),
+     r"queries\[1\]: unknown query kind 'blur' \(valid: bitflip, clean, flip, gaussian, rotate, toward, translate\)"),
     ([spec("clean"), spec("clean"), spec("translate", d=0)], IMAGE,
      r"queries\[2\] \(translate\): parameter 'd' must be an integer in \[1, 7\], got 0"),
     ([spec("translate", d=8)], IMAGE, r"queries\[0\] \(translate\): parameter 'd' .* got 8"),
@@ -231,4 +231,4 @@ def test_errors_name_the_spec(specs, info, message):
 
 
 def test_registry_lists_the_documented_kinds():
-    assert set(QUERY_KINDS) == {"clean", "flip", "translate", "rotate", "gaussian", "bitflip"}
+    assert set(QUERY_KINDS) == {"clean", "flip", "translate", "rotate", "gaussian", "bitflip", "toward"}

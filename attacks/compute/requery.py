@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
+from tqdm.auto import tqdm
 
 from attacks.compute.tasks import map_tasks, task
 from attacks.responses import Responses
@@ -114,6 +115,25 @@ def requery(run: RunDir, *, specs: Sequence[QuerySpec], info: DatasetInfo, x: np
     for m, start, stop in chunks:
         pred[m, start:stop] = fixed_list_to_numpy(run.read_table(_part(key, m, start, stop), columns=["pred"])["pred"])
     return queries, pred
+
+
+def target_pred(oracle, *, queries, info, x: np.ndarray, examples: np.ndarray, progress: bool = True) -> np.ndarray:
+    """int16[K, Q]: the oracle's label for each challenge example under each query (the whole population perturbed
+    once per query, DESIGN §4, and the `examples` rows asked: one query per example and query)."""
+    population = torch.as_tensor(x)
+    pred = np.empty((len(examples), len(queries)), dtype=np.int16)
+    for q, query in enumerate(tqdm(queries, desc="target queries", unit="query", disable=not progress)):
+        pred[:, q] = oracle.predict_labels(apply_query(query, population, info=info)[examples].numpy())
+    return pred
+
+
+def audit_columns(plan: Plan, responses: Responses, examples: np.ndarray) -> np.ndarray:
+    """The example ids of an audit's `responses` columns: the challenge `examples`, then a disjoint run's shadow
+    pool when the responses hold it (`attacks.audit`: the shadow game is played there, the target never asked)."""
+    columns = np.asarray(examples)
+    if responses.n_examples > len(columns):
+        columns = np.concatenate([columns, np.flatnonzero(~plan.target_pool)])
+    return columns
 
 
 def with_queries(responses: Responses, queries: Sequence[Query], pred: np.ndarray) -> Responses:

@@ -1,0 +1,88 @@
+"""The `yoqo` attack (Wu et al., ICLR 2024, "You Only Query Once"): one crafted query per example (or a few, for
+a graded score), calibrated per example on shadows that did not craft it. Pure.
+
+`attacks.compute.yoqo` crafts the queries by gradient descent through the shadows' weights and asks every model
+(and an audited target, through its oracle) to label them. A crafted input is fit to the shadows that crafted
+it, so their answers on it are biased: the shadows are split into two crafting sets (`split`), each crafting the
+queries the other set answers. A model's statistic is its answers on the queries crafted by the set it is not
+in; the target answers those of set 0 and is calibrated against set 1, and a pseudo-target of the shadow game
+answers the queries of the other set (crafting for it leaves it out) and is calibrated against its own set's
+other members, which answered the same inputs without crafting them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from attacks.methods.calibrated import calibrate
+from attacks.responses import Responses
+from farm.errors import ConfigError
+
+STATISTIC = "yoqo"  # smoothed logit of the fraction of a model's crafted queries answered with the true label
+FOLD = "yoqo_fold"  # the crafting set each model's row answered the queries of: 0 or 1 (one value per model)
+PER_EXAMPLE = ("online", "offline")
+VARIANTS = (*PER_EXAMPLE, "global")
+MAX_QUERIES = 8
+
+
+def queries_per_example(settings: dict) -> int:
+    """Queries the attack sends the target per example (`AttackSpec.queries`)."""
+    return int(settings["n_queries"])
+
+
+def check_settings(settings: dict) -> None:
+    """ConfigError for a setting out of range (before any crafting starts)."""
+    def bad(name: str, expected: str) -> ConfigError:
+        return ConfigError(f"attack 'yoqo': {name} must be {expected}, got {settings[name]!r}")
+
+    def integer(name: str) -> bool:
+        return isinstance(settings[name], int) and not isinstance(settings[name], bool)
+
+    if settings["variant"] not in VARIANTS:
+        raise ConfigError(f"attack 'yoqo': unknown variant {settings['variant']!r} (valid: {', '.join(VARIANTS)})")
+    if not integer("n_queries") or not 1 <= settings["n_queries"] <= MAX_QUERIES:
+        raise bad("n_queries", f"an integer in [1, {MAX_QUERIES}]")
+    if not integer("steps") or not settings["n_queries"] <= settings["steps"] <= 1000:
+        raise bad("steps", "an integer in [n_queries, 1000]")
+    for name in ("lr", "alpha"):
+        if isinstance(settings[name], bool) or not isinstance(settings[name], (int, float)) or not settings[name] > 0:
+            raise bad(name, "a number > 0")
+
+
+def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
+         n_queries: int = 1, steps: int = 40, lr: float = 0.02, alpha: float = 1.0, split: bool = True,
+         global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
+    """Scores float64[N]: the target's answers on its crafted queries, calibrated per example.
+
+    variant "online": crafted so that IN shadows keep the label and OUT shadows lose it, scored by per-example
+    IN/OUT Gaussians over the calibrating shadows; "offline": crafted to make OUT shadows lose the label at a
+    small perturbation, scored against the OUT calibrating shadows alone; "global": online crafting, the target's
+    statistic itself (a threshold is then chosen on shadows). split False: one crafting set, all the shadows,
+    which then also calibrate (biased: kept to show it, `tests/test_yoqo.py`). The crafting settings
+    (n_queries, steps, lr, alpha) are used by the preparation step.
+    """
+    check_settings({"variant": variant, "n_queries": n_queries, "steps": steps, "lr": lr, "alpha": alpha})
+    return crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), variant=variant,
+                          global_variance=global_variance, min_std=min_std, empty=empty)
+
+
+def crafted_scores(responses: Responses, *, target: int, shadows: Sequence[int], names: tuple[str, str],
+                   variant: str, global_variance: bool | str, min_std: float, empty: str) -> np.ndarray:
+    """Scores float64[N] of an attack on crafted queries: the target's statistic (names[0]) calibrated per example
+    against the shadows that labelled the same crafted inputs (names[1]: the crafting set each row answered),
+    online, offline, or not at all ("global")."""
+    attack = names[0]
+    values, fold = responses.statistics.get(names[0]), responses.statistics.get(names[1])
+    if values is None or fold is None or np.isnan(values[target]).all():
+        raise ConfigError(f"attack {attack!r} needs the answers to its crafted queries; run it through "
+                          "`shadowfarm attack` or `shadowfarm audit`")
+    if variant == "global":
+        return np.asarray(values[target], dtype=np.float64)
+    shadows = np.asarray(shadows, dtype=np.intp)
+    calibrating = shadows[fold[shadows, 0] == fold[target, 0]]
+    if len(calibrating) < 1 or np.isnan(values[calibrating]).any():
+        raise ConfigError(f"attack {attack!r} needs the answers of the calibrating shadows")
+    return calibrate(values[np.r_[int(target), calibrating]], responses.member[calibrating], variant=variant,
+                     global_variance=global_variance, min_std=min_std, empty=empty)
