@@ -1,4 +1,8 @@
-"""One writer per run: `train`, the attack stage and `train --new-run` hold the run's lock while they write.
+"""One writer per run: `train` and `train --new-run` hold the run's lock while they write; each writer of the
+attack stage holds the lock of its area (`attack`, `tune`, `audit`, `report`, each study), so two of one kind on
+one run refuse each other, while an attack, a tune and a study, which write apart, may run together (a cluster
+runs them as concurrent jobs). An area writer also refuses while `train` holds the run (it would read a farm
+being written); `--new-run` refuses while any area writer holds the run.
 
 Local paths (and shared file systems with flock): an exclusive `filelock.FileLock` on `RUN/.writer.lock`.
 The kernel drops it when its process dies, so a lock left by a killed writer is taken over by the next one,
@@ -31,6 +35,7 @@ from farm.storage import RunDir
 
 LOCK = ".writer.lock"
 HOLDER = ".writer.json"
+AREAS = ("attack", "tune", "audit", "report", "calibration", "worst_case", "ood", "defenses")
 LEASE_SECONDS = 120.0
 
 _held: dict[str, int] = {}  # run path -> nesting depth of this process's holds (driver-side only)
@@ -44,9 +49,14 @@ def holder_line(holder: dict | None) -> str:
     return f"host {holder.get('host')}, pid {holder.get('pid')}, since {started} ({holder.get('command')})"
 
 
-def _read_holder(run: RunDir) -> dict | None:
+def _files(area: str | None) -> tuple[str, str]:
+    """(lock file, holder record) of the run (area None) or of one area of it."""
+    return (LOCK, HOLDER) if area is None else (f".writer-{area}.lock", f".writer-{area}.json")
+
+
+def _read_holder(run: RunDir, holder_file: str = HOLDER) -> dict | None:
     try:
-        holder = run.read_json(HOLDER) if run.is_file(HOLDER) else None
+        holder = run.read_json(holder_file) if run.is_file(holder_file) else None
     except (OSError, ValueError, UnicodeDecodeError):
         return None  # half-written by a holder that is starting: no name to give
     return holder if isinstance(holder, dict) else None
@@ -68,17 +78,40 @@ def _note_takeover(run: RunDir, previous: dict | None, why: str) -> None:
         print(f"shadowfarm: {run.path()}: took over the lock of {holder_line(previous)}: {why}", file=sys.stderr)
 
 
+def _busy(run: RunDir, area: str | None) -> dict | None:
+    """The holder of `area`'s lock (None: the run's) when another process holds it now; None when it is free."""
+    if (run.path(), area) in _held:
+        return None
+    lock_file, holder_file = _files(area)
+    if not run.local:
+        holder = _read_holder(run, holder_file)
+        return holder if holder and holder.get("expires", 0) > time.time() else None
+    if not run.is_file(lock_file):
+        return None
+    lock = FileLock(run.path(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return _read_holder(run, holder_file) or {}
+    lock.release()
+    return None
+
+
 @contextmanager
-def run_lock(run: RunDir | str, *, command: str, create: bool = False) -> Iterator[None]:
-    """Hold the run's writer lock for the block; RunError naming the holder when another writer has it.
+def run_lock(run: RunDir | str, *, command: str, create: bool = False, area: str | None = None) -> Iterator[None]:
+    """Hold the run's writer lock (area None: train, --new-run) or the lock of one `area` of it (an attack-stage
+    writer) for the block; RunError naming the holder when another writer has it, or, for an area, when `train`
+    holds the run.
 
     `create`: make the run directory if it does not exist (train); otherwise a run that does not exist is
     not locked (there is nothing to protect, and the job reading it says it is missing)."""
     run = RunDir(run) if isinstance(run, str) else run
-    key = run.path()
+    key = (run.path(), area)
     if not (create or run.exists()):
         yield
         return
+    if area is not None and (holder := _busy(run, None)) is not None:
+        raise _refuse(run, holder)
     if key in _held:
         _held[key] += 1
         try:
@@ -87,7 +120,7 @@ def run_lock(run: RunDir | str, *, command: str, create: bool = False) -> Iterat
             _held[key] -= 1
         return
     hold = _local_hold if run.local else _lease_hold
-    with hold(run, command):
+    with hold(run, command, area):
         _held[key] = 1
         try:
             yield
@@ -95,54 +128,64 @@ def run_lock(run: RunDir | str, *, command: str, create: bool = False) -> Iterat
             _held.pop(key, None)
 
 
+def refuse_if_areas_held(run: RunDir) -> None:
+    """RunError naming the holder when a writer of the attack stage holds an area of the run (`--new-run` would
+    move the run it writes into)."""
+    for area in AREAS:
+        if (holder := _busy(run, area)) is not None:
+            raise _refuse(run, holder)
+
+
 @contextmanager
-def _local_hold(run: RunDir, command: str) -> Iterator[None]:
+def _local_hold(run: RunDir, command: str, area: str | None) -> Iterator[None]:
     run.makedirs()
-    lock = FileLock(run.path(LOCK), timeout=0)
+    lock_file, holder_file = _files(area)
+    lock = FileLock(run.path(lock_file), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise _refuse(run, _read_holder(run)) from None
+        raise _refuse(run, _read_holder(run, holder_file)) from None
     try:
         # a holder record under a lock nobody held: its writer died without releasing (the kernel released it)
-        _note_takeover(run, _read_holder(run), "that process is no longer running")
-        run.write_json(HOLDER, _record(command, uuid.uuid4().hex))
+        _note_takeover(run, _read_holder(run, holder_file), "that process is no longer running")
+        run.write_json(holder_file, _record(command, uuid.uuid4().hex))
         try:
             yield
         finally:
-            run.delete(HOLDER)
+            run.delete(holder_file)
     finally:
         lock.release()
 
 
 @contextmanager
-def _lease_hold(run: RunDir, command: str) -> Iterator[None]:
-    previous = _read_holder(run)
+def _lease_hold(run: RunDir, command: str, area: str | None) -> Iterator[None]:
+    holder_file = _files(area)[1]
+    previous = _read_holder(run, holder_file)
     if previous and previous.get("expires", 0) > time.time():
         raise _refuse(run, previous)
     token = uuid.uuid4().hex
-    run.write_json(HOLDER, _record(command, token))
-    if (_read_holder(run) or {}).get("token") != token:
-        raise _refuse(run, _read_holder(run))
+    run.write_json(holder_file, _record(command, token))
+    if (_read_holder(run, holder_file) or {}).get("token") != token:
+        raise _refuse(run, _read_holder(run, holder_file))
     _note_takeover(run, previous, "its lease expired")
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(run, command, token, stop), daemon=True)
+    renewer = threading.Thread(target=_renew, args=(run, holder_file, command, token, stop), daemon=True)
     renewer.start()
     try:
         yield
     finally:
         stop.set()
         renewer.join()
-        if (_read_holder(run) or {}).get("token") == token:
-            run.delete(HOLDER)
+        if (_read_holder(run, holder_file) or {}).get("token") == token:
+            run.delete(holder_file)
 
 
-def _renew(run: RunDir, command: str, token: str, stop: threading.Event) -> None:
+def _renew(run: RunDir, holder_file: str, command: str, token: str, stop: threading.Event) -> None:
     """Extend the lease every LEASE_SECONDS / 3 until `stop`, keeping its start time."""
-    record = _read_holder(run) or _record(command, token)
+    record = _read_holder(run, holder_file) or _record(command, token)
     while not stop.wait(LEASE_SECONDS / 3):
         record["expires"] = time.time() + LEASE_SECONDS
         try:
-            run.write_text(HOLDER, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            run.write_text(holder_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
         except OSError as exc:  # a store that is briefly unreachable: the next renewal retries
-            print(f"shadowfarm: {run.path(HOLDER)}: lease not renewed ({exc})", file=sys.stderr)
+            print(f"shadowfarm: {run.path(holder_file)}: lease not renewed ({exc})", file=sys.stderr)

@@ -58,8 +58,9 @@ def job_main(argv: list[str] | None, parser: argparse.ArgumentParser, *, run: Ca
 
 
 def writes_run(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Decorator of a job's `run(args)` that writes into `args.run`: it runs holding the run's writer lock
-    (`farm.lock`: one writer per run), under both `shadowfarm VERB` and `python -m jobs.VERB`."""
+    """Decorator of a job's `run(args)` that writes into `args.run`: it runs holding the lock of its area of the
+    run (`farm.lock`: one writer of a kind per run, none while `train` writes the run), under both `shadowfarm
+    VERB` and `python -m jobs.VERB`."""
 
     @functools.wraps(run)
     def locked(args: argparse.Namespace) -> int:
@@ -68,7 +69,11 @@ def writes_run(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
         from farm.storage import RunDir
 
         run_config(RunDir(args.run))  # a run to write into (checked before its lock file is made there)
-        with run_lock(args.run, command=run.__module__.rsplit(".", 1)[-1]):
+        module = run.__module__
+        if module == "__main__":  # `python -m jobs.VERB`: the module's own name
+            module = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", module)
+        area = module.rsplit(".", 1)[-1]
+        with run_lock(args.run, command=area, area=area):
             return run(args)
 
     return locked

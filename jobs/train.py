@@ -16,7 +16,7 @@ from functools import partial
 from farm.config import config_hash, load_config
 from farm.driver import train_farm
 from farm.errors import ConfigError
-from farm.lock import HOLDER, run_lock
+from farm.lock import HOLDER, refuse_if_areas_held, run_lock
 from farm.plan import plan_run
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
@@ -52,6 +52,7 @@ def move_aside(out: str, digest: str) -> str | None:
     if not run.local:
         raise ConfigError(f"--new-run: {run.path()} is not a local path; choose a new --out instead")
     with run_lock(run, command="train --new-run"):
+        refuse_if_areas_held(run)
         moved = f"{run.path()}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         run.delete(HOLDER)  # the moved run is not held once this returns
         os.rename(run.path(), moved)

@@ -125,6 +125,24 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(run, farms, capsys
     assert _resume(run, farms) == []  # free again
 
 
+def test_writers_of_other_areas_run_together_two_of_one_area_do_not(run, capsys):
+    """attack, tune and a study write apart (concurrent jobs on a cluster); two attacks, or --new-run under an
+    attack, refuse; an attack refuses while train holds the run (tests above)."""
+    other = FileLock(str(run / ".writer-attack.lock"), timeout=0)  # another process's attack
+    other.acquire()
+    (run / ".writer-attack.json").write_text(json.dumps({"host": "node-3", "pid": 77, "started": 0,
+                                                         "command": "attack"}))
+    try:
+        with run_lock(str(run), command="tune", area="tune"), run_lock(str(run), command="ood", area="ood"):
+            assert (run / ".writer-tune.json").is_file() and (run / ".writer-ood.json").is_file()
+        assert cli.main(["attack", str(run), "--attacks", "gap", "--bootstrap", "0", "--no-report"]) == 2
+        assert "host node-3, pid 77" in capsys.readouterr().err
+        with pytest.raises(RunError, match="pid 77"):
+            move_aside(str(run), "another-config")
+    finally:
+        other.release()
+
+
 def test_a_lock_left_by_a_dead_writer_is_taken_over(run, farms, capsys):
     (run / HOLDER).write_text(json.dumps({"host": "node-7", "pid": 999999, "started": 0, "command": "train"}))
     assert _resume(run, farms) == []  # no flock held: its process is gone
