@@ -57,9 +57,11 @@ class Context:
 
 
 def snapshot(root: str | Path) -> dict[str, bytes | None]:
-    """Every file (its bytes) and directory (None) under `root`."""
+    """Every file (its bytes) and directory (None) under `root`, but the writers' empty lock files (`farm.lock`:
+    `filelock` leaves them behind; the holder records beside them must be gone)."""
     root = Path(root)
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))
+            if not (p.name.startswith(".writer") and p.name.endswith(".lock"))}
 
 
 def invoke(case: Case, ctx: Context) -> int:
