@@ -129,6 +129,7 @@ def _run_attacks(plan: Plan, responses: Responses, settings: dict, *, targets: l
                        calibration_fallback=fallback_summary(fallbacks), fidelity=fidelity, known_nonmembers=known)
         if known:
             metrics["n_challenge_examples"] = len(game.scores) // len(targets)
+        metrics["run_queries_per_example"] = len(attacked.query_kinds)  # the run's (or tuned) query set, asked once
         metrics["seconds"] = time.perf_counter() - start
         metrics["tuned_threshold"] = threshold_source
         metrics["settings_hash"] = hashes[name]

@@ -38,6 +38,8 @@ def test_every_attack_writes_scores_and_metrics(run_with_logits):
         assert 0 <= metrics["auc"] <= 1 and metrics["n_members"] + metrics["n_nonmembers"] == N_EXAMPLES
         assert metrics["auc_ci"][0] <= metrics["auc"] <= metrics["auc_ci"][1]
         assert set(metrics["tpr_at_fpr"]) == {"0.001", "0.01"}
+        # the run's query set as expanded (clean, translations, 6 Gaussian copies), asked once for all attacks
+        assert metrics["run_queries_per_example"] == len(pd.read_parquet(f"{run_with_logits}/queries.parquet"))
         scores = pd.read_parquet(f"{run_with_logits}/attacks/{name}/scores.parquet")
         assert list(scores.columns) == ["target_model_id", "example_id", "member", "score"]
         assert len(scores) == N_EXAMPLES and scores["score"].notna().all()

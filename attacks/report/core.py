@@ -36,7 +36,8 @@ def summary_rows(run: RunDir) -> list[dict]:
     Keys: attack (its folder name under attacks/), label_only, type (label-only, confidence or white-box),
     precision_check (stolen_memories: `precision_check` of its decisions on the targets, else None), description,
     settings, target_model_ids,
-    seconds; queries_per_example (the queries the attack sends the target of its own; None: the run's query set);
+    seconds; queries_per_example (the queries the attack sends the target of its own; None: the run's query set)
+    and run_queries_per_example (the size of that query set, None in results made before it was recorded);
     membership_mode ("lira" when not recorded), challenge_set, n_shadow_pool_examples and
     auto_settings (the variant the mode chose, or None), as metrics.json records them (`attacks.modes`);
     auc, auc_ci ((low, high) or None); for key in "0.01", "0.001": f"tpr_at_fpr_{key}", f"tpr_at_fpr_{key}_ci",
@@ -62,6 +63,7 @@ def summary_rows(run: RunDir) -> list[dict]:
                "description": m.get("description", ""), "settings": m.get("settings", {}),
                "target_model_ids": m.get("target_model_ids", []), "seconds": m.get("seconds"),
                "queries_per_example": m.get("queries_per_example"),
+               "run_queries_per_example": m.get("run_queries_per_example"),
                "membership_mode": m.get("membership_mode", "lira"), "challenge_set": m.get("challenge_set"),
                "n_shadow_pool_examples": m.get("n_shadow_pool_examples"), "auto_settings": m.get("auto_settings"),
                "calibration_fallback": m.get("calibration_fallback"), "fidelity": m.get("fidelity"),

@@ -93,16 +93,18 @@ def attacks_html(rows: Sequence[dict]) -> str:
         f"<tr><td><b>{escape(r['attack'])}</b><span class=\"sub\">{type_tag(r['label_only'], r['attack'])}</span></td>"
         f"<td>{escape(r['description'])}</td><td><code>{escape(json.dumps(r['settings'], sort_keys=True))}</code></td>"
         f"<td>{escape(', '.join(map(str, r['target_model_ids'])))}</td>"
-        f'<td class="num">{_queries(r.get("queries_per_example"))}</td>'
+        f'<td class="num">{_queries(r.get("queries_per_example"), r.get("run_queries_per_example"))}</td>'
         f'<td class="num">{num(r["seconds"], 1)}</td></tr>' for r in rows)
     return ("<table><thead><tr><th>attack</th><th>method</th><th>settings</th><th>target models</th>"
             '<th class="num">queries per example</th>'
             f'<th class="num">seconds</th></tr></thead><tbody>{body}</tbody></table>')
 
 
-def _queries(count: int | None) -> str:
-    """The queries an attack sends per example of its own, or that it reads the run's query set."""
-    return "the run's query set" if count is None else f"{count:,}"
+def _queries(count: int | None, run_count: int | None = None) -> str:
+    """The queries an attack sends per example of its own, or that it reads the run's query set (and its size)."""
+    if count is not None:
+        return f"{count:,}"
+    return "the run's query set" + ("" if run_count is None else f" ({run_count:,})")
 
 
 def models_html(stats: dict[str, np.ndarray]) -> str:
