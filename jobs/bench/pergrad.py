@@ -29,7 +29,8 @@ from jobs.bench.farm import machine
 from jobs.common import job_main, job_parser, resolve_config
 
 
-def _median_seconds(fn, repeats: int) -> tuple[float, object]:
+def median_seconds(fn, repeats: int) -> tuple[float, object]:
+    """(median wall seconds of `repeats` calls of fn(), the last call's result)."""
     times, out = [], None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -55,8 +56,8 @@ def bench(args: argparse.Namespace) -> int:
     print(f"setup: {args.models} models {cfg.model.name} ({n_params:,} parameters each) on {n} examples of "
           f"{data.info.name} {data.info.shape}; {args.repeats} repeats; all white-box statistics per example")
     print(f"machine: {machine()}; load average {tuple(round(v, 2) for v in os.getloadavg())}")
-    vmapped, fast = _median_seconds(lambda: group_statistics(base, params, buffers, x, y), args.repeats)
-    looped, slow = _median_seconds(lambda: [loop_statistics(m, x, y) for m in models], args.repeats)
+    vmapped, fast = median_seconds(lambda: group_statistics(base, params, buffers, x, y), args.repeats)
+    looped, slow = median_seconds(lambda: [loop_statistics(m, x, y) for m in models], args.repeats)
     worst = max(float(np.max(np.abs(fast[k][g] - slow[g][k]) / (np.abs(slow[g][k]) + 1e-6)))
                 for g in range(args.models) for k in slow[0])
     per = args.models * n
@@ -67,14 +68,20 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, models_help: str, examples: int, repeats: int) -> None:
+    """The options of a benchmark that times stacked models against a loop: --config, --models, --examples,
+    --repeats, --threads, --set (this one and `jobs.bench.queries`)."""
     parser.add_argument("--config", default="quickstart", help="config whose model and data are used")
-    parser.add_argument("--models", type=int, default=16, help="models in the group (default 16)")
-    parser.add_argument("--examples", type=int, default=512, help="examples (default 512)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side (default 5)")
+    parser.add_argument("--models", type=int, default=16, help=f"{models_help} (default 16)")
+    parser.add_argument("--examples", type=int, default=examples, help=f"examples (default {examples})")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"timed repeats per side (default {repeats})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override, e.g. --set model.hidden=[256] (repeatable)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, models_help="models in the group", examples=512, repeats=5)
     parser.add_argument("--smoke-test", action="store_true", help="24 examples, 1 repeat: runs in seconds")
 
 

@@ -28,7 +28,7 @@ from attacks.compute.yoqo import BLOCK
 from farm.data import load_dataset
 from farm.models import build_model
 from jobs.bench.farm import machine
-from jobs.bench.pergrad import _median_seconds
+from jobs.bench.pergrad import add_model_arguments, median_seconds
 from jobs.common import job_main, job_parser, resolve_config
 
 
@@ -61,8 +61,8 @@ def bench(args: argparse.Namespace) -> int:
             return torch.cat([craft(base, params, buffers, x[b:b + BLOCK], y[b:b + BLOCK], member[:, b:b + BLOCK],
                                     settings=settings, bounds=bounds) for b in range(0, n, BLOCK)])
 
-        fast_s, fast = _median_seconds(batched_side, args.repeats)
-        slow_s, slow = _median_seconds(lambda settings=settings: loop_craft(
+        fast_s, fast = median_seconds(batched_side, args.repeats)
+        slow_s, slow = median_seconds(lambda settings=settings: loop_craft(
             models, x[:k], y[:k], member[:, :k], settings=settings, bounds=bounds), args.repeats)
         fast_rate, slow_rate = n / fast_s, k / slow_s
         print(f"{name} batched (vmap over stacked models, blocks of {BLOCK}): median {fast_s:.3f} s = "
@@ -75,15 +75,9 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="quickstart", help="config whose model and data are used")
-    parser.add_argument("--models", type=int, default=16, help="crafting models (default 16)")
-    parser.add_argument("--examples", type=int, default=256, help="examples the batched side crafts (default 256)")
+    add_model_arguments(parser, models_help="crafting models", examples=256, repeats=3)
     parser.add_argument("--loop-examples", type=int, default=16, help="examples the loop crafts (default 16)")
     parser.add_argument("--steps", type=int, default=40, help="descent steps (default 40, the attack's default)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per side (default 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override, e.g. --set model.hidden=[256] (repeatable)")
     parser.add_argument("--smoke-test", action="store_true", help="64 examples, 4 in the loop, 5 steps: seconds")
 
 
