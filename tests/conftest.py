@@ -20,7 +20,8 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)
+                 log_to_driver=False, _system_config={"num_workers_soft_limit": 6,
+                                                      "idle_worker_killing_time_threshold_ms": 3_600_000})
     yield ray
     ray.shutdown()
 

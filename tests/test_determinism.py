@@ -5,9 +5,9 @@ Also pinned here, where it does NOT hold bit for bit (docs/reliability.md, "Dete
 dropout masks come from torch's global RNG seeded by the group, so with `model.dropout > 0` a model's
 weights depend on the group it was trained in (still reproducible for the same grouping). DP-SGD
 draws its Poisson batches and noise from generators seeded per model, so it does not depend on the group.
-Elsewhere (tests/test_farm.py, tests/test_defenses_train.py, tests/test_hsja.py, tests/test_boundary.py):
-group size 2 vs 4 gives identical predictions; a model trained alone (a group of one runs the per-model
-loop) matches its vmapped twin to float rounding only; HopSkipJump does not depend on batching or chunking.
+Elsewhere (tests/test_defenses_train.py, tests/test_hsja.py, tests/test_boundary.py): a model trained alone
+(a group of one runs the per-model loop) matches its vmapped twin to float rounding only; HopSkipJump does not
+depend on batching or chunking.
 """
 
 import json
@@ -24,32 +24,28 @@ from farm.config import load_config, model_seed
 from farm.data import load_dataset
 from farm.driver import train_farm
 from farm.membership import lira_membership
-from farm.plan import plan_run
+from farm.plan import load_plan, plan_run
 from farm.shards import load_weights, model_dir
 from farm.train import steps_per_epoch, train_group
 
-N_MODELS = 8
-FARM = ["data.subsample=100", f"membership.n_models={N_MODELS}", "train.epochs=2", "model.hidden=[16]",
-        "train.lr=0.01", "queries=[clean, {kind: translate, d: 1}, {kind: gaussian, sigma: 0.2, n: 4}]"]
+N_MODELS, N_EXAMPLES = 8, 120  # the session's canonical farm with logits (tests/conftest.py Farms.LOGITS)
 HSJA = {"max_iter": 2, "init_evals": 10, "max_evals": 40, "budget": 300}
 OPTIONS = AttackOptions(attacks=tuple(ATTACKS), targets=(0, 1), n_pseudo=2, bootstrap=5,
                         settings={"boundary": HSJA, "transfer": {"n_models": 2}})
 
 
 @pytest.fixture(scope="module")
-def farms(ray_local, tmp_path_factory):
-    """The same config trained twice, into two directories, in groups of 4 and in groups of 2."""
-    base = tmp_path_factory.mktemp("determinism")
-    plans = []
-    for name, group_size in (("groups-of-4", 4), ("groups-of-2", 2)):
-        plan = plan_run(load_config(None, FARM + [f"farm.group_size={group_size}"]), str(base / name))
-        train_farm(plan, progress=False)
-        plans.append(plan)
-    return plans
+def two_farms(farms, tmp_path_factory):
+    """The same config trained twice, into two directories: the session's LOGITS farm (groups of 4), and the
+    same trained again in groups of 2."""
+    again = plan_run(load_config(None, [*farms.LOGITS, "farm.group_size=2"]),
+                     str(tmp_path_factory.mktemp("determinism") / "groups-of-2"))
+    train_farm(again, progress=False)
+    return [load_plan(farms.run(*farms.LOGITS)), again]
 
 
-def test_two_farms_same_seed_identical_membership_weights_and_responses(farms):
-    a, b = (plan.run for plan in farms)
+def test_two_farms_same_seed_identical_membership_weights_and_responses(two_farms):
+    a, b = (plan.run for plan in two_farms)
     for rel in ("membership.parquet", "queries.parquet"):
         assert a.read_bytes(rel) == b.read_bytes(rel), rel
     for m in range(N_MODELS):
@@ -59,11 +55,11 @@ def test_two_farms_same_seed_identical_membership_weights_and_responses(farms):
         assert a.read_table(rel).equals(b.read_table(rel)), rel  # labels, pred and logits, bit for bit
 
 
-def test_boundary_distances_identical_across_two_farms(farms):
+def test_boundary_distances_identical_across_two_farms(two_farms):
     settings = HsjaSettings(**HSJA, seed=5)
     got = [boundary_distances(plan.run, x=plan.dataset.x, labels=plan.dataset.y, bounds=plan.dataset.info.bounds,
                               models=[0, 3], n_models=N_MODELS, settings=settings, chunk_examples=50, progress=False)
-           for plan in farms]
+           for plan in two_farms]
     assert np.isfinite(got[0][[0, 3]]).all()
     assert np.array_equal(got[0], got[1], equal_nan=True)
 
@@ -74,15 +70,24 @@ def _metrics_without_timing(run, name: str) -> dict:
     return metrics
 
 
-def test_every_attack_scores_identically_on_two_farms(farms):
+def test_every_attack_writes_scores_and_metrics_identically_on_two_farms(two_farms):
     """Label-only attacks (incl. transfer's relabelled models and boundary's HopSkipJump) and the baselines."""
-    for plan in farms:
-        attack_run(plan.run.uri, OPTIONS, progress=False)
-    a, b = (plan.run for plan in farms)
+    for plan in two_farms:
+        results = attack_run(plan.run.uri, OPTIONS, progress=False)
+        assert [r["attack"] for r in results if "skipped" not in r] == list(ATTACKS)
+    a, b = (plan.run for plan in two_farms)
+    n_queries = len(pd.read_parquet(a.path("queries.parquet")))
     for name in ATTACKS:
         rel = f"attacks/{name}/scores.parquet"
         scores_a, scores_b = pd.read_parquet(a.path(rel)), pd.read_parquet(b.path(rel))
-        assert len(scores_a) == 2 * 100 and scores_a["score"].notna().all(), name
+        assert list(scores_a.columns) == ["target_model_id", "example_id", "member", "score"], name
+        assert len(scores_a) == 2 * N_EXAMPLES and scores_a["score"].notna().all(), name
+        metrics = a.read_json(f"attacks/{name}/metrics.json")
+        assert 0 <= metrics["auc"] <= 1 and metrics["n_members"] + metrics["n_nonmembers"] == 2 * N_EXAMPLES
+        assert 0 <= metrics["auc_ci"][0] <= metrics["auc_ci"][1] <= 1, name  # a percentile interval (bootstrap)
+        assert set(metrics["tpr_at_fpr"]) == {"0.001", "0.01"}, name
+        if not ATTACKS[name].explicit_only:  # the run's query set as expanded, asked once for all attacks
+            assert metrics["run_queries_per_example"] == n_queries, name
         pd.testing.assert_frame_equal(scores_a, scores_b, check_exact=True, obj=name)
         assert json.dumps(_metrics_without_timing(a, name), sort_keys=True) == \
             json.dumps(_metrics_without_timing(b, name), sort_keys=True), name

@@ -14,21 +14,22 @@ from farm.driver import train_farm
 from farm.plan import plan_run
 from farm.shards import MEMBERSHIP, model_dir
 from jobs import cli
+from jobs.common import resolve_config
 
 TINY = ["data.subsample=120", "membership.n_models=4", "train.epochs=2", "farm.group_size=2", "model.hidden=[16]",
         "queries=[clean, {kind: translate, d: 1}]"]
 
 
 def _train(out, extra=()):
-    plan = plan_run(load_config(None, TINY + list(extra)), str(out))
+    plan = plan_run(load_config(resolve_config("quickstart"), TINY + list(extra)), str(out))
     return train_farm(plan, progress=False)
 
 
 @pytest.fixture(scope="module")
 def runs(farms):
-    """A finished run, and one of another seed (its shards are foreign to the first): the session's, read only
-    (each test damages a copy of its own)."""
-    return Path(farms.shared(*TINY)), Path(farms.shared(*TINY, "seed=1"))
+    """A finished run of `train quickstart` with TINY's overrides, and one of another seed (its shards are foreign
+    to the first): the session's, read only (each test damages a copy of its own)."""
+    return Path(farms.shared(*TINY, config="quickstart")), Path(farms.shared(*TINY, "seed=1", config="quickstart"))
 
 
 def _verify(run, capsys) -> tuple[int, list[str]]:
@@ -85,31 +86,20 @@ def test_verify_names_a_model_the_run_does_not_have(runs, tmp_path, capsys):
     assert code == 1 and lines == [f"{run / model_dir(7)}: not a model of this run (4 models)"]
 
 
-def test_run_of_another_config_is_refused_until_moved_aside(runs, tmp_path, capsys):
+def test_a_run_of_another_config_is_refused_and_new_run_moves_it_aside(runs, tmp_path, capsys):
     good, _ = runs
     run = tmp_path / "run"
     shutil.copytree(good, run)
     before = _mtimes(run)
-    args = ["train", "quickstart", *[a for item in TINY for a in ("--set", item)], "--set", "train.epochs=3",
-            "--out", str(run), "--quiet"]
-    assert cli.main(args) == 2
+    args = ["train", "quickstart", *[a for item in TINY for a in ("--set", item)], "--out", str(run), "--quiet"]
+    assert cli.main([*args, "--new-run"]) == 0  # the same config: --new-run resumes, moves nothing
+    assert '"trained_now": 0' in capsys.readouterr().out and _mtimes(run) == before
+    other = [*args, "--set", "train.epochs=3"]
+    assert cli.main(other) == 2
     err = capsys.readouterr().err
     assert "created with another config" in err and f"mv {run} {run}.old" in err
     assert _mtimes(run) == before  # refused without touching anything
-    run.rename(f"{run}.old")
-    assert cli.main(args) == 0
-    assert '"trained_now": 4' in capsys.readouterr().out
-    assert _mtimes(tmp_path / "run.old") == before
-
-
-def test_new_run_moves_a_run_of_another_config_aside(ray_local, tmp_path, capsys):
-    run = tmp_path / "run"
-    args = ["train", "quickstart", *[a for item in TINY for a in ("--set", item)], "--out", str(run), "--quiet"]
-    assert cli.main(args) == 0
-    before = _mtimes(run)
-    assert cli.main([*args, "--new-run"]) == 0  # the same config: --new-run resumes, moves nothing
-    assert '"trained_now": 0' in capsys.readouterr().out and _mtimes(run) == before
-    assert cli.main([*args, "--set", "train.epochs=3", "--new-run"]) == 0
+    assert cli.main([*other, "--new-run"]) == 0
     out = capsys.readouterr().out
     (moved,) = tmp_path.glob("run.old-*")
     assert f"moved the run of another config aside: {moved}" in out and '"trained_now": 4' in out
