@@ -44,6 +44,7 @@ from attacks.registry import ATTACKS, applicable, get_attack, own_queries
 from attacks.responses import Responses
 from attacks.spec import load
 from attacks.stats.correctness import query_indices
+from attacks.stats.lira import collect_fallbacks
 from attacks.stats.metrics import DEFAULT_FPRS, evaluate, fpr_column, fpr_key
 from attacks.studies.game import AttackGame, replay, study_games
 from farm.config import QuerySpec
@@ -186,7 +187,8 @@ def frontier_rows(plan: Plan, game: AttackGame, responses: Responses, *, copies:
     points = points_of(game.name, responses, copies)
     rows = []
     for point, view in zip(points, point_views(plan, game, responses, points, progress=progress), strict=True):
-        result = replay(game, view, fprs=DEFAULT_FPRS, settings=point.overrides)
+        with collect_fallbacks():  # per-example calibration's fallbacks: the attack stage records them, not here
+            result = replay(game, view, fprs=DEFAULT_FPRS, settings=point.overrides)
         rows.append(point_row(game, point, queries_sent(plan, game, view, point), result.scores, result.member,
                               result.thresholds))
         if bar is not None:
