@@ -123,7 +123,8 @@ def test_thresholds_never_read_the_target_membership(studied):
 
 
 def test_the_study_reads_the_attack_results_settings(farms):
-    """An attack with a result keeps its settings (here noise's classifier variant) but the budget's."""
+    """An attack with a result keeps its settings (here noise's classifier variant) but the budget's; a study of
+    another attack keeps its row."""
     run = farms.run(*farms.SMALL)
     attack_run(run, AttackOptions(attacks=("noise",), settings={"noise": {"variant": "classifier"}}, n_pseudo=2,
                                   bootstrap=0), progress=False)
@@ -131,3 +132,5 @@ def test_the_study_reads_the_attack_results_settings(farms):
     metrics = json.loads(open(f"{run}/attacks/noise/metrics.json").read())
     assert rows[0]["auc"] == metrics["auc"] and rows[0]["n_pseudo_targets"] == 2
     assert rows[0]["tpr_at_fpr_0.01"] == metrics["tpr_at_fpr"]["0.01"]
+    queries_study(run, attacks=["gap"], copies=[6])  # another attack: added to the frontier, noise's row kept
+    assert sorted(pd.read_parquet(f"{run}/{QUERIES}")["attack"]) == ["gap", "noise"]

@@ -22,7 +22,8 @@ shadow-chosen threshold for that FPR realizes on the targets. No target's member
 
 Best attack at each budget B (1, 2, 4, ...): the row with the highest TPR at 1% FPR among the rows that send at
 most B queries per example; ties go to the higher AUC, then to the fewer queries (`best_at_budgets`).
-Re-running is cheap: crafted queries, walks, re-queries and HopSkipJump distances are read from the run's caches.
+Re-running is cheap: crafted queries, walks, re-queries and HopSkipJump distances are read from the run's caches;
+the rows of attacks not asked for this time are kept (`--attacks boundary` adds boundary to the frontier).
 """
 
 from __future__ import annotations
@@ -225,7 +226,16 @@ def queries_study(run_uri: str, *, attacks: Sequence[str] | None = None, copies:
     rows = [row for game in games for row in frontier_rows(plan, game, responses, copies=copies, progress=progress,
                                                            bar=bar)]
     bar.close()
+    rows = kept_rows(plan, names) + rows
     meta = {"copies": list(copies), "rule": RULE, "n_examples": responses.n_examples,
             "targets": sorted({t for g in games for t in g.targets})}
     plan.run.write_table(QUERIES, pa.Table.from_pylist(rows, schema=with_study_metadata(QUERIES_SCHEMA, meta)))
     return rows
+
+
+def kept_rows(plan: Plan, names: Sequence[str]) -> list[dict]:
+    """The rows of an earlier study of the run for the attacks not in `names` (so `--attacks boundary` adds boundary
+    to the frontier); none when there is no earlier study or it has another schema."""
+    if not plan.run.is_file(QUERIES) or plan.run.read_schema(QUERIES).names != QUERIES_SCHEMA.names:
+        return []
+    return [r for r in plan.run.read_table(QUERIES).to_pylist() if r["attack"] not in names]

@@ -12,8 +12,9 @@ when named in --attacks. Each point is the attack's game replayed with its setti
 (pooled), shadows and pseudo-targets, thresholds from the shadow game only; an attack with a result
 (`shadowfarm attack`) keeps its settings but the budget's, the others get their defaults. Best attack at budget B:
 the highest TPR at 1% FPR among the settings sending at most B queries per example (ties: higher AUC, then fewer
-queries). Writes studies/queries.parquet, then the report (report/queries.png). Crafted queries, walks,
-re-queries and HopSkipJump distances are cached in the run: a re-run reads them back.
+queries). Writes studies/queries.parquet (keeping the rows of attacks not asked for this time), then the report
+(report/queries.png). Crafted queries, walks, re-queries and HopSkipJump distances are cached in the run: a re-run
+reads them back.
 """
 
 from __future__ import annotations
