@@ -134,3 +134,12 @@ def test_the_study_reads_the_attack_results_settings(farms):
     assert rows[0]["tpr_at_fpr_0.01"] == metrics["tpr_at_fpr"]["0.01"]
     queries_study(run, attacks=["gap"], copies=[6])  # another attack: added to the frontier, noise's row kept
     assert sorted(pd.read_parquet(f"{run}/{QUERIES}")["attack"]) == ["gap", "noise"]
+
+
+@pytest.mark.system  # a job's --smoke-test end to end
+def test_queries_smoke_test(ray_local, tmp_path_factory, capsys):
+    smoke = tmp_path_factory.getbasetemp() / "study-smoke"  # shared with the other studies' smoke tests
+    assert study_queries.main(["--smoke-test", "--run", str(smoke), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "best attack" in out and "copies=4" in out
+    assert (smoke / "studies" / "queries.parquet").is_file()
