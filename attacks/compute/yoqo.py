@@ -184,17 +184,19 @@ def prepare_subsets(plan: Plan, responses: Responses, crafting, columns: Sequenc
 def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, scored: Sequence[int],
                    everyone: Sequence[int], seed: int, progress: bool) -> list[Responses]:
     """YOQO's statistic at each of `points` (resolved settings that differ in n_queries only; `Budgets.prepare`):
-    the queries crafted once at the largest n_queries, whose descent checkpoints hold every smaller point's."""
+    the queries crafted once at the largest n_queries, whose descent checkpoints hold every smaller point's (a point
+    whose checkpoints they do not hold, by rounding, is crafted on its own)."""
     largest = max(points, key=lambda p: p["n_queries"])
     kept = craft_settings(largest).checkpoints()
-    columns = []
-    for point in points:
-        steps = craft_settings(point).checkpoints()
-        if {**point, "n_queries": largest["n_queries"]} != largest or not set(steps) <= set(kept):
-            raise ValueError(f"yoqo point {point} is not a subset of {largest}")
-        columns.append([kept.index(k) for k in steps])
-    return prepare_subsets(plan, responses, craft_settings(largest), columns, split=largest["split"],
-                           names=(STATISTIC, FOLD), scored=scored, everyone=everyone, seed=seed, progress=progress)
+    subset = [{**p, "n_queries": largest["n_queries"]} == largest and set(craft_settings(p).checkpoints()) <= set(kept)
+              for p in points]
+    pairs = list(zip(points, subset, strict=True))
+    columns = [[kept.index(k) for k in craft_settings(p).checkpoints()] for p, ok in pairs if ok]
+    shared = iter(prepare_subsets(plan, responses, craft_settings(largest), columns, split=largest["split"],
+                                  names=(STATISTIC, FOLD), scored=scored, everyone=everyone, seed=seed,
+                                  progress=progress))
+    return [next(shared) if ok else prepare(plan, responses, p, scored=scored, everyone=everyone, seed=seed,
+                                            progress=progress, local=False) for p, ok in pairs]
 
 
 def prepare_crafted(plan: Plan, responses: Responses, crafting, *, split: bool, names: tuple[str, str],
