@@ -6,7 +6,8 @@
     audit/<key>/<attack>/scores.parquet, metrics.json   `AUDIT_SCORES_SCHEMA`
     audit/<key>/journal/<identity>-<gen>/   HTTP answers, per model identity (`attacks.oracles.journal`)
     tune/<attack>/best.json            the setting `shadowfarm tune` chose (tune/_ray: Ray Tune's own files)
-    studies/worst_case.parquet, outliers.parquet, ood.parquet, calibration.parquet   the studies of one run
+    studies/worst_case.parquet, outliers.parquet, ood.parquet, calibration.parquet, queries.parquet   the studies
+                                       of one run
     study.json, studies/defenses.parquet   a defense study's folder (`MATRIX` is copied into its undefended farm)
 
 Schemas are built by `farm.shards.schema`, so every file names itself and its version in its metadata; a
@@ -33,6 +34,7 @@ WORST_CASE = "studies/worst_case.parquet"
 OUTLIERS = "studies/outliers.parquet"
 OOD = "studies/ood.parquet"
 CALIBRATION = "studies/calibration.parquet"
+QUERIES = "studies/queries.parquet"
 MATRIX = "studies/defenses.parquet"
 STUDY_JSON = "study.json"
 STUDY_METADATA = b"shadowfarm.study"
@@ -59,6 +61,15 @@ WORST_CASE_SCHEMA = schema(
        ("subset_threshold_tpr", _F), ("population_threshold", _F), ("population_threshold_fpr", _F),
        ("population_threshold_tpr", _F)],
     file="worst_case",
+)
+QUERIES_SCHEMA = schema(  # the query-budget frontier: one row per (attack, setting)
+    [("attack", pa.string()), ("label_only", pa.bool_()), ("setting", pa.string()),  # JSON: the settings changed
+     ("how", pa.string()), ("queries_per_example", _F), ("auc", _F)]
+    + [(fpr_column(col, f), t) for f in DEFAULT_FPRS for col, t in (("tpr_at_fpr", _F),
+                                                                   ("false_positives_allowed", _I))]
+    + [(fpr_column(col, f), _F) for f in DEFAULT_FPRS for col in ("shadow_threshold_fpr", "shadow_threshold_tpr")]
+    + [("n_members", _I), ("n_nonmembers", _I), ("n_targets", _I), ("n_pseudo_targets", _I)],
+    file="queries",
 )
 OUTLIERS_SCHEMA = schema(
     [("example_id", pa.int32()), ("label", pa.int64()), ("outlier", pa.bool_()), ("rank", pa.int32())],

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from attacks import budgets
 from attacks.methods import (
     boundary,
     calibrated,
@@ -70,22 +71,22 @@ def _augmentation_queries(config: dict, info) -> list[QuerySpec]:
 
 ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
     _spec("gap", correctness.gap, label_only=True, needs=("clean",), ood=AS_RUN, smoke=("study", "matrix", "audit"),
-          description="clean label correct => member (Yeom et al.; Choquette-Choo et al.)"),
+          budgets=budgets.CLEAN, description="clean label correct => member (Yeom et al.; Choquette-Choo et al.)"),
     _spec("augmentation", correctness.augmentation, label_only=True, needs=AUGMENTATION_KINDS, ood=AS_RUN,
-          smoke=("study", "audit"), short="augment",
+          smoke=("study", "audit"), short="augment", budgets=budgets.AUGMENTED,
           tune=SearchSpace(lambda info: {**augment_space(info, attack="augmentation"),
                                          "variant": choice(["classifier", "count"]), "c": loguniform(0.01, 10.0)},
                            _augmentation_queries),
           description="correctness vector over flips/translations/rotations, classifier fit on shadows "
                       "(Choquette-Choo et al.)"),
     _spec("noise", correctness.noise, label_only=True, needs=NOISE_KINDS, ood=AS_RUN,
-          smoke=("study", "matrix", "audit"),
+          smoke=("study", "matrix", "audit"), budgets=budgets.NOISE,
           tune=SearchSpace(lambda info: {**noise_space(info), "variant": choice(["threshold", "classifier"])},
                            lambda c, info: [QuerySpec("clean")] + noise_specs(c, info)),
           description="fraction correct under gaussian/bitflip noise (Choquette-Choo et al.)"),
     _spec("calibrated", calibrated.calibrated, label_only=True, needs=PERTURBATION_KINDS, ood=OFFLINE,
           needs_in_shadows=("online",), disjoint_variant="offline", statistic_of=calibrated.statistic,
-          smoke=("study", "matrix", "audit"), short="calib",
+          smoke=("study", "matrix", "audit"), short="calib", budgets=budgets.CALIBRATED_NOISE,
           calibration_rows={"calibrated": {"variant": "online", "empty": "global"},
                             "calibrated-offline": {"variant": "offline", "empty": "global"},
                             "global-threshold": {"variant": "global"}},
@@ -96,6 +97,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
                       "(LiRA applied to label-only statistics)"),
     _spec("transfer", transfer.transfer, label_only=True, needs=("clean",), statistic=TRANSFER_MODELS,
           needs_in_shadows=transfer.PER_EXAMPLE, disjoint_variant="threshold", target_statistics=True, short="transfer",
+          budgets=budgets.CLEAN,
           ood=Ood("as run", statistic="attacks.studies.ood.query:transfer_statistics"),
           tune=SearchSpace(lambda info: {"n_models": choice([2, 4, 8])}),
           description="confidence or loss at the true label of local models trained on the attacker's data "
@@ -103,7 +105,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
                       "example over those that did not; or threshold, or per-example calibration from shadows "
                       "(Li & Zhang, Label-Leaks)"),
     _spec("boundary", boundary.boundary, label_only=True, needs=("clean",), statistic=HOPSKIPJUMP,
-          needs_in_shadows=boundary.PER_EXAMPLE, target_statistics=True,
+          needs_in_shadows=boundary.PER_EXAMPLE, target_statistics=True, budgets=budgets.HOPSKIPJUMP_ITERATIONS,
           explicit_only="runs HopSkipJump on every example (many queries)",
           adaptive="HopSkipJump chooses each probe from the target's answers to the ones before",
           smoke=("audit",), smoke_settings={"max_iter": 2, "init_evals": 20, "max_evals": 40},
@@ -117,13 +119,14 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
     _spec("fixed_direction", fixed_direction.fixed_direction, label_only=True, needs=(), statistic=WALK,
           needs_in_shadows=("online",), disjoint_variant="offline", short="fixed_dir",
           explicit_only="re-queries every model on K steps of a walk per example",
-          queries=fixed_direction.queries_per_example, smoke=("audit",),
+          queries=fixed_direction.queries_per_example, smoke=("audit",), budgets=budgets.WALK_STEPS,
           tune=SearchSpace(lambda info: {"steps": choice([5, 10, 15, 20, 30]), **LIRA_SPACE}),
           description="first wrong step of K queries walking from x toward a fixed point, calibrated per example "
                       "against the shadows' own first wrong steps (DHAttack, Li et al.)"),
     _spec("yoqo", yoqo.yoqo, label_only=True, needs=(), statistic=CRAFTED, needs_in_shadows=("online", "global"),
           disjoint_variant="offline", explicit_only="crafts its queries by gradient descent through the shadows",
           queries=yoqo.queries_per_example, smoke=("audit",), smoke_settings={"steps": 5},
+          budgets=budgets.CRAFTED_QUERIES,
           tune=SearchSpace(lambda info: {"n_queries": choice([1, 2, 4, 8]), "steps": choice([20, 40, 80]),
                                          "lr": loguniform(0.005, 0.1), "alpha": loguniform(0.1, 10.0),
                                          "variant": choice(["online", "offline"])}),
@@ -132,7 +135,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
                       "(YOQO, Wu et al.)"),
     _spec("oslo", oslo.oslo, label_only=True, needs=(), statistic=TRANSFERRED, needs_in_shadows=("online",),
           disjoint_variant="offline", explicit_only="crafts its queries by transfer attacks through the shadows",
-          queries=oslo.queries_per_example, short="oslo",
+          queries=oslo.queries_per_example, short="oslo", budgets=budgets.TAU_LEVELS,
           tune=SearchSpace(lambda info: {"levels": choice([[0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05]]),
                                          "steps": choice([20, 40, 80]), "lr": loguniform(0.002, 0.05),
                                          "variant": choice(["online", "offline"])}),

@@ -78,6 +78,30 @@ class SearchSpace:
 
 
 @dataclass(frozen=True)
+class Budgets:
+    """How the query-budget study (`attacks.studies.queries`) varies the queries the attack sends per example.
+
+    reads: the run's query kinds the attack reads (its queries per example at the run's query set, when it sends
+    none of its own); copies: kinds of interchangeable copies (noise) the study subsets to the first k of the run's
+    (k = 1, 2, 4, ...; `copy_queries(n, info)`: the query set to re-query when the run has none), with
+    `copy_settings(kinds)` the settings that make the attack read those kinds only; points: settings overrides, one
+    per point, each sending `AttackSpec.queries(settings)` queries (or what `sent` measures); prepare:
+    "module:function" preparing the statistic of every point at once, fn(plan, responses, settings list, *, scored,
+    everyone, seed, progress) -> [Responses] (None: each point by `Statistic.prepare`); sent: "module:function"
+    measuring the queries per example the targets were sent, fn(plan, settings, *, targets, seed) -> float;
+    explicit_only: why the study leaves it out unless asked for by name (empty: it does not)."""
+
+    reads: tuple[str, ...] = ()
+    copies: tuple[str, ...] = ()
+    copy_queries: Callable | None = None
+    copy_settings: Callable[[tuple[str, ...]], dict] = lambda kinds: {}
+    points: tuple[dict, ...] = ()
+    prepare: str | Callable | None = None
+    sent: str | Callable | None = None
+    explicit_only: str = ""
+
+
+@dataclass(frozen=True)
 class AttackSpec:
     """One registered attack.
 
@@ -99,7 +123,8 @@ class AttackSpec:
     calibration`); smoke: the smoke tests and demos that run it ("study": the studies' smoke farm, `jobs.smoke`;
     "matrix": the defense matrix's; "audit": `shadowfarm audit --demo`), with smoke_settings; short: its name in
     narrow table columns (empty: the name); queries: queries(settings) -> the queries per example the attack
-    sends the target of its own, beyond the run's query set (None: it reads the run's query set only).
+    sends the target of its own, beyond the run's query set (None: it reads the run's query set only); budgets: how
+    the query-budget study spends its queries (`Budgets`; None: it is not in that study).
     """
 
     name: str
@@ -123,6 +148,7 @@ class AttackSpec:
     smoke_settings: dict = field(default_factory=dict)
     short: str = ""
     queries: Callable[[dict], int] | None = None
+    budgets: Budgets | None = None
 
     @property
     def kind(self) -> str:

@@ -7,11 +7,13 @@ import sys
 
 from jobs import attack, audit, export_mlserver, report, serve, train, tune, verify
 from jobs.common import job_main, job_parser
-from jobs.study import calibration, defenses, ood, worst_case
+from jobs.study import calibration, defenses, ood, queries, worst_case
 
 # COMMAND (and STUDY) -> its job module: HELP, the description (__doc__), add_arguments and run(args).
-STUDIES = {"calibration": calibration, "worst-case": worst_case, "ood": ood, "defenses": defenses}
-STUDY_HELP = "studies: calibration (vs number of shadows), worst-case, ood, defenses (matrix)"
+STUDIES = {"calibration": calibration, "worst-case": worst_case, "ood": ood, "defenses": defenses,
+           "queries": queries}
+STUDY_HELP = ("studies: calibration (vs number of shadows), worst-case, ood, defenses (matrix), queries (query-budget "
+              "frontier)")
 
 EPILOG = """examples:
   shadowfarm train quickstart                  # 64 MLPs on digits into runs/quickstart
@@ -24,6 +26,7 @@ EPILOG = """examples:
   shadowfarm study calibration runs/quickstart --shadows 1,2,4,8,16,32,64
   shadowfarm study worst-case runs/quickstart  # outliers beside the whole population
   shadowfarm study ood runs/quickstart         # false positives on out-of-distribution inputs
+  shadowfarm study queries runs/quickstart     # every label-only attack at several query budgets
   shadowfarm study defenses quickstart         # one farm per defense x every attack -> runs/quickstart-defenses
   shadowfarm report runs/quickstart            # runs/quickstart/report/index.html
   shadowfarm serve runs/quickstart --model-id 0 --port 8000   # label-only HTTP API of model 0

@@ -43,7 +43,7 @@ def studied_run(farms):
 
 
 def test_the_registry_keeps_the_report_order():
-    assert list(SECTIONS) == ["calibration", "worst_case", "ood", "defenses"]
+    assert list(SECTIONS) == ["calibration", "worst_case", "ood", "defenses", "queries"]
 
 
 @pytest.mark.system  # jobs end to end through the CLI: report, study worst-case, study ood

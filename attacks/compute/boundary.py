@@ -33,6 +33,7 @@ from farm.shards import schema
 from farm.storage import RunDir, table_bytes
 from farm.worker import hold_point
 
+CHUNK_EXAMPLES = 256  # examples per task (and per cached part) of `boundary_distances`
 BOUNDARY_SCHEMA = schema(
     [("example_id", pa.int32()), ("distance", pa.float32()), ("queries", pa.int32()), ("success", pa.bool_())],
     file="boundary",
@@ -89,7 +90,7 @@ _boundary_task = task(_boundary_chunk)
 
 def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds: tuple[float, float],
                        models: Sequence[int], n_models: int, settings: HsjaSettings = HsjaSettings(),
-                       chunk_examples: int = 256, chunk_size: int = 65536, progress: bool = True,
+                       chunk_examples: int = CHUNK_EXAMPLES, chunk_size: int = 65536, progress: bool = True,
                        local: bool = False) -> np.ndarray:
     """float64[n_models, N] distances for `models` (NaN rows for the others); computes missing chunks.
 
@@ -117,6 +118,15 @@ def boundary_distances(run: RunDir, *, x: np.ndarray, labels: np.ndarray, bounds
     for m, start, stop in chunks:
         out[m, start:stop] = run.read_table(_part(settings, m, start, stop), columns=["distance"])["distance"]
     return out
+
+
+def queries_sent(plan: Plan, chosen: dict, *, targets: Sequence[int], seed: int) -> float:
+    """The mean HopSkipJump queries per example the `targets` were sent with the boundary attack's resolved
+    settings `chosen`, read from the distance cache (`Budgets.sent`; the attack must have run with them)."""
+    settings, n = hsja_settings(chosen, seed=seed), len(plan.dataset.y)
+    chunks = [(int(m), s, min(s + CHUNK_EXAMPLES, n)) for m in targets for s in range(0, n, CHUNK_EXAMPLES)]
+    sent = [plan.run.read_table(_part(settings, *c), columns=["queries"])["queries"].to_numpy() for c in chunks]
+    return float(np.concatenate(sent).mean())
 
 
 @ray.remote

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from attacks.compute.crafting import OsloSettings
-from attacks.compute.yoqo import audit_crafted, prepare_crafted
+from attacks.compute.yoqo import audit_crafted, prepare_crafted, prepare_subsets
 from attacks.methods.oslo import FOLD, STATISTIC, check_settings
 from attacks.responses import Responses
 from farm.plan import Plan
@@ -38,3 +38,20 @@ def prepare_audit(plan: Plan, responses: Responses, oracle, chosen: dict, *, exa
     return audit_crafted(plan, responses, oracle, oslo_settings(chosen, kind=plan.dataset.info.kind),
                          split=chosen["split"], names=(STATISTIC, FOLD), examples=examples, pseudo=pseudo,
                          shadows=shadows, seed=seed, progress=progress)
+
+
+def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, scored: Sequence[int],
+                   everyone: Sequence[int], seed: int, progress: bool) -> list[Responses]:
+    """OSLO's statistic at each of `points` (resolved settings that differ in levels only; `Budgets.prepare`): the
+    queries crafted once at the point with the most levels, which hold every other point's levels. A level's
+    query does not depend on the other levels (the walk is the same; each level keeps its first input below tau)."""
+    largest = max(points, key=lambda p: len(p["levels"]))
+    levels = [float(t) for t in largest["levels"]]
+    columns = []
+    for point in points:
+        if {**point, "levels": largest["levels"]} != largest or not {float(t) for t in point["levels"]} <= set(levels):
+            raise ValueError(f"oslo point {point} is not a subset of {largest}")
+        columns.append([levels.index(float(t)) for t in point["levels"]])
+    return prepare_subsets(plan, responses, oslo_settings(largest, kind=plan.dataset.info.kind), columns,
+                           split=largest["split"], names=(STATISTIC, FOLD), scored=scored, everyone=everyone,
+                           seed=seed, progress=progress)

@@ -134,23 +134,69 @@ def ask(predict_labels, inputs: np.ndarray) -> np.ndarray:
     return np.asarray(predict_labels(inputs.reshape(n * q, *inputs.shape[2:]))).reshape(n, q)
 
 
-def _statistics(plan: Plan, member: np.ndarray, crafting, *, split: bool, models: Sequence[int],
-                shadows: Sequence[int], seed: int, progress: bool,
-                local: bool) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(statistic, answering set, crafted inputs per set): float64[M, N] rows of `models` (NaN for the others),
-    each model's labels through a `ModelOracle` on the queries of the set it answers. member bool[M, N]: only
-    the shadows' rows are read (by the crafting); crafting: `CraftSettings` or `OsloSettings`."""
+def crafted_answers(plan: Plan, member: np.ndarray, crafting, *, split: bool, models: Sequence[int],
+                    shadows: Sequence[int], seed: int, progress: bool,
+                    local: bool) -> tuple[dict[int, np.ndarray], np.ndarray, list[np.ndarray]]:
+    """({model: int[N, Q] its labels}, answering set float64[M, N], crafted inputs per set): each of `models`
+    labels, through a `ModelOracle`, the queries of the set it answers. member bool[M, N]: only the shadows' rows
+    are read (by the crafting); crafting: `CraftSettings` or `OsloSettings`."""
     from attacks.oracles.model import ModelOracle
 
     sets = crafting_sets(shadows, split=split, seed=seed)
     inputs = [crafted_inputs(plan, member, s, crafting, progress=progress, local=local) for s in sets]
-    n_models = len(member)
-    stat, fold = np.full((n_models, len(plan.dataset.y)), np.nan), np.full((n_models, len(plan.dataset.y)), np.nan)
+    fold, answers = np.full(member.shape[:1] + (len(plan.dataset.y),), np.nan), {}
     for m in sorted(set(models)):
         fold[m] = answering_set(m, sets)
-        stat[m] = statistic_of(ask(ModelOracle.from_run(plan.run, m).predict_labels, inputs[int(fold[m, 0])]),
-                               plan.dataset.y)
-    return stat, fold, inputs
+        answers[m] = ask(ModelOracle.from_run(plan.run, m).predict_labels, inputs[int(fold[m, 0])])
+    return answers, fold, inputs
+
+
+def _statistic(plan: Plan, answers: dict[int, np.ndarray], shape: tuple, columns=slice(None)) -> np.ndarray:
+    """float64[M, N]: the statistic of each answering model's labels on the queries `columns` (NaN elsewhere)."""
+    stat = np.full(shape, np.nan)
+    for m, labels in answers.items():
+        stat[m] = statistic_of(labels[:, columns], plan.dataset.y)
+    return stat
+
+
+def _statistics(plan: Plan, member: np.ndarray, crafting, *, split: bool, models: Sequence[int],
+                shadows: Sequence[int], seed: int, progress: bool,
+                local: bool) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(statistic float64[M, N], answering set, crafted inputs per set) of `crafted_answers` (NaN rows for the
+    models not in `models`)."""
+    answers, fold, inputs = crafted_answers(plan, member, crafting, split=split, models=models, shadows=shadows,
+                                            seed=seed, progress=progress, local=local)
+    return _statistic(plan, answers, fold.shape), fold, inputs
+
+
+def prepare_subsets(plan: Plan, responses: Responses, crafting, columns: Sequence[Sequence[int]], *, split: bool,
+                    names: tuple[str, str], scored: Sequence[int], everyone: Sequence[int], seed: int,
+                    progress: bool) -> list[Responses]:
+    """`prepare_crafted` once for `crafting`, then one `responses` per entry of `columns`: the statistic of those
+    of its queries only (the query-budget study: a point whose queries are a subset of a larger point's)."""
+    answers, fold, _ = crafted_answers(plan, responses.member, crafting, split=split,
+                                       models=sorted(set(scored) | set(everyone)), shadows=everyone, seed=seed,
+                                       progress=progress, local=False)
+    return [responses.with_statistic(names[0], _statistic(plan, answers, fold.shape, list(c)))
+            .with_statistic(names[1], fold) for c in columns]
+
+
+def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, scored: Sequence[int],
+                   everyone: Sequence[int], seed: int, progress: bool) -> list[Responses]:
+    """YOQO's statistic at each of `points` (resolved settings that differ in n_queries only; `Budgets.prepare`):
+    the queries crafted once at the largest n_queries, whose descent checkpoints hold every smaller point's (a point
+    whose checkpoints they do not hold, by rounding, is crafted on its own)."""
+    largest = max(points, key=lambda p: p["n_queries"])
+    kept = craft_settings(largest).checkpoints()
+    subset = [{**p, "n_queries": largest["n_queries"]} == largest and set(craft_settings(p).checkpoints()) <= set(kept)
+              for p in points]
+    pairs = list(zip(points, subset, strict=True))
+    columns = [[kept.index(k) for k in craft_settings(p).checkpoints()] for p, ok in pairs if ok]
+    shared = iter(prepare_subsets(plan, responses, craft_settings(largest), columns, split=largest["split"],
+                                  names=(STATISTIC, FOLD), scored=scored, everyone=everyone, seed=seed,
+                                  progress=progress))
+    return [next(shared) if ok else prepare(plan, responses, p, scored=scored, everyone=everyone, seed=seed,
+                                            progress=progress, local=False) for p, ok in pairs]
 
 
 def prepare_crafted(plan: Plan, responses: Responses, crafting, *, split: bool, names: tuple[str, str],

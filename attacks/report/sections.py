@@ -14,6 +14,7 @@ from attacks.report.calibration import calibration_section
 from attacks.report.defense_matrix import defenses_section
 from attacks.report.markup import Section
 from attacks.report.ood import ood_section
+from attacks.report.queries import queries_section
 from attacks.report.worst_case import worst_case_section
 from farm.storage import RunDir
 
@@ -22,6 +23,7 @@ SECTIONS: dict[str, Callable[[RunDir], Section | None]] = {
     "worst_case": worst_case_section,
     "ood": ood_section,
     "defenses": defenses_section,
+    "queries": queries_section,
 }
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names
 from attacks.compute.statistics import prepare_statistics
+from attacks.modes import split_targets
 from attacks.registry import attack_with, get_attack, run_attack
 from attacks.responses import Responses
 from attacks.settings import resolve
@@ -81,6 +82,26 @@ def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = No
                                 targets=targets, shadows=shadows,
                                 n_pseudo=int(m["n_pseudo_targets"]), requested_fpr=float(m.get("requested_fpr", 0.01)),
                                 seed=int(m.get("seed", GAME_SEED))))
+    return games
+
+
+def study_games(plan: Plan, names: Sequence[str]) -> list[AttackGame]:
+    """The games of `names`: as the attack stage played them where the attack has a result (`attack_games`), else
+    as `shadowfarm attack RUN --attacks NAME` would play it (the run's targets, the other models as shadows, its
+    default settings, pseudo-targets, seed and requested FPR)."""
+    from attacks.stage import AttackOptions
+
+    available, options = set(attack_names(plan.run)), AttackOptions()
+    targets, shadows = split_targets(plan.cfg.membership)
+    games = []
+    for name in names:
+        if name in available:
+            games += attack_games(plan.run, n_models=plan.cfg.membership.n_models, names=[name])
+            continue
+        settings = resolve([name], mode=plan.cfg.membership.mode, n_shadows=len(shadows))[0][name]
+        games.append(AttackGame(name=name, label_only=get_attack(name).label_only, settings=settings,
+                                targets=tuple(targets), shadows=shadows, n_pseudo=options.n_pseudo,
+                                requested_fpr=options.fpr, seed=options.seed))
     return games
 
 

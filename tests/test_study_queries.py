@@ -1,0 +1,145 @@
+"""The query-budget study: each frontier row sends the queries its setting says, subsetting the run's noise copies
+gives exactly the answers of a query set of that many copies, crafting once at the largest point gives every
+smaller point's statistic, the best attack at a budget is within it, and no threshold reads a target's membership."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attacks.artifacts import QUERIES, QUERIES_SCHEMA
+from attacks.compute.requery import requery_responses
+from attacks.compute.statistics import prepare_statistics
+from attacks.loader import load_responses
+from attacks.registry import get_attack
+from attacks.report.queries import TITLE, format_queries
+from attacks.spec import load
+from attacks.stage import AttackOptions, attack_run
+from attacks.stats.correctness import NOISE_KINDS
+from attacks.studies.game import study_games
+from attacks.studies.queries import best_at_budgets, frontier_rows, queries_study, with_copies
+from farm.config import QuerySpec
+from farm.plan import load_plan
+from jobs.study import queries as study_queries
+
+ATTACKS = ("gap", "noise", "calibrated", "fixed_direction", "yoqo")
+
+
+@pytest.fixture(scope="module")
+def studied(farms):
+    """A tiny run (8 models, 120 digits, clean + 6 gaussian copies) and its frontier at 1, 2, 4, 8 copies."""
+    run = farms.run(*farms.SMALL)
+    attack_run(run, AttackOptions(attacks=("gap",), n_pseudo=4, bootstrap=0), progress=False)  # the report needs one
+    assert study_queries.main(["--run", run, "--attacks", ",".join(ATTACKS), "--copies", "1,2,4,8", "--quiet"]) == 0
+    return run, pd.read_parquet(f"{run}/{QUERIES}")
+
+
+def test_rows_send_what_their_setting_says(studied, capsys):
+    run, table = studied
+    assert list(table.columns) == QUERIES_SCHEMA.names
+    sent = {(r.attack, r.setting): r.queries_per_example for r in table.itertuples()}
+    assert sent == {("gap", "{}"): 1,
+                    **{("noise", f'{{"copies": {k}}}'): k for k in (1, 2, 4, 6)},  # 8 asked: capped at the run's 6
+                    **{("calibrated", json.dumps({"copies": k, "kinds": ["gaussian"]})): k for k in (1, 2, 4, 6)},
+                    **{("fixed_direction", f'{{"steps": {k}}}'): k for k in (5, 10, 20, 30)},
+                    **{("yoqo", f'{{"n_queries": {k}}}'): k for k in (1, 2, 4, 8)}}
+    assert (table["n_members"] + table["n_nonmembers"] == 120).all() and (table["n_targets"] == 1).all()
+    html = open(f"{run}/report/index.html").read()
+    assert TITLE in html and "queries.png" in html
+    assert "best attack" in format_queries(table.to_dict("records"))
+
+
+def test_subsetting_copies_is_a_query_set_of_that_many_copies(studied):
+    """The first k copies of the run's query set are the queries of a set of k copies (same query ids, same noise):
+    re-querying every model with [clean, gaussian n=k] gives the very answers the subset holds, and the study's
+    noise row at k copies is the attack stage's figure on that query set."""
+    run, table = studied
+    plan = load_plan(run)
+    responses = load_responses(plan.run, logits=False)
+    for k in (2, 4):
+        subset = with_copies(responses, NOISE_KINDS, k)
+        specs = [QuerySpec("clean"), QuerySpec("gaussian", (("n", k), ("sigma", 0.2)))]
+        asked = requery_responses(plan, responses, specs, local=True)
+        assert subset.query_kinds == asked.query_kinds == ("clean",) + ("gaussian",) * k
+        assert np.array_equal(subset.pred, asked.pred)
+        game = study_games(plan, ["noise"])[0]
+        row = table[(table.attack == "noise") & (table.setting == f'{{"copies": {k}}}')].iloc[0]
+        again = frontier_rows(plan, game, asked, copies=[k])
+        assert again[0]["auc"] == row.auc and again[0]["tpr_at_fpr_0.01"] == row["tpr_at_fpr_0.01"]
+    assert not np.array_equal(with_copies(responses, NOISE_KINDS, 2).pred[..., 1:], responses.pred[..., -2:])
+
+
+def test_crafting_once_gives_every_smaller_point(studied):
+    """YOQO's points from one descent at 8 queries equal crafting each point on its own (the checkpoints of 2
+    queries are two of the 8), and OSLO's levels [0.5, 0.1] read from 8 levels equal crafting those two."""
+    run, _ = studied
+    plan = load_plan(run)
+    responses = load_responses(plan.run, logits=False)
+    game = study_games(plan, ["yoqo"])[0]
+    scored, everyone = sorted(set(game.targets) | set(game.pseudo_targets.tolist())), game.shadows.tolist()
+    for name, small, large, key in (("yoqo", {"n_queries": 2}, {"n_queries": 8}, "yoqo"),
+                                    ("oslo", {"levels": [0.5, 0.1]},
+                                     {"levels": [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02]}, "oslo")):
+        settings = {**study_games(plan, [name])[0].settings, "steps": 10}
+        points = load(get_attack(name).budgets.prepare)(plan, responses, [{**settings, **small}, {**settings, **large}],
+                                                        scored=scored, everyone=everyone, seed=0, progress=False)
+        alone = prepare_statistics(plan, responses, {name: {**settings, **small}}, scored=scored, everyone=everyone,
+                                   seed=0, progress=False)
+        assert np.array_equal(points[0].statistics[key], alone.statistics[key], equal_nan=True), name
+        assert not np.array_equal(points[1].statistics[key], alone.statistics[key], equal_nan=True), name
+
+
+def test_best_at_each_budget_stays_within_it():
+    def row(attack, queries, tpr, auc):
+        return {"attack": attack, "queries_per_example": queries, "tpr_at_fpr_0.01": tpr, "auc": auc}
+
+    rows = [row("gap", 1, 0.01, 0.55), row("yoqo", 2, 0.05, 0.60), row("a", 4, 0.05, 0.62), row("b", 4, 0.05, 0.61),
+            row("noise", 16, 0.30, 0.70), row("calibrated", 51, 0.20, 0.90)]
+    best = {e["budget"]: e["row"] and e["row"]["attack"] for e in best_at_budgets(rows)}
+    assert best == {1: "gap", 2: "yoqo", 4: "a", 8: "a", 16: "noise", 32: "noise", 64: "noise"}  # a: tie, higher AUC
+    assert best_at_budgets(rows, [0.5])[0]["row"] is None
+    for entry in best_at_budgets(rows):
+        assert entry["row"]["queries_per_example"] <= entry["budget"]
+
+
+def test_thresholds_never_read_the_target_membership(studied):
+    """The target's membership planted upside down: its scores and the shadow thresholds stay, so the realized FPR
+    and TPR at each shadow threshold swap exactly, and the AUC turns into 1 - AUC."""
+    run, _ = studied
+    plan = load_plan(run)
+    responses = load_responses(plan.run, logits=False)
+    member = responses.member.copy()
+    member[0] = ~member[0]  # model 0: the target
+    flipped = replace(responses, member=member)
+    for game in study_games(plan, ["noise", "calibrated", "fixed_direction"]):
+        for a, b in zip(frontier_rows(plan, game, responses, copies=[2, 6]),
+                        frontier_rows(plan, game, flipped, copies=[2, 6]), strict=True):
+            assert a["setting"] == b["setting"] and b["auc"] == pytest.approx(1 - a["auc"])
+            for f in ("0.01", "0.001"):
+                assert (b[f"shadow_threshold_fpr_{f}"], b[f"shadow_threshold_tpr_{f}"]) == (
+                    a[f"shadow_threshold_tpr_{f}"], a[f"shadow_threshold_fpr_{f}"]), (game.name, a["setting"])
+
+
+def test_the_study_reads_the_attack_results_settings(farms):
+    """An attack with a result keeps its settings (here noise's classifier variant) but the budget's; a study of
+    another attack keeps its row."""
+    run = farms.run(*farms.SMALL)
+    attack_run(run, AttackOptions(attacks=("noise",), settings={"noise": {"variant": "classifier"}}, n_pseudo=2,
+                                  bootstrap=0), progress=False)
+    rows = queries_study(run, attacks=["noise"], copies=[6])
+    metrics = json.loads(open(f"{run}/attacks/noise/metrics.json").read())
+    assert rows[0]["auc"] == metrics["auc"] and rows[0]["n_pseudo_targets"] == 2
+    assert rows[0]["tpr_at_fpr_0.01"] == metrics["tpr_at_fpr"]["0.01"]
+    queries_study(run, attacks=["gap"], copies=[6])  # another attack: added to the frontier, noise's row kept
+    assert sorted(pd.read_parquet(f"{run}/{QUERIES}")["attack"]) == ["gap", "noise"]
+
+
+@pytest.mark.system  # a job's --smoke-test end to end
+def test_queries_smoke_test(ray_local, tmp_path_factory, capsys):
+    smoke = tmp_path_factory.getbasetemp() / "study-smoke"  # shared with the other studies' smoke tests
+    assert study_queries.main(["--smoke-test", "--run", str(smoke), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "best attack" in out and "copies=4" in out
+    assert (smoke / "studies" / "queries.parquet").is_file()
