@@ -169,15 +169,9 @@ def _mismatch(run: RunDir, rel: str, digest: str, size: int, *, quick: bool, rec
 def read_recorded(run: RunDir, rel: str, *, redo: str) -> bytes:
     """The bytes of output `rel`, checked against its record beside it: RunError naming the file and `redo` (what
     to run) when they differ. One without a record (an older output) is read unchecked, with the run's note."""
-    data = run.read_bytes(rel)
-    if run.is_file(record_of(rel)):
-        digest, _, size = run.read_text(record_of(rel)).strip().partition(" ")
-        if str(len(data)) != size or hashlib.sha256(data).hexdigest() != digest:
-            raise RunError(f"{run.path(rel)}: content differs from its record {record_of(rel).rpartition('/')[2]} "
-                           f"(sha256 and size; changed after it was written); {redo}")
-    else:
-        note_unrecorded(run)
-    return data
+    if problem := recorded_problem(run, rel):
+        raise RunError(f"{problem}; {redo}")
+    return run.read_bytes(rel)
 
 
 def output_problems(run: RunDir, *, quick: bool = False,
