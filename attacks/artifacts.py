@@ -2,6 +2,7 @@
 
     attacks/<attack>/scores.parquet    `ATTACK_SCORES_SCHEMA`: one row per (target, example)
     attacks/<attack>/metrics.json      `attacks.stats.metrics.evaluate` plus the game's settings and `settings_hash`
+    attacks/<attack>/_SUCCESS          the settings hash, then the sha256 and size of both (`farm.content`)
     audit/<key>/target.json            the audited target (key: `attacks.audit.target_key`), budget, timings
     audit/<key>/<attack>/scores.parquet, metrics.json   `AUDIT_SCORES_SCHEMA`
     audit/<key>/journal/<identity>-<gen>/   HTTP answers, per model identity (`attacks.oracles.journal`)
@@ -21,11 +22,13 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from attacks.stats.metrics import DEFAULT_FPRS, fpr_column
+from farm.content import checked_bytes, write_recorded
 from farm.errors import RunError
 from farm.shards import schema
-from farm.storage import RunDir
+from farm.storage import RunDir, table_bytes
 
 ATTACKS_DIR = "attacks"
 TUNE_DIR = "tune"
@@ -102,12 +105,33 @@ MATRIX_SCHEMA = schema([
 ], file="defenses")
 
 
+def attack_dir(name: str) -> str:
+    return f"{ATTACKS_DIR}/{name}"
+
+
 def attack_scores(name: str) -> str:
-    return f"{ATTACKS_DIR}/{name}/scores.parquet"
+    return f"{attack_dir(name)}/scores.parquet"
 
 
 def attack_metrics(name: str) -> str:
-    return f"{ATTACKS_DIR}/{name}/metrics.json"
+    return f"{attack_dir(name)}/metrics.json"
+
+
+def _result_bytes(run: RunDir, name: str, file: str) -> bytes:
+    """A file of attack `name`'s result, checked against its `_SUCCESS` record (RunError naming it and what to
+    run when it differs; a result written before records: unchecked, with the run's note)."""
+    return checked_bytes(run, attack_dir(name), file, redo=f"run `shadowfarm attack {run.path()} --attacks {name}` "
+                         "again: it computes a result that does not match its record again")
+
+
+def read_scores(run: RunDir, name: str, columns: list[str] | None = None) -> pa.Table:
+    """attacks/<name>/scores.parquet, content-checked (`_result_bytes`)."""
+    return pq.read_table(pa.BufferReader(_result_bytes(run, name, "scores.parquet")), columns=columns)
+
+
+def read_attack_metrics(run: RunDir, name: str) -> dict:
+    """attacks/<name>/metrics.json, content-checked (`_result_bytes`)."""
+    return json.loads(_result_bytes(run, name, "metrics.json"))
 
 
 def attack_names(run: RunDir) -> list[str]:
@@ -155,6 +179,12 @@ def read_matrix(study: RunDir | str) -> pa.Table:
     if not table.schema.equals(MATRIX_SCHEMA, check_metadata=False):
         raise RunError(f"{study.path(MATRIX)}: not a defenses matrix of this version")
     return table
+
+
+def write_study(run: RunDir, rel: str, table: pa.Table) -> None:
+    """A study's table, with its sha256 and size beside it (`farm.content.write_recorded`: `verify` checks it, the
+    report names it when it was changed after it was written)."""
+    write_recorded(run, rel, table_bytes(table))
 
 
 def jsonable(obj):

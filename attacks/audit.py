@@ -39,7 +39,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_metrics, audit_scores, audit_target, jsonable
+from attacks.artifacts import AUDIT_SCORES_SCHEMA, audit_metrics, audit_target, jsonable
 from attacks.audit_checks import audit_fidelity, with_nonmembers
 from attacks.audit_scope import AuditOptions, audit_scope
 from attacks.compute.requery import requery_responses, target_pred
@@ -53,9 +53,10 @@ from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported
 from attacks.stats.shadow_game import play, pseudo_targets
 from attacks.targets import journal_dir, open_target, target_key
 from attacks.tune.tuned import tuned_thresholds
+from farm.content import write_recorded, write_with_success
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
-from farm.storage import RunDir
+from farm.storage import RunDir, json_bytes, table_bytes
 
 __all__ = ["AuditOptions", "audit_run", "journal_dir", "open_target", "target_key"]
 
@@ -99,13 +100,13 @@ def audit_run(run_uri: str, oracle, *, target: str, options: AuditOptions | None
                              about={**challenge_of(mode, pool), "n_challenge_examples": len(examples),
                                     "auto_settings": scope.auto.get(name), "fidelity": fidelity})
                for name in names]
-    plan.run.write_json(audit_target(target_key(target)), jsonable({
+    write_recorded(plan.run, audit_target(target_key(target)), json_bytes(jsonable({
         "target": target, "target_key": target_key(target), **(provenance or {}),
         "budget": getattr(oracle, "budget", None), "queries_used": getattr(oracle, "queries_used", None),
         "journal_hits": getattr(oracle, "journal_hits", None), "n_examples": len(examples),
         "shadows": shadows.tolist(), "attacks": names, "skipped": scope.skipped, "ground_truth": member is not None,
         "n_known_nonmembers": len(scope.known), "calibrate": options.calibrate, "fidelity": fidelity,
-        "seconds": time.perf_counter() - start}))
+        "seconds": time.perf_counter() - start})))
     return results + [{"attack": name, "skipped": reason} for name, reason in scope.skipped.items()]
 
 
@@ -170,9 +171,10 @@ def _audit_attack(run: RunDir, name: str, responses: Responses, settings: dict, 
             result["auc_ci"] = bootstrap_ci(game.scores, game.member, metric_fn=auc, n=options.bootstrap,
                                             seed=options.seed)
     key = target_key(target)
-    run.write_table(audit_scores(key, name), pa.table({
+    scores = pa.table({
         "example_id": examples.astype(np.int32), "score": game.scores, "flagged": flagged,
         "member": pa.array(game.member if ground_truth else [None] * len(examples), pa.bool_()),
-    }, schema=AUDIT_SCORES_SCHEMA))
-    run.write_json(audit_metrics(key, name), jsonable(result))
+    }, schema=AUDIT_SCORES_SCHEMA)
+    write_with_success(run, audit_metrics(key, name).rpartition("/")[0], key, {  # content records, for verify
+        "scores.parquet": table_bytes(scores), "metrics.json": json_bytes(jsonable(result))})
     return result

@@ -14,8 +14,9 @@ Figures are pooled over the targets. Which attacks run is
 Resume: an attack whose scores.parquet and metrics.json exist and whose metrics.json holds the
 `settings_hash` of this call (`settings_hash`: its settings, targets, requested and reported FPRs, shadow
 game, seed, tuned choice, the run's config hash and its membership.parquet) is not run again; its metrics are read back.
-Both files are written atomically, metrics.json last, so a killed attack stage leaves either an
-attack's two files or none that counts. To redo an attack, delete attacks/<name>/.
+Both files are written atomically, then `_SUCCESS` (the settings hash, the sha256 and size of both), so a killed
+attack stage leaves either an attack's files or none that counts, and a result changed after it was written is
+computed again (with a note). To redo an attack, delete attacks/<name>/.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from attacks.artifacts import ATTACK_SCORES_SCHEMA, attack_metrics, attack_scores, jsonable
+from attacks.artifacts import ATTACK_SCORES_SCHEMA, attack_dir, attack_metrics, attack_scores, jsonable
 from attacks.audit_checks import reference_of, run_fidelity, split_reference, with_nonmembers
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
@@ -43,10 +44,11 @@ from attacks.stats.lira import collect_fallbacks, fallback_summary
 from attacks.stats.metrics import auc, bootstrap_ci, evaluate, fpr_key, reported_fprs, tpr_at_fpr
 from attacks.stats.shadow_game import GameResult, play, pseudo_targets
 from attacks.tune.tuned import load_tuned, tuned_thresholds
+from farm.content import folder_problems, note, write_with_success
 from farm.lock import run_lock
 from farm.plan import Plan, load_plan
 from farm.shards import MEMBERSHIP
-from farm.storage import RunDir
+from farm.storage import RunDir, json_bytes, table_bytes
 from farm.worker import hold_point
 
 
@@ -183,14 +185,20 @@ def settings_hash(name: str, *, settings: dict, targets: Sequence[int], fprs: Se
 
 
 def finished_metrics(run: RunDir, name: str, digest: str) -> dict | None:
-    """metrics.json of attack `name` when its outputs exist and were made with settings hash `digest`."""
+    """metrics.json of attack `name` when its outputs exist, were made with settings hash `digest` and match the
+    records of their `_SUCCESS` (a result that does not: None, with a note, so the attack runs again)."""
     if not (run.is_file(attack_scores(name)) and run.is_file(attack_metrics(name))):
         return None
     try:
         metrics = run.read_json(attack_metrics(name))
     except (ValueError, UnicodeDecodeError):
         return None  # damaged: the attack runs again and rewrites it
-    return metrics if isinstance(metrics, dict) and metrics.get("settings_hash") == digest else None
+    if not (isinstance(metrics, dict) and metrics.get("settings_hash") == digest):
+        return None
+    if problems := folder_problems(run, attack_dir(name)):
+        note(f"{problems[0]}; attack {name} runs again")
+        return None
+    return metrics
 
 
 def _write(run: RunDir, name: str, targets: Sequence[int], game: GameResult, metrics: dict) -> None:
@@ -202,5 +210,5 @@ def _write(run: RunDir, name: str, targets: Sequence[int], game: GameResult, met
         "member": game.member,
         "score": game.scores,
     }, schema=ATTACK_SCORES_SCHEMA)
-    run.write_table(attack_scores(name), table)
-    run.write_json(attack_metrics(name), jsonable(metrics))
+    write_with_success(run, attack_dir(name), metrics["settings_hash"], {
+        "scores.parquet": table_bytes(table), "metrics.json": json_bytes(jsonable(metrics))})

@@ -19,6 +19,8 @@ import hashlib
 import re
 import sys
 
+import pyarrow.fs as pafs
+
 from farm.errors import RunError
 from farm.storage import RunDir
 
@@ -66,25 +68,17 @@ def content_problems(run: RunDir, base: str, records: dict[str, tuple[str, int]]
     """One line per file of folder `base` whose size (and, unless `quick`, sha256) differs from its record."""
     problems = []
     for name, (digest, size) in records.items():
-        rel = f"{base}/{name}"
         if size < 0:
             problems.append(f"{run.path(base)}/{SUCCESS}: unreadable record {name!r}")
-            continue
-        info = run.fs.get_file_info(run.path(rel))
-        if info.size is None:
-            problems.append(f"{run.path(rel)}: missing (recorded in {SUCCESS})")
-        elif info.size != size:
-            problems.append(f"{run.path(rel)}: {info.size} bytes, {SUCCESS} records {size} "
-                            "(changed after it was written)")
-        elif not quick and hashlib.sha256(run.read_bytes(rel)).hexdigest() != digest:
-            problems.append(f"{run.path(rel)}: sha256 differs from the one {SUCCESS} records "
-                            "(changed after it was written)")
+        elif problem := _mismatch(run, f"{base}/{name}", digest, size, quick=quick, record=SUCCESS):
+            problems.append(problem)
     return problems
 
 
-def checked_bytes(run: RunDir, base: str, name: str) -> bytes:
+def checked_bytes(run: RunDir, base: str, name: str, *, redo: str | None = None) -> bytes:
     """The bytes of file `name` of folder `base`, checked against its `_SUCCESS` record: RunError naming the file
-    and what to run when they differ. A folder without records (an older run) is read unchecked, with a note."""
+    and what to run (`redo`; default: a model's, `train` again) when they differ. A folder without records (an
+    older run) is read unchecked, with a note."""
     rel = f"{base}/{name}"
     data = run.read_bytes(rel)
     records = read_records(run, base)[1] if run.is_file(f"{base}/{SUCCESS}") else None
@@ -93,11 +87,30 @@ def checked_bytes(run: RunDir, base: str, name: str) -> bytes:
         return data
     expected = records.get(name)
     if expected is None:
-        raise RunError(f"{run.path(rel)}: not recorded in its {SUCCESS}; {_redo(run)}")
+        raise RunError(f"{run.path(rel)}: not recorded in its {SUCCESS}; {redo or _redo(run)}")
     if len(data) != expected[1] or hashlib.sha256(data).hexdigest() != expected[0]:
         raise RunError(f"{run.path(rel)}: content differs from its {SUCCESS} record (sha256 and size; changed after "
-                       f"it was written); {_redo(run)}")
+                       f"it was written); {redo or _redo(run)}")
     return data
+
+
+def write_with_success(run: RunDir, base: str, first_line: str, files: dict[str, bytes]) -> None:
+    """Write `files` (name -> bytes) into folder `base`, each atomically, then its `_SUCCESS`: `first_line` (what
+    the files are a function of) and their records. A writer killed midway leaves files that do not match the
+    `_SUCCESS` before them: computed again, never reused."""
+    for name, data in files.items():
+        run.write_bytes(f"{base}/{name}", data)
+    run.write_text(f"{base}/{SUCCESS}", success_text(first_line, files))
+
+
+def folder_problems(run: RunDir, base: str) -> list[str]:
+    """The content problems of output folder `base` against its `_SUCCESS` records; none (with the run's note)
+    for a folder written before records."""
+    records = read_records(run, base)[1] if run.is_file(f"{base}/{SUCCESS}") else None
+    if records is None:
+        note_unrecorded(run)
+        return []
+    return content_problems(run, base, records)
 
 
 def record_of(rel: str) -> str:
@@ -115,20 +128,81 @@ def write_recorded(run: RunDir, rel: str, data: bytes) -> None:
 
 def cached(run: RunDir, rel: str) -> bool:
     """True when the cache file `rel` exists and matches its record (one made before records: true, with the
-    run's note); False sends it to be computed again."""
+    run's note); False sends it to be computed again (a file that does not match: with a one-line note)."""
     if not run.is_file(rel):
         return False
-    if not run.is_file(record_of(rel)):
-        note_unrecorded(run)
+    problem = recorded_problem(run, rel)
+    if problem is None:
         return True
-    digest, _, size = run.read_text(record_of(rel)).strip().partition(" ")
-    data = run.read_bytes(rel)
-    return str(len(data)) == size and hashlib.sha256(data).hexdigest() == digest
+    note(f"{problem}; computing it again")
+    return False
+
+
+def recorded_problem(run: RunDir, rel: str, *, quick: bool = False) -> str | None:
+    """The problem of file `rel` against its record beside it (`record_of`), None when it matches (`quick`: its
+    size) or when it has no record (an older output: read unchecked, with the run's note)."""
+    if not run.is_file(record_of(rel)):
+        if not run.is_file(rel):
+            return None
+        note_unrecorded(run)
+        return None
+    try:
+        digest, _, size = run.read_text(record_of(rel)).strip().partition(" ")
+    except UnicodeDecodeError:
+        digest, size = "", ""
+    if not size.isdigit():
+        return f"{run.path(record_of(rel))}: unreadable record"
+    return _mismatch(run, rel, digest, int(size), quick=quick, record=record_of(rel).rpartition("/")[2])
+
+
+def _mismatch(run: RunDir, rel: str, digest: str, size: int, *, quick: bool, record: str) -> str | None:
+    info = run.fs.get_file_info(run.path(rel))
+    if info.size is None:
+        return f"{run.path(rel)}: missing (recorded in {record})"
+    if info.size != size:
+        return f"{run.path(rel)}: {info.size} bytes, {record} records {size} (changed after it was written)"
+    if not quick and hashlib.sha256(run.read_bytes(rel)).hexdigest() != digest:
+        return f"{run.path(rel)}: sha256 differs from the one {record} records (changed after it was written)"
+    return None
+
+
+def read_recorded(run: RunDir, rel: str, *, redo: str) -> bytes:
+    """The bytes of output `rel`, checked against its record beside it: RunError naming the file and `redo` (what
+    to run) when they differ. One without a record (an older output) is read unchecked, with the run's note."""
+    if problem := recorded_problem(run, rel):
+        raise RunError(f"{problem}; {redo}")
+    return run.read_bytes(rel)
+
+
+def output_problems(run: RunDir, *, quick: bool = False,
+                    skip: tuple[str, ...] = ("models/", "tune/_ray/")) -> list[str]:
+    """One line per recorded output outside `skip` (the attack stage's caches and results: every file with a record
+    beside it, every folder with a `_SUCCESS` of records) whose file differs from its record (`quick`: sizes)."""
+    listing = run.fs.get_file_info(pafs.FileSelector(run.path(), recursive=True, allow_not_found=True))
+    rels = sorted(info.path[len(run.path()) + 1:] for info in listing if info.type == pafs.FileType.File)
+    problems = []
+    for rel in rels:
+        if rel.startswith(skip):
+            continue
+        folder, _, name = rel.rpartition("/")
+        if name.startswith(".") and name.endswith(".sha256"):
+            data = f"{folder}/{name[1:-len('.sha256')]}" if folder else name[1:-len(".sha256")]
+            problems += [p for p in [recorded_problem(run, data, quick=quick)] if p]
+        elif name == SUCCESS and folder:
+            records = read_records(run, folder)[1]
+            problems += content_problems(run, folder, records, quick=quick) if records is not None else []
+    return problems
+
+
+def note(line: str) -> None:
+    """One line on stderr, prefixed as every note of shadowfarm."""
+    print(f"shadowfarm: note: {line}", file=sys.stderr)
 
 
 def note_unrecorded(run: RunDir) -> None:
-    """Print, once per run and process, that the run predates content records."""
+    """Print, once per run and process, that the run (or some output of it) predates content records."""
     if run.path() not in _noted:
         _noted.add(run.path())
-        print(f"shadowfarm: note: {run.path()}: made before content hashes (its _SUCCESS files hold none): its files "
-              "are checked by structure only; a run trained into a new --out has them", file=sys.stderr)
+        note(f"{run.path()}: made before content hashes (files without a sha256 record: a one-line _SUCCESS, no "
+             ".<name>.sha256 beside a cache part): those are checked by structure only; files written from now on "
+             "(a model trained again, a cache computed again) have them")

@@ -7,9 +7,10 @@ being written); `--new-run` refuses while any area writer holds the run.
 Local paths (and shared file systems with flock): an exclusive `filelock.FileLock` on `RUN/.writer.lock`.
 The kernel drops it when its process dies, so a lock left by a killed writer is taken over by the next one,
 which says so. Object stores (no locks): a lease object, `RUN/.writer.json` with an expiry, renewed by its
-holder every LEASE_SECONDS / 3; an expired lease is taken over. Object stores offer no compare-and-swap through
-pyarrow, so two writers starting within the same second may both read an expired lease: each reads the lease
-back after writing it and refuses when another's token is there, which narrows that window but cannot close it.
+holder every LEASE_SECONDS / 3; an expired lease is taken over. On S3 the lease is written with conditional
+writes, so of two writers that start together exactly one takes it; elsewhere (gs://, no boto3) pyarrow has no
+conditional write, and two writers starting within the same instant on an expired lease may both proceed
+(`farm.lease`).
 
 `RUN/.writer.json` names the holder (host, pid, start time, command) while the lock is held; a second writer
 refuses at once with one line naming it. The lock is reentrant within a process (a job that trains, then
@@ -18,7 +19,6 @@ attacks the same run).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from filelock import FileLock, Timeout
 
 from farm.errors import RunError
+from farm.lease import LeaseObject
 from farm.storage import RunDir
 
 LOCK = ".writer.lock"
@@ -159,33 +160,39 @@ def _local_hold(run: RunDir, command: str, area: str | None) -> Iterator[None]:
 
 @contextmanager
 def _lease_hold(run: RunDir, command: str, area: str | None) -> Iterator[None]:
-    holder_file = _files(area)[1]
-    previous = _read_holder(run, holder_file)
+    lease = LeaseObject(run, _files(area)[1])
+    previous, version = lease.read()
     if previous and previous.get("expires", 0) > time.time():
         raise _refuse(run, previous)
-    token = uuid.uuid4().hex
-    run.write_json(holder_file, _record(command, token))
-    if (_read_holder(run, holder_file) or {}).get("token") != token:
-        raise _refuse(run, _read_holder(run, holder_file))
+    record = _record(command, uuid.uuid4().hex)
+    version = lease.put(record, version)  # conditional where the store allows (farm.lease): one writer wins
+    if version is None:
+        raise _refuse(run, lease.read()[0])
     _note_takeover(run, previous, "its lease expired")
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(run, holder_file, command, token, stop), daemon=True)
+    renewer = threading.Thread(target=_renew, args=(lease, record, version, stop), daemon=True)
     renewer.start()
     try:
         yield
     finally:
         stop.set()
         renewer.join()
-        if (_read_holder(run, holder_file) or {}).get("token") == token:
-            run.delete(holder_file)
+        if (lease.read()[0] or {}).get("token") == record["token"]:
+            lease.delete()
 
 
-def _renew(run: RunDir, holder_file: str, command: str, token: str, stop: threading.Event) -> None:
-    """Extend the lease every LEASE_SECONDS / 3 until `stop`, keeping its start time."""
-    record = _read_holder(run, holder_file) or _record(command, token)
+def _renew(lease: LeaseObject, record: dict, version: str, stop: threading.Event) -> None:
+    """Extend the lease every LEASE_SECONDS / 3 until `stop`, keeping its start time; stop renewing, saying so, when
+    another writer has taken it (it had expired: this process was cut off from the store for LEASE_SECONDS)."""
+    where = lease.run.path(lease.rel)
     while not stop.wait(LEASE_SECONDS / 3):
-        record["expires"] = time.time() + LEASE_SECONDS
+        record = {**record, "expires": time.time() + LEASE_SECONDS}
         try:
-            run.write_text(holder_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            renewed = lease.put(record, version)
         except OSError as exc:  # a store that is briefly unreachable: the next renewal retries
-            print(f"shadowfarm: {run.path(holder_file)}: lease not renewed ({exc})", file=sys.stderr)
+            print(f"shadowfarm: {where}: lease not renewed ({exc})", file=sys.stderr)
+            continue
+        if renewed is None:
+            print(f"shadowfarm: {where}: lease lost to {holder_line(lease.read()[0])}", file=sys.stderr)
+            return
+        version = renewed

@@ -69,6 +69,19 @@ def estimates(cfg: RunConfig, *, n_examples: int, n_features: int, n_classes: in
     ]
 
 
+def batch_note(cfg: RunConfig, member) -> str | None:
+    """A note when `train.batch_size` exceeds the largest training set of the run's models (member bool[M, N]):
+    such a batch repeats its examples (`farm.train.index_stream`: reshuffled passes, one step per epoch), close
+    to full-batch training; None otherwise. Kept, not refused: the default batch (128) exceeds the training sets of
+    small runs (a 120-example population), and runs trained so stay the same when resumed."""
+    largest = int(member.sum(1).max()) if member.size else 0
+    if cfg.train.batch_size <= largest:
+        return None
+    return (f"train.batch_size: {cfg.train.batch_size:,} is larger than a model's training set (at most "
+            f"{largest:,} examples): each batch repeats examples, one step per epoch (close to full-batch training); "
+            f"set train.batch_size: {largest:,} or less for batches of distinct examples")
+
+
 def check_memory(cfg: RunConfig, *, n_examples: int, n_features: int, n_classes: int, n_queries: int,
                  n_params: int) -> None:
     """ConfigError when an estimate exceeds MEMORY_FRACTION of `machine_memory()`, naming the membership matrix's

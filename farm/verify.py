@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from farm.content import output_problems
 from farm.plan import Plan, run_tables
 from farm.shards import check_model_shard, model_dir, table_problem
 
@@ -35,8 +36,9 @@ def verify_plan(plan: Plan, *, models: Sequence[int] | None = None, quick: bool 
     """Every problem of the run's files, one line each naming the file; empty when the run is complete and valid.
 
     Checks membership.parquet and queries.parquet against the config, the shards of `models` (default:
-    every model; `model_problems`, `quick`: sizes, not sha256), and that models/ holds no directory of a model
-    the run does not have.
+    every model; `model_problems`, `quick`: sizes, not sha256), that models/ holds no directory of a model
+    the run does not have, and (`models` None) every recorded output of the attack stage against its record
+    (`farm.content.output_problems`: caches, attack results, tune, studies).
     """
     run = plan.run
     problems = [p for rel, table in run_tables(plan).items() if (p := table_problem(run, rel, table))]
@@ -47,4 +49,4 @@ def verify_plan(plan: Plan, *, models: Sequence[int] | None = None, quick: bool 
             problems.append(f"{run.path('models/' + name)}: not a model of this run ({n_models} models)")
     for m in range(n_models) if models is None else models:
         problems += model_problems(plan, m, quick=quick)
-    return problems
+    return problems + (output_problems(run, quick=quick) if models is None else [])

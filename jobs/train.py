@@ -14,10 +14,12 @@ import time
 from functools import partial
 
 from farm.config import config_hash, load_config
+from farm.content import note
 from farm.driver import train_farm
 from farm.errors import ConfigError
 from farm.lock import HOLDER, refuse_if_areas_held, run_lock
 from farm.plan import plan_run
+from farm.resources import batch_note
 from farm.shards import RUN_JSON
 from farm.storage import RunDir
 from jobs.common import add_config_argument, default_out, job_main, job_parser, resolve_config, smoke_out, train_summary
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.new_run and (moved := move_aside(out, config_hash(cfg))):
         print(f"moved the run of another config aside: {moved}")
     plan = plan_run(cfg, out)
+    if line := batch_note(cfg, plan.member):
+        note(line)
     print(train_summary(plan, train_farm(plan, progress=not args.quiet)))
     return 0
 

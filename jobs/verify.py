@@ -1,8 +1,9 @@
 """Check a run's shards: `python -m jobs.verify --run RUN` (or `shadowfarm verify RUN`).
 
 Each file's sha256 and size against its `_SUCCESS` record (`--quick`: sizes only), schemas, row counts,
-membership and the config hash of every model: one line per problem on stdout,
-each naming its file, and exit code 1 when there is any; `RUN: ok` otherwise.
+membership and the config hash of every model, and every recorded output of the attack stage (caches under
+requery/, boundary/, whitebox/, crafted/; attacks/, audit/, tune/, studies/) against its record: one line per
+problem on stdout, each naming its file, and exit code 1 when there is any; `RUN: ok` otherwise.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         print(problem)
     if problems:
         print(f"{len(problems)} problem(s) in {args.run}; re-running the `shadowfarm train` command that made it "
-              "(same config and --out) trains the bad or missing models again and keeps the valid ones",
-              file=sys.stderr)
+              "(same config and --out) trains the bad or missing models again and keeps the valid ones; the command "
+              "that wrote an attack-stage output computes a changed one again", file=sys.stderr)
         return 1
     print(f"{args.run}: ok")
     if line := nodes_line(plan.run, plan.cfg.membership.n_models):

@@ -11,7 +11,7 @@ from farm.config import load_config
 from farm.errors import ConfigError
 from farm.plan import plan_run
 from farm.queries import MAX_QUERIES
-from farm.resources import MEMORY_ENV, estimates, size_text
+from farm.resources import MEMORY_ENV, batch_note, estimates, size_text
 from jobs.common import resolve_config
 
 MiB = 2**20
@@ -56,3 +56,17 @@ def test_queries_are_counted_before_they_are_expanded(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=f"1,000,000,001 queries in total .* at most {MAX_QUERIES:,}"):
         _plan(tmp_path, "queries=[clean, {kind: gaussian, sigma: 0.1, n: 1000000000}]")
     assert expanded == []
+
+
+def test_a_batch_larger_than_a_training_set_is_named_in_a_note(tmp_path):
+    """Such a batch repeats examples (kept: the default 128 exceeds small runs' training sets); the train job says
+    so in one line naming the field, its value and the largest training set."""
+    plan = _plan(tmp_path, "data.subsample=120", "train.batch_size=1000")
+    largest = int(plan.member.sum(1).max())
+    assert 60 <= largest < 120  # about half the population: p_in 0.5, the largest of 64 models
+    assert batch_note(plan.cfg, plan.member) == (
+        f"train.batch_size: 1,000 is larger than a model's training set (at most {largest} examples): each batch "
+        f"repeats examples, one step per epoch (close to full-batch training); set train.batch_size: {largest} or "
+        "less for batches of distinct examples")
+    assert batch_note(_plan(tmp_path, "data.subsample=120", f"train.batch_size={largest}").cfg, plan.member) is None
+    assert not (tmp_path / "out").exists()

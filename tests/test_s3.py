@@ -15,11 +15,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from farm.errors import RunError
+from farm.lease import LeaseObject
+from farm.lock import HOLDER, run_lock
 from farm.plan import load_plan
 from farm.shards import model_dir
 from farm.storage import RunDir
@@ -126,6 +129,31 @@ def test_endpoint_in_the_uri(s3, monkeypatch):
     run.write_json("run.json", {"ok": True})
     assert run.root == f"{BUCKET}/uri-form" and run.read_json("run.json") == {"ok": True}
     assert run.listdir() == ["run.json"]
+
+
+@pytest.mark.system
+def test_of_two_writers_on_one_expired_lease_exactly_one_takes_it(s3, monkeypatch):
+    """S3's conditional writes (If-Match, If-None-Match) make the lease atomic: both writers read the expired
+    lease, the first one's takeover succeeds, the second one's fails (`farm.lease`)."""
+    endpoint, credentials, _ = s3
+    for key, value in {**credentials, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    run = RunDir(f"s3://{BUCKET}/race")
+    stale = {"host": "node-7", "pid": 4242, "started": 0, "command": "train", "token": "t", "expires": time.time() - 1}
+    run.write_json(HOLDER, stale)
+    first, second = LeaseObject(run, HOLDER), LeaseObject(run, HOLDER)
+    assert first.client is not None  # conditional writes, not pyarrow's write-then-read-back
+    (held, seen), (_, seen_too) = first.read(), second.read()
+    assert held == stale and seen == seen_too is not None
+    assert first.put({**stale, "token": "a"}, seen) is not None
+    assert second.put({**stale, "token": "b"}, seen_too) is None  # If-Match: the first one wrote it since
+    assert second.put({**stale, "token": "b"}, None) is None  # If-None-Match: a lease exists
+    assert run.read_json(HOLDER)["token"] == "a"
+    run.delete(HOLDER)
+    run.write_json("run.json", {})
+    with run_lock(run, command="attack"):
+        assert run.read_json(HOLDER)["pid"] == os.getpid()
+    assert not run.is_file(HOLDER)
 
 
 @pytest.mark.parametrize("uri", ["s3://AKIAXXXX:SECRETXXXX@bucket/run", "s3://bucket/run?secret_key=SECRETXXXX",

@@ -14,10 +14,11 @@ from attacks.stats.metrics import fpr_key
 from attacks.stats.shadow_game import play
 from attacks.tune.trials import tune_attack
 from farm.config import from_dict
+from farm.content import write_recorded
 from farm.errors import ConfigError
 from farm.plan import load_plan
 from farm.queries import expand_queries
-from farm.storage import RunDir
+from farm.storage import RunDir, json_bytes
 from tests.test_golden import synthetic
 
 FPR = 0.2
@@ -79,7 +80,7 @@ def test_settings_hash_includes_the_requested_fpr(plan):
 def test_tuned_audit_uses_the_tuned_query_set_and_threshold(plan, best):
     saved = _best_file(plan)
     saved["chosen"]["queries"] = TUNED_QUERIES  # a tuned query set whatever the short search chose
-    plan.run.write_json("tune/noise/best.json", saved)
+    write_recorded(plan.run, "tune/noise/best.json", json_bytes(saved))  # with its record, as tune writes it
     options = dict(attacks=("noise",), n_pseudo=2, bootstrap=0, fpr=FPR, examples=60)
     plain, _ = open_target(plan.run.uri, "model:0")
     audit_run(plan.run.uri, plain, target="model:0", options=AuditOptions(**options), progress=False)

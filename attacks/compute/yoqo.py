@@ -2,8 +2,9 @@
 
 The shadows are split into two crafting sets (seeded; `split` False: one set, all of them). Each set's queries are
 crafted through its stacked weights (`attacks.compute.crafting.craft`, one task per example chunk) and cached
-under `crafted/<key>/part-<first>-<stop>.parquet` (example_id, the crafted inputs), keyed by a hash of the
-crafting settings and the set's model ids, so a re-run crafts only missing chunks and the inputs do not depend
+under `crafted/<key>/part-<first>-<stop>.parquet` (example_id, the crafted inputs; its sha256 and size beside it,
+`farm.content.write_recorded`), keyed by a hash of the crafting settings and the set's model ids, so a re-run
+crafts only missing chunks (and parts that differ from their record) and the inputs do not depend
 on the chunking. Then each model labels the queries crafted by the set it is not in (a target: set 0's) through
 a label oracle (`ModelOracle`; an audited target through its own oracle, journaled and budgeted), and its
 statistic is the smoothed logit of the fraction answered with the true label. No target's weights or membership
@@ -30,9 +31,10 @@ from attacks.methods.yoqo import FOLD, STATISTIC, check_settings
 from attacks.responses import Responses
 from attacks.stats.lira import smoothed_logit_fraction
 from farm.cluster import ensure_ray
+from farm.content import cached, write_recorded
 from farm.plan import Plan
 from farm.shards import fixed_list_to_numpy, load_weights
-from farm.storage import RunDir
+from farm.storage import RunDir, table_bytes
 
 VERSION = 1  # of the crafting kernel: part of every cache key
 # Examples are crafted in blocks of BLOCK consecutive example ids starting at multiples of BLOCK, whatever the
@@ -91,7 +93,7 @@ def _craft_chunk(run_uri: str, plan_bits: tuple, crafters: list[int], member: np
     table = pa.table({"example_id": pa.array(np.arange(start, start + len(x), dtype=np.int32)),
                       "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])})
     rel = _part(key, start, start + len(x))
-    run.write_table(rel, table)
+    write_recorded(run, rel, table_bytes(table))
     return rel
 
 
@@ -107,7 +109,7 @@ def crafted_inputs(plan: Plan, member: np.ndarray, crafters: Sequence[int], sett
     key, n = _key(settings, crafters), len(data.y)
     chunk_examples = -(-chunk_examples // BLOCK) * BLOCK
     chunks = [(s, min(s + chunk_examples, n)) for s in range(0, n, chunk_examples)]
-    todo = [c for c in chunks if not plan.run.is_file(_part(key, *c))]
+    todo = [c for c in chunks if not cached(plan.run, _part(key, *c))]
     bits = (plan.cfg.model, data.info)
 
     def args(start: int, stop: int) -> tuple:

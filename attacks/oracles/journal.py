@@ -6,7 +6,9 @@ of SHA-256 over the row's shape and float32 little-endian bytes) and `label` int
 added, so a crash loses at most the requests in flight, and a re-run asks the target only for rows the
 journal has not seen: no query is paid for twice. Opening a journal with more than `COMPACT_AFTER` parts
 first writes them as one part, then deletes the old ones (a crash in between leaves duplicates, which
-agree). If the target answered one row twice differently, the first answer wins.
+agree). If the target answered one row twice differently, the first answer wins. Each part has its sha256 and
+size beside it (`farm.content.write_recorded`); a part changed after it was written is left out, with a note, and
+its rows are asked again.
 
 Journals are kept per model, not per URL (the model behind a URL changes: a redeploy, a new version
 promoted): `open_journal` keys the folder on the target's identity where its protocol states one (v2: the
@@ -30,9 +32,10 @@ import uuid
 import numpy as np
 import pyarrow as pa
 
+from farm.content import cached, record_of, write_recorded
 from farm.errors import RunError
 from farm.shards import schema
-from farm.storage import RunDir
+from farm.storage import RunDir, table_bytes
 
 JOURNAL_SCHEMA = schema(
     [("input_sha256", pa.binary(16)), ("label", pa.int64())],
@@ -63,6 +66,7 @@ class Journal:
             self._write(list(self._answers), np.fromiter(self._answers.values(), dtype=np.int64))
             for name in parts:
                 self.run.delete(f"{self.rel}/{name}")
+                self.run.delete(record_of(f"{self.rel}/{name}"))
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -87,6 +91,8 @@ class Journal:
         return [n for n in self.run.listdir(self.rel) if n.startswith("part-") and n.endswith(".parquet")]
 
     def _load(self, rel: str) -> None:
+        if not cached(self.run, rel):  # changed after it was written (a note says so): its rows are asked again
+            return
         try:
             table = self.run.read_table(rel)
             keys, labels = table["input_sha256"].to_pylist(), table["label"].to_pylist()
@@ -100,7 +106,7 @@ class Journal:
         table = pa.table({"input_sha256": pa.array(keys, type=pa.binary(16)),
                           "label": pa.array(np.asarray(labels, dtype=np.int64))}, schema=JOURNAL_SCHEMA)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        self.run.write_table(f"{self.rel}/{name}", table)
+        write_recorded(self.run, f"{self.rel}/{name}", table_bytes(table))
 
 
 def identity_hash(identity: dict) -> str:
@@ -112,7 +118,7 @@ def open_journal(run: RunDir, base: str, identity: dict, *, new: bool = False) -
     """(the journal of the model `identity` under `base`, notes for the user): its latest generation, a new one
     when `new` or when none exists (the parts of an older layout in `base` itself are adopted if no generation
     exists yet and not `new`)."""
-    key, names = identity_hash(identity), run.listdir(base)
+    key, names = identity_hash(identity), [n for n in run.listdir(base) if not n.startswith(".")]
     generations = sorted(int(n.rsplit("-", 1)[1]) for n in names
                          if n.startswith(key + "-") and n.rsplit("-", 1)[1].isdigit())
     legacy = any(n.startswith("part-") for n in names)

@@ -65,6 +65,14 @@ class Inputs:
 MAX_JSON_DEPTH = 32  # a batch of images in v2 is 6 deep; json.loads recurses once per level
 
 
+BODY_SECONDS = 30.0  # a body must arrive within this plus a second per MiB (both engines)
+
+
+def body_deadline(length: int) -> float:
+    """Seconds a body of `length` bytes may take to arrive: BODY_SECONDS plus a second per MiB."""
+    return BODY_SECONDS + length / (1 << 20)
+
+
 def content_length_of(header: str | None) -> int | None:
     """A Content-Length header's bytes (absent: 0); None when it is not one non-negative decimal number."""
     if header is None:

@@ -12,7 +12,13 @@ so both engines answer alike; only the model call and the counting differ.
 - Counting: one `AnswerCounter` deployment holds the answered inputs and requests of all replicas; a batch's
   inputs are added (and awaited) before any of its answers is sent, so GET /stats never lags an answer a
   client holds. Refused requests (401, 404, 400, 413) never reach the model and are not counted.
-- HTTP: Serve's proxy on `host:port` (127.0.0.1 by default: this machine only), application route "/".
+- HTTP: Serve's proxy on `host:port` (127.0.0.1 by default: this machine only), application route "/". A request
+  is refused from its headers before its body is read (`LabelApi.before_body`: token, path, Content-Length), and
+  one not answered within `request_seconds` (a trickled body) gets Serve's 408. Limits of Serve's proxy (uvicorn),
+  which no option of this Ray version changes: it answers a Content-Length that is no number with its own 400
+  (plain text, before any token check), it has no deadline for a request's headers (a slowloris holds a
+  connection, not a thread, until the client closes it), and it reads a body into memory as it arrives, so
+  what a client sends before the replica's refusal reaches it is read (docs/reliability.md).
 
 The token is a deployment argument: it lives in the cluster's memory (Serve's controller), never in files or
 logs; requests are not logged (Serve's access log is turned down to warnings).
@@ -32,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from attacks.oracles.base import LabelOracle
-from attacks.oracles.label_api import LabelApi, Reply
+from attacks.oracles.label_api import LabelApi, Reply, body_deadline
 from farm.errors import ConfigError
 
 APP = "shadowfarm"
@@ -162,14 +168,22 @@ def free_port(host: str, port: int = 0) -> int:
 def deploy(make_oracle: Callable[[], LabelOracle], input_shape: tuple[int, ...] | None, *, host: str = "127.0.0.1",
            port: int = 0, path: str = "/predict", token: str | None = None, max_batch: int = 65536,
            model_name: str = "model", replicas: int = 1, max_replicas: int | None = None,
-           replica_cpus: float = 1.0, batch_wait_s: float = 0.005, name: str = APP) -> ServeApp:
+           replica_cpus: float = 1.0, batch_wait_s: float = 0.005, name: str = APP,
+           request_seconds: float | None = None) -> ServeApp:
     """Run the app on the connected Ray cluster (Serve started on `host:port` if it is not running; port 0:
-    a free one of this machine) and return once every replica is ready."""
+    a free one of this machine) and return once every replica is ready.
+
+    request_seconds: how long Serve's proxy lets a request take from its headers to its answer before it sends
+    408 (its body trickled, the model's answer included); None: the stdlib engine's body deadline for the largest
+    body the API accepts (`body_deadline`). Set when Serve starts here: a Serve already running keeps its own."""
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no INFO lines of Serve's start and deploys
     port = port or free_port(host)
     if not serve.status().proxies:  # Serve starts here: its proxy will listen on host:port (OSError if taken)
         free_port(host, port)
-    serve.start(http_options={"host": host, "port": port}, logging_config=QUIET)
+    if request_seconds is None:
+        request_seconds = body_deadline(LabelApi(input_shape, max_batch=max_batch).max_bytes)
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_seconds},
+                logging_config=QUIET)
     if name in serve.status().applications:  # serve.run would replace it
         raise ConfigError(f"Ray Serve already runs an application {name!r} on this cluster; stop that "
                           f"`shadowfarm serve` first (or `serve shutdown`)")

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from attacks.oracles.base import LabelOracle
-from attacks.oracles.label_api import LabelApi
+from attacks.oracles.label_api import BODY_SECONDS, LabelApi
 from attacks.oracles.server_http import LabelHandler, LabelHTTPServer
 
 
@@ -46,7 +46,7 @@ class LabelServer:
     def __init__(self, oracle: LabelOracle, *, host: str = "127.0.0.1", port: int = 0, path: str = "/predict",
                  token: str | None = None, max_batch: int = 65536, model_name: str = "model",
                  on_answer: Callable[[int], None] | None = None, header_seconds: float = 10.0,
-                 body_seconds: float = 30.0, idle_seconds: float = 120.0):
+                 body_seconds: float = BODY_SECONDS, idle_seconds: float = 120.0):
         self.oracle, self.on_answer = oracle, on_answer
         self.header_seconds, self.body_seconds, self.idle_seconds = header_seconds, body_seconds, idle_seconds
         self.api = LabelApi(getattr(oracle, "input_shape", None), path=path, token=token, max_batch=max_batch,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names, attack_scores
+from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names, attack_scores, read_attack_metrics, read_scores
 from attacks.methods.whitebox import precision_check, stolen_memories
 from attacks.registry import ATTACKS, attack_type
 from attacks.report.figure import new_figure, png_bytes
@@ -51,7 +51,7 @@ def summary_rows(run: RunDir) -> list[dict]:
         raise RunError(f"{run.path(ATTACKS_DIR)}: no attack results; run `shadowfarm attack RUN` first")
     rows = []
     for name in names:
-        m = run.read_json(attack_metrics(name))
+        m = read_attack_metrics(run, name)
         missing = [key for key in _REQUIRED if key not in m]
         if missing:
             raise RunError(f"{run.path(attack_metrics(name))}: missing {', '.join(missing)}; "
@@ -90,7 +90,7 @@ def _precision_check(run: RunDir, name: str, settings: dict) -> dict | None:
     """stolen_memories' promised vs realized precision on its targets (from its scores.parquet); None otherwise."""
     if not _calibrated_precision(name) or "precision" not in settings or not run.is_file(attack_scores(name)):
         return None
-    table = run.read_table(attack_scores(name), columns=["member", "score"])
+    table = read_scores(run, name, columns=["member", "score"])
     return precision_check(table["score"].to_numpy(), table["member"].to_numpy(zero_copy_only=False),
                            precision=float(settings["precision"]))
 
@@ -192,7 +192,7 @@ def roc_curves(run: RunDir, rows: Sequence[dict]) -> list:
         rel = attack_scores(r["attack"])
         if not run.is_file(rel):
             raise RunError(f"{run.path(rel)}: not found; rerun `shadowfarm attack` for {r['attack']}")
-        table = run.read_table(rel, columns=["member", "score"])
+        table = read_scores(run, r["attack"], columns=["member", "score"])
         fpr, tpr, _ = roc_curve(table["score"].to_numpy(), table["member"].to_numpy(zero_copy_only=False))
         curves.append((r["attack"], r["type"], r["auc"], fpr, tpr))
     return curves

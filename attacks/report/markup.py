@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from attacks.artifacts import STUDY_METADATA
 from attacks.registry import attack_type
+from farm.content import recorded_problem
 from farm.storage import RunDir
 
 CSS = """
@@ -92,9 +93,12 @@ def study_meta(run: RunDir, rel: str) -> dict:
 def study_section(run: RunDir, *, title: str, rel: str, schema: pa.Schema, command: str,
                   render: Callable[[pd.DataFrame, dict], str]) -> Section | None:
     """(title, render(frame, metadata)) of the study file `rel`; None when the study did not run. A file of
-    another schema (an older version) gets a section that says which command rewrites it, not a failed report."""
+    another schema (an older version), or one changed after it was written (its sha256 record), gets a section that
+    says which command rewrites it, not a failed report."""
     if not run.is_file(rel):
         return None
+    if problem := recorded_problem(run, rel):
+        return title, f'<p class="warn">{escape(problem)}: rerun <code>shadowfarm study {command} RUN</code>.</p>'
     if run.read_schema(rel).names != schema.names:
         return title, (f'<p class="warn">{escape(run.path(rel))} was written by another version of '
                        f'shadowfarm: rerun <code>shadowfarm study {command} RUN</code>.</p>')

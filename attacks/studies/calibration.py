@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from attacks.artifacts import CALIBRATION
+from attacks.artifacts import CALIBRATION, write_study
 from attacks.loader import load_responses
 from attacks.methods.calibrated import calibrate
 from attacks.modes import split_targets
@@ -100,5 +100,5 @@ def calibration_study(run_uri: str, *, shadow_counts: Sequence[int] = (1, 2, 4, 
             for t in chosen_targets:
                 scores = fn(responses, target=t, shadows=shadows)
                 rows.append(_row(name, k, t, scores, responses.member[t], threshold))
-    plan.run.write_table(CALIBRATION, pa.Table.from_pylist(rows))
+    write_study(plan.run, CALIBRATION, pa.Table.from_pylist(rows))
     return rows

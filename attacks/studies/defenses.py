@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from attacks.artifacts import MATRIX, MATRIX_FPRS, MATRIX_SCHEMA, STUDY_JSON
+from attacks.artifacts import MATRIX, MATRIX_FPRS, MATRIX_SCHEMA, STUDY_JSON, write_study
 from attacks.loader import load_responses
 from attacks.modes import split_targets
 from attacks.oracles.output_defenses import OUTPUT_DEFENSES, defended_responses
@@ -252,10 +252,10 @@ def run_study(options: StudyOptions, *, progress: bool = True, log=print) -> pa.
     rows_of = _attack_farms(plans, options, log=log)
     table = pa.Table.from_pylist([row for setting, _ in plans for row in rows_of[setting.label]], schema=MATRIX_SCHEMA)
     study = RunDir(options.out)
-    study.write_table(MATRIX, table)
+    write_study(study, MATRIX, table)
     baseline = baseline_run(options)
     if baseline is not None:  # DESIGN §2 keeps studies inside a run: the undefended farm's report shows it
-        baseline.write_table(MATRIX, table)
+        write_study(baseline, MATRIX, table)
     finished = time.perf_counter()
     study.write_json(STUDY_JSON, {
         "config": options.config, "overrides": list(options.overrides), "farms": farms,

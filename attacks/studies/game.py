@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names
+from attacks.artifacts import ATTACKS_DIR, attack_metrics, attack_names, read_attack_metrics
 from attacks.compute.statistics import prepare_statistics
 from attacks.modes import split_targets
 from attacks.registry import attack_with, get_attack, run_attack
@@ -71,7 +71,7 @@ def attack_games(run: RunDir, *, n_models: int, names: Sequence[str] | None = No
         if name not in available:
             raise RunError(f"{run.path(f'{ATTACKS_DIR}/{name}')}: no result; run `shadowfarm attack RUN "
                            f"--attacks {name}` first")
-        m = run.read_json(attack_metrics(name))
+        m = read_attack_metrics(run, name)
         missing = [k for k in ("settings", "target_model_ids", "n_pseudo_targets") if k not in m]
         if missing:
             raise RunError(f"{run.path(attack_metrics(name))}: missing {', '.join(missing)}; rerun the attack")

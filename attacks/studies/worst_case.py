@@ -36,8 +36,9 @@ from attacks.artifacts import (
     OUTLIERS_SCHEMA,
     WORST_CASE,
     WORST_CASE_SCHEMA,
-    attack_scores,
+    read_scores,
     with_study_metadata,
+    write_study,
 )
 from attacks.loader import load_responses
 from attacks.stats.metrics import DEFAULT_FPRS, auc, fpr_column, rates_at_threshold, threshold_at_fpr, tpr_at_fpr
@@ -153,7 +154,7 @@ def worst_case_study(run_uri: str, *, rule: OutlierRule = OutlierRule(), attacks
     responses = prepare_game_statistics(plan, load_responses(run), games, progress=progress)
     rows = []
     for game in games:
-        table = run.read_table(attack_scores(game.name)).to_pandas()
+        table = read_scores(run, game.name).to_pandas()
         if sorted(set(table["target_model_id"])) != sorted(game.targets):
             raise RunError(f"{run.path(f'{ATTACKS_DIR}/{game.name}')}: scores and metrics.json name different "
                            "targets; rerun the attack")
@@ -164,8 +165,8 @@ def worst_case_study(run_uri: str, *, rule: OutlierRule = OutlierRule(), attacks
                             shadow_example_id=shadow[2], requested_fpr=game.requested_fpr)
     meta = {**asdict(rule), "n_outliers": int(outlier.sum()), "n_examples": len(y),
             "description": describe(rule), "n_pseudo_targets": {g.name: g.n_pseudo for g in games}}
-    run.write_table(WORST_CASE, pa.Table.from_pylist(rows, schema=with_study_metadata(WORST_CASE_SCHEMA, meta)))
-    run.write_table(OUTLIERS, pa.table({"example_id": np.arange(len(y), dtype=np.int32), "label": y,
+    write_study(run, WORST_CASE, pa.Table.from_pylist(rows, schema=with_study_metadata(WORST_CASE_SCHEMA, meta)))
+    write_study(run, OUTLIERS, pa.table({"example_id": np.arange(len(y), dtype=np.int32), "label": y,
                                         "outlier": outlier, "rank": rank}, schema=OUTLIERS_SCHEMA))
     return rows
 

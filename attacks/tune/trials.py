@@ -50,9 +50,11 @@ from attacks.stats.metrics import DEFAULT_FPRS, auc, threshold_at_fpr, tpr_at_fp
 from attacks.stats.shadow_game import pseudo_targets
 from attacks.tune.search import InOrder, concurrent_trials
 from farm.cluster import ensure_ray
+from farm.content import write_recorded
 from farm.data import DatasetInfo
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
+from farm.storage import json_bytes
 
 TPR_METRICS = {tpr_metric_name(fpr): fpr for fpr in reversed(DEFAULT_FPRS)}  # "tpr@1%fpr": 0.01, ...
 METRICS = ("auc", *TPR_METRICS)
@@ -249,5 +251,5 @@ def tune_attack(run_uri: str, *, attack: str, num_samples: int = 16, metric: str
                                  held_out=held_out_figures(full, held_out, metric, scores, member)),
         "trials": trials, "failed_trials": sum(t["error"] is not None for t in trials),
     }
-    plan.run.write_json(tune_best(attack), jsonable(out))
+    write_recorded(plan.run, tune_best(attack), json_bytes(jsonable(out)))  # its sha256 and size beside it
     return out

@@ -11,6 +11,7 @@ results says which).
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from attacks.artifacts import TUNE_DIR, tune_best
 from attacks.stats.metrics import fpr_key
+from farm.content import read_recorded
 from farm.errors import ConfigError
 from farm.storage import RunDir
 
@@ -29,8 +31,8 @@ def load_tuned(run: RunDir, names: Sequence[str], *, targets: Sequence[int]) -> 
     for name in names:
         if not run.is_file(tune_best(name)):
             continue
-        best = run.read_json(tune_best(name))
         command = f"shadowfarm tune RUN --attack {name} --targets {','.join(map(str, targets)) or 'IDS'}"
+        best = json.loads(read_recorded(run, tune_best(name), redo=f"re-tune: {command}"))
         if "shadows" not in best:
             raise ConfigError(f"--tuned: {tune_best(name)} does not record the shadows it was tuned on; "
                               f"re-tune: {command}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from attacks.artifacts import OOD, OOD_SCHEMA, POPULATION, with_study_metadata
+from attacks.artifacts import OOD, OOD_SCHEMA, POPULATION, with_study_metadata, write_study
 from attacks.loader import load_responses
 from attacks.methods.calibrated import calibrate
 from attacks.registry import get_attack
@@ -208,7 +208,7 @@ def ood_study(run_uri: str, options: OodOptions = OodOptions(), *, progress: boo
             "other_source": other_source, "skipped_families": skipped_families, "skipped_attacks": skipped,
             "n_inputs": {f: len(families[f]) for f in names}, "targets": targets,
             "scoring": {g.name: scoring(g)[0] for g in games}, "boundary_inputs": options.boundary_inputs}
-    run.write_table(OOD, pa.Table.from_pylist(rows, schema=with_study_metadata(OOD_SCHEMA, meta)))
+    write_study(run, OOD, pa.Table.from_pylist(rows, schema=with_study_metadata(OOD_SCHEMA, meta)))
     return rows
 
 
