@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from attacks.artifacts import QUERIES, QUERIES_SCHEMA, jsonable, with_study_metadata
+from attacks.artifacts import QUERIES, QUERIES_SCHEMA, jsonable, with_study_metadata, write_study
 from attacks.budgets import COPY_BUDGETS, MAX_COPIES
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
@@ -229,7 +229,7 @@ def queries_study(run_uri: str, *, attacks: Sequence[str] | None = None, copies:
     rows = kept_rows(plan, names) + rows
     meta = {"copies": list(copies), "rule": RULE, "n_examples": responses.n_examples,
             "targets": sorted({t for g in games for t in g.targets})}
-    plan.run.write_table(QUERIES, pa.Table.from_pylist(rows, schema=with_study_metadata(QUERIES_SCHEMA, meta)))
+    write_study(plan.run, QUERIES, pa.Table.from_pylist(rows, schema=with_study_metadata(QUERIES_SCHEMA, meta)))
     return rows
 
 
