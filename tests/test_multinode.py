@@ -2,6 +2,9 @@
 records which node trained which model, and survives the loss of a whole worker node mid-farm (its raylet and
 every process on it killed, as a spot preemption does): Ray restarts the node's trainer actor on another node and
 retries its groups, the output says which models were trained again, and every shard equals the one-node run's.
+The same loss while the attack stage's Ray tasks run (HopSkipJump distances, white-box statistics, yoqo's crafted
+queries): the lost task runs again (`attacks.compute.tasks.map_tasks`), the output names it, and the distances or
+the attack's scores equal the one-node run's.
 """
 
 import hashlib
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 
 from attacks.compute.boundary import HsjaSettings, boundary_distances
+from attacks.stage import attack_run
 from farm.cluster import nodes_line
 from farm.plan import load_plan
 from farm.shards import model_dir
@@ -25,7 +29,7 @@ pytestmark = pytest.mark.system  # a Ray cluster of several raylets, in a subpro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from multinode import BOUNDARY, CONFIG  # noqa: E402
+from multinode import BOUNDARY, CONFIG, attack_options  # noqa: E402
 
 
 def _multinode(out: Path, *args: str) -> tuple[dict, str]:
@@ -66,3 +70,15 @@ def test_a_worker_node_lost_while_boundary_tasks_run(farms, tmp_path):
     assert "boundary: chunk " in err and " runs again: its worker or node was lost" in err
     got = np.load(tmp_path / "boundary.npy")
     assert np.isfinite(got[:4]).all() and np.array_equal(got, one_node, equal_nan=True)
+
+
+@pytest.mark.parametrize("attack, tag, unit", [("gradient_norm", "whitebox-", "white-box: chunk"),
+                                               ("yoqo", "crafting-", "crafting: chunk")])
+def test_a_worker_node_lost_while_a_shadow_weight_attack_runs(farms, tmp_path, attack, tag, unit):
+    one_node = farms.run(*CONFIG)
+    attack_run(one_node, attack_options(attack), progress=False)
+    result, err = _multinode(tmp_path, "3", "--attack", attack, "--lose-node", tag)
+    assert result["lost"] in result["workers"]
+    assert f"{unit} " in err and " runs again: its worker or node was lost" in err  # the task held on the lost node
+    scores = f"attacks/{attack}/scores.parquet"
+    assert _digest(RunDir(str(tmp_path / "run")), scores) == _digest(RunDir(one_node), scores)
