@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def main() -> int:
         start = time.perf_counter()
         result = _work(cluster, hold, args)
         print(json.dumps({"workers": workers, **result, "seconds": round(time.perf_counter() - start, 1)}))
+    shutil.rmtree(temp, ignore_errors=True)  # the nodes' logs and sockets, once they are stopped
     return 0
 
 

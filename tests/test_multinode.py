@@ -82,3 +82,20 @@ def test_a_worker_node_lost_while_a_shadow_weight_attack_runs(farms, tmp_path, a
     assert f"{unit} " in err and " runs again: its worker or node was lost" in err  # the task held on the lost node
     scores = f"attacks/{attack}/scores.parquet"
     assert _digest(RunDir(str(tmp_path / "run")), scores) == _digest(RunDir(one_node), scores)
+
+
+def test_a_job_whose_driver_runs_on_a_worker_node_matches_the_one_node_run(farms, tmp_path):
+    one_node = RunDir(farms.shared(*CONFIG, config="quickstart"))
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "jobnode.py"), str(tmp_path)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}, capture_output=True,
+                          text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result = json.loads(line)
+    assert result["status"] == "SUCCEEDED" and result["submit_rc"] == 0, done.stderr[-3000:]
+    assert result["driver_node"] == result["holder"] != result["head"]  # the driver ran on the worker node
+    plan = load_plan(str(tmp_path / "run"))
+    assert verify_plan(plan) == []
+    for rel in ["membership.parquet", "queries.parquet"] + [f"{model_dir(m)}/{name}" for m in range(8)
+                                                            for name in ("responses.parquet", "weights.pt")]:
+        assert _digest(plan.run, rel) == _digest(one_node, rel), rel
