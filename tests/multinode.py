@@ -2,8 +2,9 @@
 tests/test_multinode.py, which runs this file in a subprocess (one process can hold only one Ray connection,
 and the test session's is its one-node Ray).
 
-`python tests/multinode.py OUT WORKERS [--lose-node TAG] [--boundary] [--attack NAME]`: a head with no CPU (so
-that all work lands on the workers) and WORKERS worker nodes of one CPU each; trains CONFIG into OUT/run, then with
+`python tests/multinode.py OUT WORKERS [--gpus N] [--set K=V ...] [--lose-node TAG] [--boundary] [--attack NAME]`: a
+head with no CPU (so that all work lands on the workers) and WORKERS worker nodes of one CPU (and N logical GPUs)
+each; trains CONFIG (then the --set overrides) into OUT/run, then with
 --boundary computes HopSkipJump distances (BOUNDARY, as Ray tasks) into OUT/boundary.npy, with --attack runs the
 attack stage's NAME (`attack_options`: a white-box attack's statistics or yoqo's crafted queries, as Ray tasks)
 into OUT/run/attacks/NAME. With --lose-node, when a process reaches a hold point whose tag starts with TAG
@@ -85,7 +86,7 @@ def _work(cluster: Cluster, hold: Path, args: argparse.Namespace) -> dict:
         killer.start()
     else:
         (hold / "go").touch()  # the farm's hold points pass
-    plan = plan_run(load_config(None, CONFIG), str(Path(args.out, "run")))
+    plan = plan_run(load_config(None, CONFIG + args.set), str(Path(args.out, "run")))
     trained = train_farm(plan, progress=False)
     if args.lose_node and not losing_in_farm:
         (hold / "go").unlink()
@@ -108,6 +109,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("workers", type=int)
+    parser.add_argument("--gpus", type=int, default=0, help="logical GPUs of each worker node")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     parser.add_argument("--lose-node", metavar="TAG")
     parser.add_argument("--boundary", action="store_true")
     parser.add_argument("--attack", choices=sorted(ATTACKS))
@@ -117,7 +120,7 @@ def main() -> int:
     hold.mkdir()
     if args.lose_node:  # inherited by every node started below, so by every actor and task
         os.environ["SHADOWFARM_TEST_HOLD_DIR"] = str(hold)
-    with local_cluster(args.workers, temp) as cluster:
+    with local_cluster(args.workers, temp, node_args=[{"num_gpus": args.gpus}] * args.workers) as cluster:
         workers = sorted(n.node_id for n in cluster.worker_nodes)
         start = time.perf_counter()
         result = _work(cluster, hold, args)

@@ -99,3 +99,20 @@ def test_a_job_whose_driver_runs_on_a_worker_node_matches_the_one_node_run(farms
     for rel in ["membership.parquet", "queries.parquet"] + [f"{model_dir(m)}/{name}" for m in range(8)
                                                             for name in ("responses.parquet", "weights.pt")]:
         assert _digest(plan.run, rel) == _digest(one_node, rel), rel
+
+
+def test_fractional_gpus_pack_two_trainer_actors_on_the_logical_gpu_of_each_node(farms, tmp_path):
+    one_node = RunDir(farms.shared(*CONFIG))
+    result, _ = _multinode(tmp_path, "2", "--gpus", "1", "--set", "farm.num_gpus=0.5", "--set", "farm.num_cpus=0.5",
+                           "--set", "farm.num_actors=4")
+    plan = load_plan(str(tmp_path / "run"))
+    assert verify_plan(plan) == [] and result["trained"] == list(range(8))
+    actors: dict[tuple, set] = {}  # (node, its GPUs) -> the trainer actors that trained there
+    for m in range(8):
+        node = plan.run.read_json(f"{model_dir(m)}/metrics.json")["node"]
+        actors.setdefault((node["node_id"], tuple(node["gpus"])), set()).add(node["actor_id"])
+    assert {node for node, _ in actors} == set(result["workers"])  # both nodes trained
+    assert all(len(gpus) == 1 for _, gpus in actors) and len(actors) == 2  # each actor on its node's one GPU
+    assert all(len(on_gpu) == 2 for on_gpu in actors.values())  # 4 groups: two actors of 0.5 GPU per GPU
+    for m in range(8):  # farm.* is not part of the run: the same shards as the one-node CPU run
+        assert _digest(plan.run, f"{model_dir(m)}/weights.pt") == _digest(one_node, f"{model_dir(m)}/weights.pt")
