@@ -4,7 +4,8 @@ every process on it killed, as a spot preemption does): Ray restarts the node's 
 retries its groups, the output says which models were trained again, and every shard equals the one-node run's.
 The same loss while the attack stage's Ray tasks run (HopSkipJump distances, white-box statistics, yoqo's crafted
 queries): the lost task runs again (`attacks.compute.tasks.map_tasks`), the output names it, and the distances or
-the attack's scores equal the one-node run's.
+the attack's scores equal the one-node run's. A train job submitted with `ray job submit` whose driver Ray places on
+a worker node (tests/jobnode.py), and fractional GPU shares packing two trainer actors per logical GPU on each node.
 """
 
 import hashlib
@@ -32,9 +33,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from multinode import BOUNDARY, CONFIG, attack_options  # noqa: E402
 
 
-def _multinode(out: Path, *args: str) -> tuple[dict, str]:
+def _multinode(out: Path, *args: str, script: str = "multinode.py") -> tuple[dict, str]:
+    """Run tests/`script` OUT ARGS in a subprocess: (its JSON line, its stderr)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "multinode.py"), str(out), *args], cwd=ROOT,
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / script), str(out), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -43,6 +45,13 @@ def _multinode(out: Path, *args: str) -> tuple[dict, str]:
 
 def _digest(run: RunDir, rel: str) -> str:
     return hashlib.sha256(run.read_bytes(rel)).hexdigest()
+
+
+def _assert_same_shards(run: RunDir, one_node: RunDir) -> None:
+    """Every shard, membership.parquet and queries.parquet of `run` bit for bit those of `one_node`."""
+    for rel in ["membership.parquet", "queries.parquet"] + [f"{model_dir(m)}/{name}" for m in range(8)
+                                                            for name in ("responses.parquet", "weights.pt")]:
+        assert _digest(run, rel) == _digest(one_node, rel), rel
 
 
 def test_a_worker_node_lost_mid_farm(farms, tmp_path):
@@ -55,9 +64,7 @@ def test_a_worker_node_lost_mid_farm(farms, tmp_path):
     nodes = {plan.run.read_json(f"{model_dir(m)}/metrics.json")["node"]["node_id"] for m in range(8)}
     assert len(nodes) >= 2 and nodes <= set(result["workers"]) and result["lost"] not in nodes
     assert nodes_line(plan.run, 8).startswith(f"trained on {len(nodes)} nodes: ")
-    for rel in ["membership.parquet", "queries.parquet"] + [f"{model_dir(m)}/{name}" for m in range(8)
-                                                            for name in ("responses.parquet", "weights.pt")]:
-        assert _digest(plan.run, rel) == _digest(one_node, rel), rel  # bit for bit the one-node run's
+    _assert_same_shards(plan.run, one_node)
 
 
 def test_a_worker_node_lost_while_boundary_tasks_run(farms, tmp_path):
@@ -86,19 +93,12 @@ def test_a_worker_node_lost_while_a_shadow_weight_attack_runs(farms, tmp_path, a
 
 def test_a_job_whose_driver_runs_on_a_worker_node_matches_the_one_node_run(farms, tmp_path):
     one_node = RunDir(farms.shared(*CONFIG, config="quickstart"))
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "jobnode.py"), str(tmp_path)], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}, capture_output=True,
-                          text=True, timeout=540)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    result = json.loads(line)
-    assert result["status"] == "SUCCEEDED" and result["submit_rc"] == 0, done.stderr[-3000:]
+    result, err = _multinode(tmp_path, script="jobnode.py")
+    assert result["status"] == "SUCCEEDED" and result["submit_rc"] == 0, err[-3000:]
     assert result["driver_node"] == result["holder"] != result["head"]  # the driver ran on the worker node
     plan = load_plan(str(tmp_path / "run"))
     assert verify_plan(plan) == []
-    for rel in ["membership.parquet", "queries.parquet"] + [f"{model_dir(m)}/{name}" for m in range(8)
-                                                            for name in ("responses.parquet", "weights.pt")]:
-        assert _digest(plan.run, rel) == _digest(one_node, rel), rel
+    _assert_same_shards(plan.run, one_node)
 
 
 def test_fractional_gpus_pack_two_trainer_actors_on_the_logical_gpu_of_each_node(farms, tmp_path):
@@ -114,5 +114,4 @@ def test_fractional_gpus_pack_two_trainer_actors_on_the_logical_gpu_of_each_node
     assert {node for node, _ in actors} == set(result["workers"])  # both nodes trained
     assert all(len(gpus) == 1 for _, gpus in actors) and len(actors) == 2  # each actor on its node's one GPU
     assert all(len(on_gpu) == 2 for on_gpu in actors.values())  # 4 groups: two actors of 0.5 GPU per GPU
-    for m in range(8):  # farm.* is not part of the run: the same shards as the one-node CPU run
-        assert _digest(plan.run, f"{model_dir(m)}/weights.pt") == _digest(one_node, f"{model_dir(m)}/weights.pt")
+    _assert_same_shards(plan.run, one_node)  # farm.* is not part of the run: the one-node CPU run's shards
