@@ -56,10 +56,14 @@ def hold_point(tag: str) -> None:
 
 
 def node_info() -> dict | None:
-    """The Ray node this process runs on ({"node_id", "ip"}), for metrics.json; None outside Ray."""
+    """Where this process runs, for metrics.json: {"node_id", "ip"} of its Ray node, "gpus" (the ids of the GPUs Ray
+    assigned it on that node, [] for none: actors sharing a GPU name the same one) and "actor_id" (None outside
+    an actor); None outside Ray."""
     if not ray.is_initialized():
         return None
-    return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "ip": ray.util.get_node_ip_address(),
+            "gpus": [str(g) for g in context.get_accelerator_ids().get("GPU", [])], "actor_id": context.get_actor_id()}
 
 
 def peak_rss_mb() -> float:

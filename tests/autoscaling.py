@@ -7,9 +7,11 @@ multi-node provider (`fake_multinode`: the autoscaler launches and terminates ra
 cloud instances). A head with no CPU and no GPU starts with them (`ray start --head --autoscaling-config`, its
 own port, token and temp dir); the script then trains a farm that asks for GPUs (`farm.num_gpus=0.5`), which only
 a node launched from zero can give, and prints one JSON line: the nodes before and after (resources), the models
-trained and the node that trained each. (Scale-down is not shown: under Ray 2.60's autoscaler v1 the fake
-provider's nodes all share this machine's IP, by which idle time is tracked, so none is ever idle; autoscaler v2's
-fake provider reads an example.yaml that the wheel does not ship.)
+trained and the node that trained each. Once the farm is done, it waits (bounded) until the
+autoscaler has terminated every node it launched, idle for `IDLE_MINUTES`, and prints the autoscaler's removal
+events too. (The fake provider's nodes all share this machine's IP; the provider option `use_node_id_as_ip` makes
+the autoscaler track their idle time by node id (otherwise Ray's monitor keys their load by this machine's IP,
+the provider names each node by its id, the two never match, and no node is ever seen idle).)
 The head, and every process of the nodes it launched, is stopped before this process exits.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ["data.subsample=120", "membership.n_models=4", "train.epochs=2", "farm.group_size=2", "farm.num_gpus=0.5",
           "farm.num_cpus=0.5", "farm.num_actors=2", "model.hidden=[16]", "queries=[clean]"]
-IDLE_MINUTES = 0.5  # cluster.yaml: 10
+IDLE_MINUTES = 0.05  # cluster.yaml: 10
 LIMIT_SECONDS = 300  # every wait below is bounded by this
 
 
@@ -56,6 +59,7 @@ def fake_config(cluster_file: Path, gcs_address: str) -> dict:
     return {"cluster_name": "fake", "max_workers": len(types), "upscaling_speed": cluster["upscaling_speed"],
             "idle_timeout_minutes": IDLE_MINUTES, "docker": {}, "auth": {"ssh_user": "ubuntu"},
             "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "launch_multiple": False,
+                         "use_node_id_as_ip": True,
                          "disable_node_updaters": True, "disable_launch_config_check": True},
             "available_node_types": types, "head_node_type": "ray.head.default", "file_mounts": {},
             "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [],
@@ -81,6 +85,15 @@ def _wait(condition, what: str):
             raise TimeoutError(f"timed out after {LIMIT_SECONDS} s waiting for {what}")
         time.sleep(0.5)
     return found
+
+
+def _removals(temp: str) -> list[str]:
+    """The autoscaler's 'Removing N nodes of type T (reason).' events, from the head's monitor log."""
+    lines = []
+    for log in sorted(Path(temp).glob("session_latest/logs/monitor*")):
+        lines += [line.split(":event_summary:")[-1] for line in log.read_text(errors="replace").splitlines()
+                  if "event_summary:Removing" in line]
+    return lines
 
 
 def _stop(head: subprocess.Popen, marks: tuple[str, ...]) -> None:
@@ -146,11 +159,17 @@ def main(out: str) -> int:
         trained = train_farm(plan, progress=False)
         launched = {k: v for k, v in _nodes(ray).items() if k not in before}
         where = [plan.run.read_json(f"models/model_id={m:05d}/metrics.json")["node"]["node_id"] for m in trained]
+        # the farm's actors are gone: after IDLE_MINUTES idle the autoscaler terminates every node it launched
+        done = time.monotonic()
+        _wait(lambda: not any(_nodes(ray).get(k, {}).get("alive") for k in launched), "the idle nodes' termination")
+        idle = round(time.monotonic() - done, 1)  # reported, never asserted
         print(json.dumps({"head": head_id, "before": before, "launched": launched, "trained": trained,
-                          "trained_on": where}))
+                          "trained_on": where, "after": _nodes(ray), "removed": _removals(temp),
+                          "terminated_after_seconds": idle}))
         ray.shutdown()
     finally:
         _stop(head, (temp, gcs))
+        shutil.rmtree(temp, ignore_errors=True)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Ray's real autoscaler with the worker node types of the project's cluster.yaml (tests/autoscaling.py, in a
-subprocess): a head with no CPU and no GPU, a farm that asks for GPUs, and a GPU node launched from zero by the
-autoscaler (Ray's fake multi-node provider) that trains every model."""
+subprocess): a head with no CPU and no GPU, a farm that asks for GPUs, a GPU node launched from zero by the
+autoscaler (Ray's fake multi-node provider) that trains every model, and terminated once idle."""
 
 import json
 import os
@@ -25,11 +25,12 @@ def test_the_node_types_of_cluster_yaml_scaled_to_this_machine():
         assert spec["resources"].get("GPU") == types[name]["resources"].get("GPU")  # logical GPUs kept
     config = fake_config(ROOT / "cluster.yaml", "127.0.0.1:1")
     assert config["provider"]["type"] == "fake_multinode" and config["head_node_type"] == "ray.head.default"
+    assert config["provider"]["use_node_id_as_ip"]  # the fake nodes share one IP: idle time is tracked by node id
     assert "farm.num_gpus=0.5" in CONFIG  # the farm needs a GPU node: the head has none
 
 
 @pytest.mark.system  # a Ray head with the autoscaler, and the nodes it launches, in a subprocess
-def test_a_gpu_node_is_launched_from_zero_and_trains_the_farm(tmp_path):
+def test_a_gpu_node_is_launched_from_zero_trains_the_farm_and_is_terminated_when_idle(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "autoscaling.py"), str(tmp_path)], cwd=ROOT, env=env,
@@ -42,3 +43,5 @@ def test_a_gpu_node_is_launched_from_zero_and_trains_the_farm(tmp_path):
     gpu_nodes = {k for k, v in result["launched"].items() if v["resources"].get("GPU", 0) > 0}
     assert gpu_nodes and result["trained"] == [0, 1, 2, 3]
     assert set(result["trained_on"]) <= gpu_nodes  # every model trained on a node the autoscaler launched
+    assert not any(result["after"][k]["alive"] for k in result["launched"])  # then scaled down to the head
+    assert any(line.startswith("Removing 1 nodes of type gpu_1x (idle)") for line in result["removed"])

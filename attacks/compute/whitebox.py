@@ -44,6 +44,7 @@ from farm.models import build_model
 from farm.plan import Plan
 from farm.shards import fixed_list_to_numpy, load_weights
 from farm.storage import RunDir, table_bytes
+from farm.worker import hold_point
 
 VERSION = 1
 TOP_K = 3
@@ -161,6 +162,7 @@ def _table(start: int, stats: dict[str, np.ndarray], g: int) -> pa.Table:
 
 def _chunk(run_uri: str, models: list[int], start: int, stop: int, model_cfg: ModelConfig, info: DatasetInfo,
            x: np.ndarray, labels: np.ndarray, key: str) -> None:
+    hold_point(f"whitebox-{models[0]:05d}-{start:06d}")  # test hook: a test removes this task's node here
     torch.set_num_threads(1)
     run = RunDir(run_uri)
     base, params, buffers = stacked(model_cfg, info, [load_weights(run, m) for m in models])

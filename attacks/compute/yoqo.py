@@ -20,12 +20,11 @@ from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
-import ray
 import torch
 
 from attacks.compute.crafting import CraftSettings, craft
 from attacks.compute.requery import audit_columns
-from attacks.compute.tasks import map_tasks
+from attacks.compute.tasks import map_tasks, task
 from attacks.compute.whitebox import stacked
 from attacks.methods.yoqo import FOLD, STATISTIC, check_settings
 from attacks.responses import Responses
@@ -35,6 +34,7 @@ from farm.content import cached, write_recorded
 from farm.plan import Plan
 from farm.shards import fixed_list_to_numpy, load_weights
 from farm.storage import RunDir, table_bytes
+from farm.worker import hold_point
 
 VERSION = 1  # of the crafting kernel: part of every cache key
 # Examples are crafted in blocks of BLOCK consecutive example ids starting at multiples of BLOCK, whatever the
@@ -83,6 +83,7 @@ def _part(key: str, start: int, stop: int) -> str:
 def _craft_chunk(run_uri: str, plan_bits: tuple, crafters: list[int], member: np.ndarray, start: int,
                  x: np.ndarray, labels: np.ndarray, settings, key: str) -> str:
     """Craft examples [start, start + len(x)) through `crafters` (member bool[G, B]: their rows) and write them."""
+    hold_point(f"crafting-{start:06d}")  # test hook: a test removes this task's node here
     torch.set_num_threads(1)
     run, (model_cfg, info) = RunDir(run_uri), plan_bits
     base, params, buffers = stacked(model_cfg, info, [load_weights(run, m) for m in crafters])
@@ -97,7 +98,7 @@ def _craft_chunk(run_uri: str, plan_bits: tuple, crafters: list[int], member: np
     return rel
 
 
-_craft_task = ray.remote(_craft_chunk)
+_craft_task = task(_craft_chunk)
 
 
 def crafted_inputs(plan: Plan, member: np.ndarray, crafters: Sequence[int], settings, *,

@@ -32,20 +32,22 @@ SMOKE = ["--nodes", "1,2", "--models", "4", "--group-size", "2", "--subsample", 
 
 
 @contextmanager
-def local_cluster(workers: int, temp: str):
+def local_cluster(workers: int, temp: str, *, head_args: dict | None = None, node_args: list[dict] | None = None):
     """A Ray cluster of this process, connected: a head with no CPU (all work lands on the workers) and `workers`
     worker nodes of one CPU each (`ray.cluster_utils.Cluster`), its files under `temp`; never written to
-    /tmp/ray/ray_current_cluster (no `ray.init()` elsewhere joins it); shut down, node by node, on exit."""
+    /tmp/ray/ray_current_cluster (no `ray.init()` elsewhere joins it); shut down, node by node, on exit.
+    head_args: more arguments of the head (its dashboard); node_args: more arguments of each worker node, in order
+    (custom resources)."""
     import ray
     import ray._private.utils
     from ray.cluster_utils import Cluster
 
     ray._private.utils.write_ray_address = lambda *a, **k: None
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp,
-                                                            "include_dashboard": False})
+                                                            "include_dashboard": False, **(head_args or {})})
     try:
-        for _ in range(workers):
-            cluster.add_node(num_cpus=1)
+        for i in range(workers):
+            cluster.add_node(num_cpus=1, **(node_args[i] if node_args else {}))
         cluster.wait_for_nodes()
         cluster.connect()
         yield cluster
