@@ -38,8 +38,9 @@ def hold_point(tag: str) -> None:
     """Test hook, a no-op unless the environment variable SHADOWFARM_TEST_HOLD_DIR names a directory.
 
     Then this process announces that it reached point `tag` by creating `<dir>/<tag>.<pid>` (holding
-    its Ray actor id, if any, and node id) and waits until `<dir>/go` or `<dir>/go.<tag>` exists, for at most
-    HOLD_LIMIT_SECONDS. Tests use it to kill a trainer actor or a driver at a known point, without sleeps.
+    its Ray actor id, if any, and node id) and waits until `<dir>/go` or `<dir>/go.<prefix>` exists for a prefix
+    of `tag` (`go.<tag>` itself, or `go.whitebox-` for every white-box task), for at most HOLD_LIMIT_SECONDS.
+    Tests use it to kill a trainer actor or a driver at a known point, without sleeps.
     """
     hold = os.environ.get(HOLD_ENV)
     if not hold:
@@ -51,8 +52,12 @@ def hold_point(tag: str) -> None:
                                                    if context else "")
     os.replace(marker.with_name("." + marker.name), marker)  # whole or absent: the test reads it
     deadline = time.monotonic() + HOLD_LIMIT_SECONDS
-    while not (Path(hold, "go").exists() or Path(hold, f"go.{tag}").exists()) and time.monotonic() < deadline:
+    while not _released(hold, tag) and time.monotonic() < deadline:
         time.sleep(0.01)  # waits on an event (a file the test creates), never for a fixed time
+
+
+def _released(hold: str, tag: str) -> bool:
+    return any(name == "go" or (name.startswith("go.") and tag.startswith(name[3:])) for name in os.listdir(hold))
 
 
 def node_info() -> dict | None:

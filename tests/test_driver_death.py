@@ -146,6 +146,8 @@ def trained(ray_local, tmp_path):
 def test_driver_killed_mid_attack_resumes(trained, tmp_path, ray_tmp, capsys):
     hold = tmp_path / "hold"
     hold.mkdir()
+    for tasks in ("whitebox-", "crafting-", "boundary-"):  # the attack stage's tasks pass; it holds between attacks
+        (hold / f"go.{tasks}").touch()
     job = Job(["attack", str(trained), *ATTACK], env=_env(ray_tmp, hold), log=tmp_path / "killed")
     try:
         marker = wait_for(lambda: job.alive() and sorted(hold.glob("attack-*")), "an attack to finish")[0]
