@@ -40,3 +40,15 @@ def test_a_task_lost_too_often_raises(ray_local, tmp_path):
     dying.write_text(str(RETRIES + 1))
     with pytest.raises(ray.exceptions.WorkerCrashedError):
         map_tasks(lambda i: _squares(dying).remote(i), range(3), desc="squares", progress=False)
+
+
+def test_a_caller_that_started_no_ray_gets_one(ray_local, tmp_path, monkeypatch):
+    """`study queries` crafted through `map_tasks` in a process where nothing had started Ray (a traceback: 'Ray
+    has not been started yet'): map_tasks connects or starts Ray itself (`farm.cluster.ensure_ray`)."""
+    from attacks.compute import tasks
+
+    started = []
+    monkeypatch.setattr(tasks, "ensure_ray", lambda: started.append(True))
+    (tmp_path / "dying").write_text("0")
+    squares = _squares(tmp_path / "dying")
+    assert map_tasks(lambda i: squares.remote(i), [3], desc="squares", progress=False) == [9] and started == [True]

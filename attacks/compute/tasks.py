@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import ray
 from tqdm.auto import tqdm
 
+from farm.cluster import ensure_ray
+
 Item = TypeVar("Item")
 RETRIES = 3  # runs of a task after the first one when its worker or node was lost
 LOST = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError,
@@ -42,6 +44,7 @@ def map_tasks(submit: Callable[[Item], ray.ObjectRef], items: Iterable[Item], *,
     items = list(items)
     if not items:
         return []
+    ensure_ray()  # whoever calls: a study, tune or the attack stage (the cluster of RAY_ADDRESS, else a local Ray)
     limit = default_limit() if limit is None else limit
     if limit < 1:
         raise ValueError(f"limit: expected at least 1 task in flight, got {limit}")
