@@ -39,11 +39,11 @@ def median_seconds(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def bench(args: argparse.Namespace) -> int:
+def random_models(args: argparse.Namespace) -> tuple:
+    """(cfg, data, x, y, models, stacked (base, params, buffers)): `args.models` freshly initialized models of the
+    benchmark's config (seeded by it) on its first `args.examples` examples, torch on `args.threads` threads."""
     from farm.config import load_config
 
-    if args.smoke_test:
-        args.examples, args.repeats = 24, 1
     torch.set_num_threads(args.threads)
     cfg = load_config(resolve_config(args.config), args.overrides)
     data = load_dataset(cfg.data, seed=cfg.seed)
@@ -51,7 +51,15 @@ def bench(args: argparse.Namespace) -> int:
     x, y = torch.tensor(data.x[:n]), torch.tensor(np.asarray(data.y[:n], dtype=np.int64))
     torch.manual_seed(cfg.seed)
     models = [build_model(cfg.model, info=data.info) for _ in range(args.models)]
-    base, params, buffers = stacked(cfg.model, data.info, [m.state_dict() for m in models])
+    return cfg, data, x, y, models, stacked(cfg.model, data.info, [m.state_dict() for m in models])
+
+
+def bench(args: argparse.Namespace) -> int:
+
+    if args.smoke_test:
+        args.examples, args.repeats = 24, 1
+    cfg, data, x, y, models, (base, params, buffers) = random_models(args)
+    n = len(y)
     n_params = sum(v[0].numel() for v in params.values())
     print(f"setup: {args.models} models {cfg.model.name} ({n_params:,} parameters each) on {n} examples of "
           f"{data.info.name} {data.info.shape}; {args.repeats} repeats; all white-box statistics per example")

@@ -23,28 +23,17 @@ import numpy as np
 import torch
 
 from attacks.compute.crafting import CraftSettings, OsloSettings, craft, loop_craft
-from attacks.compute.whitebox import stacked
 from attacks.compute.yoqo import BLOCK
-from farm.data import load_dataset
-from farm.models import build_model
 from jobs.bench.farm import machine
-from jobs.bench.pergrad import add_model_arguments, median_seconds
-from jobs.common import job_main, job_parser, resolve_config
+from jobs.bench.pergrad import add_model_arguments, median_seconds, random_models
+from jobs.common import job_main, job_parser
 
 
 def bench(args: argparse.Namespace) -> int:
-    from farm.config import load_config
-
     if args.smoke_test:
         args.examples, args.loop_examples, args.repeats, args.steps = 64, 4, 1, 5
-    torch.set_num_threads(args.threads)
-    cfg = load_config(resolve_config(args.config), args.overrides)
-    data = load_dataset(cfg.data, seed=cfg.seed)
-    n = min(args.examples, len(data.y))
-    x, y = torch.tensor(data.x[:n]), torch.tensor(np.asarray(data.y[:n], dtype=np.int64))
-    torch.manual_seed(cfg.seed)
-    models = [build_model(cfg.model, info=data.info) for _ in range(args.models)]
-    base, params, buffers = stacked(cfg.model, data.info, [m.state_dict() for m in models])
+    cfg, data, x, y, models, (base, params, buffers) = random_models(args)
+    n = len(y)
     member = torch.tensor(np.random.default_rng(cfg.seed).random((args.models, n)) < 0.5)
     bounds, k = data.info.bounds, min(args.loop_examples, n)
     print(f"setup: YOQO (online, 1 query per example) and OSLO (4 levels), {args.steps} steps, through "
