@@ -163,8 +163,10 @@ def main(out: str) -> int:
         done = time.monotonic()
         _wait(lambda: not any(_nodes(ray).get(k, {}).get("alive") for k in launched), "the idle nodes' termination")
         idle = round(time.monotonic() - done, 1)  # reported, never asserted
+        # the monitor logs its event summary at the end of its update, which can come after the node is gone
+        removed = _wait(lambda: _removals(temp), "the autoscaler's removal event")
         print(json.dumps({"head": head_id, "before": before, "launched": launched, "trained": trained,
-                          "trained_on": where, "after": _nodes(ray), "removed": _removals(temp),
+                          "trained_on": where, "after": _nodes(ray), "removed": removed,
                           "terminated_after_seconds": idle}))
         ray.shutdown()
     finally:
