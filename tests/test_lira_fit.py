@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attacks.stats.lira import _gaussian_fit
+from attacks.stats.lira import ANSWER_FLOOR, answer_scores, gaussian_fit
 
 TRUE_STD = 1.0
 
@@ -23,7 +23,7 @@ def test_global_std_with_few_shadows_is_the_true_std(n_shadows, side):
     stat, member = _shadow_game(n_shadows)
     mask = member if side == "IN" else ~member
     assert (mask.sum(0) == 0).any()  # the case of the bug: examples with no row on this side
-    _, std = _gaussian_fit(stat, mask, use_global=True, min_std=0.01, side=side, empty="global")
+    _, std = gaussian_fit(stat, mask, use_global=True, min_std=0.01, side=side, empty="global")
     assert np.all(std == std[0])
     assert std[0] == pytest.approx(TRUE_STD, rel=0.05)
 
@@ -32,7 +32,7 @@ def test_one_shadow_has_no_within_example_spread_so_the_std_is_min_std():
     stat, member = _shadow_game(1)
     for mask, side in ((member, "IN"), (~member, "OUT")):
         for use_global in (True, False):
-            _, std = _gaussian_fit(stat, mask, use_global=use_global, min_std=0.25, side=side, empty="global")
+            _, std = gaussian_fit(stat, mask, use_global=use_global, min_std=0.25, side=side, empty="global")
             assert np.all(std == 0.25)
 
 
@@ -44,9 +44,28 @@ def test_empty_error_path_pools_sum_of_squares_over_sum_of_count_minus_one():
     count = member.sum(0)
     mean = np.where(member, stat, 0.0).sum(axis=0) / count
     squares = np.where(member, (stat - mean) ** 2, 0.0).sum(axis=0)
-    mu, std = _gaussian_fit(stat, member, use_global=True, min_std=1e-9, side="IN")
+    mu, std = gaussian_fit(stat, member, use_global=True, min_std=1e-9, side="IN")
     assert np.array_equal(mu, mean)
     assert np.array_equal(std, np.full(500, np.sqrt(squares.sum() / (count - 1).sum())))
-    _, local = _gaussian_fit(stat, member, use_global=False, min_std=1e-9, side="IN")
+    _, local = gaussian_fit(stat, member, use_global=False, min_std=1e-9, side="IN")
     assert np.array_equal(local, np.sqrt(squares / (count - 1)))
 
+
+
+def test_answer_scores_weigh_each_answer_by_the_shadows_margins():
+    """`answer_scores`: a right answer where IN shadows' margins sit above OUT shadows' raises the online score,
+    offline a right answer never scores below a wrong one, the scores are graded by the margins (one query: nearly
+    as many values as examples, where right/wrong alone gives two), and a certain query is worth at most
+    log((1 - floor) / floor)."""
+    rng = np.random.default_rng(0)
+    member = rng.random((16, 50)) < 0.5
+    gap = rng.uniform(0.2, 0.6, 50)  # how far IN margins sit above OUT margins, per example
+    margins = rng.normal(np.where(member, gap, -gap), 0.2)[..., None]
+    right, wrong = np.ones((50, 1)), np.zeros((50, 1))
+    for variant in ("online", "offline"):
+        up = answer_scores(target_answers=right, shadow_margins=margins, shadow_member=member, variant=variant)
+        down = answer_scores(target_answers=wrong, shadow_margins=margins, shadow_member=member, variant=variant)
+        assert (up > down).all() and len(np.unique(up)) > 40
+    certain = np.where(member, 50.0, -50.0)[..., None]
+    top = answer_scores(target_answers=right, shadow_margins=certain, shadow_member=member, min_std=1.0)
+    np.testing.assert_allclose(top, np.log((1 - ANSWER_FLOOR) / ANSWER_FLOOR))

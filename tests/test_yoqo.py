@@ -81,14 +81,16 @@ def test_crafting_never_reads_the_targets_weights_or_membership(run, tmp_path):
         if flip:
             member[TARGETS] = ~member[TARGETS]
         rows.append(compute._statistics(plan, member, compute.craft_settings(_settings()), split=True,
-                                        models=TARGETS + SHADOWS, shadows=SHADOWS, seed=0, progress=False,
-                                        local=True))
-    (stat, fold, inputs), (stat2, fold2, inputs2) = rows
+                                        names=("yoqo", "yoqo_fold"), models=TARGETS + SHADOWS, shadows=SHADOWS,
+                                        seed=0, progress=False, local=True))
+    (stats, fold, inputs), (stats2, fold2, inputs2) = rows
     for a, b in zip(inputs, inputs2, strict=True):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(stat[SHADOWS], stat2[SHADOWS])
+    for name in ("yoqo", "yoqo_answers", "yoqo_margins"):
+        np.testing.assert_array_equal(stats[name][SHADOWS], stats2[name][SHADOWS])
     np.testing.assert_array_equal(fold, fold2)
-    np.testing.assert_array_equal(stat2[0], stat[donor])
+    np.testing.assert_array_equal(stats2["yoqo"][0], stats["yoqo"][donor])
+    assert np.isnan(stats2["yoqo_margins"][TARGETS]).all()  # a target gives labels only: no margins are taken
 
 
 def test_calibrating_on_the_crafting_shadows_overstates_the_shadow_game(run):
@@ -123,13 +125,33 @@ def test_the_attack_gives_a_graded_score_and_counts_its_queries(run):
         attack_run(run, AttackOptions(attacks=(NAME,), settings={NAME: {"n_queries": 9}}, **FAST), progress=False)
 
 
-def test_an_audit_asks_n_queries_per_example_within_budget_and_scores_as_the_attack_stage(run):
+def test_margins_grade_a_single_query_that_the_fraction_cannot(run):
+    """One crafted query is one right/wrong answer: the fraction score, calibrated per example over a few shadows,
+    takes few values (ties at the top make TPR at low FPR unreadable); score "margins" weighs that answer by the
+    calibrating shadows' margins on the query, so most examples get a score of their own, and it still ranks
+    members above non-members."""
+    plan = load_plan(run)
+    settings = _settings(n_queries=1, steps=20)
+    responses = compute.prepare(plan, load_responses(plan.run).without_logits(), settings, scored=TARGETS,
+                                everyone=SHADOWS, seed=0, progress=False, local=True)
+    member = np.concatenate([responses.member[t] for t in TARGETS])
+    scores = {score: np.concatenate([run_attack(NAME, responses, target=t, shadows=SHADOWS,
+                                                settings={**settings, "score": score}) for t in TARGETS])
+              for score in ("fraction", "margins")}
+    assert len(np.unique(scores["margins"])) > 0.6 * len(member) > 3 * len(np.unique(scores["fraction"]))
+    assert auc(scores["margins"], member) > 0.6
+
+
+@pytest.mark.parametrize("score", ["fraction", "margins"])
+def test_an_audit_asks_n_queries_per_example_within_budget_and_scores_as_the_attack_stage(run, score):
     """model:0 answers the run's query set (one clean query) and then exactly n_queries crafted queries per
-    example: a budget of exactly that holds, and the scores are `shadowfarm attack`'s for target 0."""
+    example: a budget of exactly that holds, and the scores are `shadowfarm attack`'s for target 0 (with either
+    score: the audit takes the shadows' margins, the target's labels only)."""
+    settings = {**CHEAP, "score": score}
     oracle, name = open_target(run, "model:0", budget=120 * (1 + CHEAP["n_queries"]))
-    [audited] = audit_run(run, oracle, target=name, options=AuditOptions(attacks=(NAME,), settings={NAME: CHEAP},
+    [audited] = audit_run(run, oracle, target=name, options=AuditOptions(attacks=(NAME,), settings={NAME: settings},
                                                                          **FAST), progress=False)
     assert oracle.queries_used == 120 + audited["queries_per_example"] * audited["n_examples"] == 360
-    attack_run(run, AttackOptions(attacks=(NAME,), settings={NAME: CHEAP}, targets=(0,), **FAST), progress=False)
+    attack_run(run, AttackOptions(attacks=(NAME,), settings={NAME: settings}, targets=(0,), **FAST), progress=False)
     a = pd.read_parquet(f"{run}/audit/{target_key(name)}/{NAME}/scores.parquet")
     np.testing.assert_array_equal(a["score"], pd.read_parquet(f"{run}/attacks/{NAME}/scores.parquet")["score"])

@@ -139,10 +139,11 @@ def ask(predict_labels, inputs: np.ndarray) -> np.ndarray:
 
 def crafted_answers(plan: Plan, member: np.ndarray, crafting, *, split: bool, models: Sequence[int],
                     shadows: Sequence[int], seed: int, progress: bool,
-                    local: bool) -> tuple[dict[int, np.ndarray], np.ndarray, list[np.ndarray]]:
-    """({model: int[N, Q] its labels}, answering set float64[M, N], crafted inputs per set): each of `models`
-    labels, through a `ModelOracle`, the queries of the set it answers. member bool[M, N]: only the shadows' rows
-    are read (by the crafting); crafting: `CraftSettings` or `OsloSettings`."""
+                    local: bool) -> tuple[dict[int, np.ndarray], np.ndarray, list[np.ndarray], dict[int, np.ndarray]]:
+    """({model: int[N, Q] its labels}, answering set float64[M, N], crafted inputs per set, {shadow: float[N, Q]
+    its margins}): each of `models` labels, through a `ModelOracle`, the queries of the set it answers; the shadows'
+    margins on them come from their stacked weights (`margins_of`). member bool[M, N]: only the shadows' rows are
+    read (by the crafting); crafting: `CraftSettings` or `OsloSettings`."""
     from attacks.oracles.model import ModelOracle
 
     sets = crafting_sets(shadows, split=split, seed=seed)
@@ -151,25 +152,65 @@ def crafted_answers(plan: Plan, member: np.ndarray, crafting, *, split: bool, mo
     for m in sorted(set(models)):
         fold[m] = answering_set(m, sets)
         answers[m] = ask(ModelOracle.from_run(plan.run, m).predict_labels, inputs[int(fold[m, 0])])
-    return answers, fold, inputs
+    margins = {}
+    for index, crafted in enumerate(inputs):
+        answering = [m for m in sorted(set(shadows)) if answering_set(m, sets) == index]
+        margins.update(zip(answering, margins_of(plan, answering, crafted), strict=True))
+    return answers, fold, inputs, margins
 
 
-def _statistic(plan: Plan, answers: dict[int, np.ndarray], shape: tuple, columns=slice(None)) -> np.ndarray:
-    """float64[M, N]: the statistic of each answering model's labels on the queries `columns` (NaN elsewhere)."""
-    stat = np.full(shape, np.nan)
+def margins_of(plan: Plan, models: Sequence[int], inputs: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """float64[G, N, Q]: each model's logit of the true label minus its largest other logit on inputs
+    float32[N, Q, *shape] (the shadows' own weights, stacked: one batched pass per `batch` inputs)."""
+    n, q = inputs.shape[:2]
+    if not models:
+        return np.zeros((0, n, q))
+    base, params, buffers = stacked(plan.cfg.model, plan.dataset.info, [load_weights(plan.run, m) for m in models])
+    base.eval().requires_grad_(False)
+    forward = torch.func.vmap(lambda p, b, x: torch.func.functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))
+    flat = torch.from_numpy(np.ascontiguousarray(inputs.reshape(n * q, *inputs.shape[2:])))
+    y = torch.from_numpy(np.repeat(np.asarray(plan.dataset.y, dtype=np.int64), q))
+    out = []
+    with torch.no_grad():
+        for start in range(0, n * q, batch):
+            logits, labels = forward(params, buffers, flat[start:start + batch]), y[start:start + batch]
+            true = logits.gather(-1, labels[None, :, None].expand(len(logits), -1, 1))[..., 0]
+            others = logits.scatter(-1, labels[None, :, None].expand(len(logits), -1, 1), -torch.inf).amax(-1)
+            out.append((true - others).double())
+    return torch.cat(out, dim=1).numpy().reshape(len(models), n, q)
+
+
+def _statistic(plan: Plan, answers: dict[int, np.ndarray], margins: dict[int, np.ndarray], shape: tuple,
+               names: tuple[str, str], columns=slice(None)) -> dict[str, np.ndarray]:
+    """{names[0]: float64[M, N] the statistic of each answering model's labels on the queries `columns`,
+    "<names[0]>_answers" and "<names[0]>_margins": float64[M, N, Q'] per query} (NaN where not computed)."""
+    stat, right, margin = np.full(shape, np.nan), None, None
     for m, labels in answers.items():
-        stat[m] = statistic_of(labels[:, columns], plan.dataset.y)
-    return stat
+        labels = labels[:, columns]
+        stat[m] = statistic_of(labels, plan.dataset.y)
+        right = np.full(shape + labels.shape[1:], np.nan) if right is None else right
+        right[m] = labels == plan.dataset.y[:, None]
+    for m, values in margins.items():
+        margin = np.full(shape + values[:, columns].shape[1:], np.nan) if margin is None else margin
+        margin[m] = values[:, columns]
+    return {names[0]: stat, f"{names[0]}_answers": right, f"{names[0]}_margins": margin}
 
 
-def _statistics(plan: Plan, member: np.ndarray, crafting, *, split: bool, models: Sequence[int],
-                shadows: Sequence[int], seed: int, progress: bool,
-                local: bool) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(statistic float64[M, N], answering set, crafted inputs per set) of `crafted_answers` (NaN rows for the
-    models not in `models`)."""
-    answers, fold, inputs = crafted_answers(plan, member, crafting, split=split, models=models, shadows=shadows,
-                                            seed=seed, progress=progress, local=local)
-    return _statistic(plan, answers, fold.shape), fold, inputs
+def _with(responses: Responses, statistics: dict[str, np.ndarray]) -> Responses:
+    for name, values in statistics.items():
+        if values is not None:
+            responses = responses.with_statistic(name, values)
+    return responses
+
+
+def _statistics(plan: Plan, member: np.ndarray, crafting, *, split: bool, names: tuple[str, str],
+                models: Sequence[int], shadows: Sequence[int], seed: int, progress: bool,
+                local: bool) -> tuple[dict[str, np.ndarray], np.ndarray, list[np.ndarray]]:
+    """(the statistics of `_statistic`, answering set, crafted inputs per set) of `crafted_answers` (NaN rows for
+    the models not in `models`)."""
+    answers, fold, inputs, margins = crafted_answers(plan, member, crafting, split=split, models=models,
+                                                     shadows=shadows, seed=seed, progress=progress, local=local)
+    return _statistic(plan, answers, margins, fold.shape, names), fold, inputs
 
 
 def prepare_subsets(plan: Plan, responses: Responses, crafting, columns: Sequence[Sequence[int]], *, split: bool,
@@ -177,10 +218,10 @@ def prepare_subsets(plan: Plan, responses: Responses, crafting, columns: Sequenc
                     progress: bool) -> list[Responses]:
     """`prepare_crafted` once for `crafting`, then one `responses` per entry of `columns`: the statistic of those
     of its queries only (the query-budget study: a point whose queries are a subset of a larger point's)."""
-    answers, fold, _ = crafted_answers(plan, responses.member, crafting, split=split,
-                                       models=sorted(set(scored) | set(everyone)), shadows=everyone, seed=seed,
-                                       progress=progress, local=False)
-    return [responses.with_statistic(names[0], _statistic(plan, answers, fold.shape, list(c)))
+    answers, fold, _, margins = crafted_answers(plan, responses.member, crafting, split=split,
+                                                models=sorted(set(scored) | set(everyone)), shadows=everyone,
+                                                seed=seed, progress=progress, local=False)
+    return [_with(responses, _statistic(plan, answers, margins, fold.shape, names, list(c)))
             .with_statistic(names[1], fold) for c in columns]
 
 
@@ -207,10 +248,10 @@ def prepare_crafted(plan: Plan, responses: Responses, crafting, *, split: bool, 
                     local: bool) -> Responses:
     """`responses` with the statistic and answering set (`names`) of the `scored` models and `everyone` (the
     shadows, which craft and calibrate) on the queries `crafting` crafts."""
-    stat, fold, _ = _statistics(plan, responses.member, crafting, split=split,
-                                models=sorted(set(scored) | set(everyone)), shadows=everyone, seed=seed,
-                                progress=progress, local=local)
-    return responses.with_statistic(names[0], stat).with_statistic(names[1], fold)
+    stats, fold, _ = _statistics(plan, responses.member, crafting, split=split, names=names,
+                                 models=sorted(set(scored) | set(everyone)), shadows=everyone, seed=seed,
+                                 progress=progress, local=local)
+    return _with(responses, stats).with_statistic(names[1], fold)
 
 
 def audit_crafted(plan: Plan, responses: Responses, oracle, crafting, *, split: bool, names: tuple[str, str],
@@ -222,15 +263,23 @@ def audit_crafted(plan: Plan, responses: Responses, oracle, crafting, *, split: 
     ensure_ray()
     target = responses.n_models - 1
     columns = audit_columns(plan, responses, examples)
-    stat, fold, inputs = _statistics(plan, plan.member, crafting, split=split,
-                                     models=sorted(set(shadows) | set(pseudo)), shadows=shadows, seed=seed,
-                                     progress=progress, local=False)
-    out_stat, out_fold = np.full(responses.member.shape, np.nan), np.full(responses.member.shape, np.nan)
-    out_stat[:target], out_fold[:target] = stat[:, columns], fold[:, columns]
+    stats, fold, inputs = _statistics(plan, plan.member, crafting, split=split, names=names,
+                                      models=sorted(set(shadows) | set(pseudo)), shadows=shadows, seed=seed,
+                                      progress=progress, local=False)
     answers = ask(oracle.predict_labels, inputs[0][examples])
-    out_stat[target, :len(examples)] = statistic_of(answers, plan.dataset.y[examples])
-    out_fold[target] = 0
-    return responses.with_statistic(names[0], out_stat).with_statistic(names[1], out_fold)
+    target_rows = {names[0]: statistic_of(answers, plan.dataset.y[examples]),
+                   f"{names[0]}_answers": answers == plan.dataset.y[examples][:, None]}
+    for name, values in stats.items():  # the target's margins stay NaN: it gives labels only
+        if values is None:
+            continue
+        out = np.full(responses.member.shape + values.shape[2:], np.nan)
+        out[:target] = values[:, columns]
+        if name in target_rows:
+            out[target, :len(examples)] = target_rows[name]
+        responses = responses.with_statistic(name, out)
+    out_fold = np.full(responses.member.shape, np.nan)
+    out_fold[:target], out_fold[target] = fold[:, columns], 0
+    return responses.with_statistic(names[1], out_fold)
 
 
 def prepare(plan: Plan, responses: Responses, chosen: dict, *, scored: Sequence[int], everyone: Sequence[int],

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.methods.yoqo import crafted_scores
+from attacks.methods.yoqo import check_score, crafted_scores
 from attacks.responses import Responses
 from farm.errors import ConfigError
 
@@ -29,6 +29,7 @@ def check_settings(settings: dict) -> None:
     levels = settings["levels"]
     if settings["variant"] not in VARIANTS:
         raise ConfigError(f"attack 'oslo': unknown variant {settings['variant']!r} (valid: {', '.join(VARIANTS)})")
+    check_score("oslo", settings)
     if (not isinstance(levels, (list, tuple)) or not 1 <= len(levels) <= 8
             or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1 for t in levels)):
         raise ConfigError(f"attack 'oslo': levels must be 1 to 8 numbers in (0, 1), got {levels!r}")
@@ -40,13 +41,13 @@ def check_settings(settings: dict) -> None:
 
 def oslo(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
          levels: Sequence[float] = (0.5, 0.25, 0.1, 0.05), steps: int = 40, lr: float = 0.01,
-         momentum: float = 1.0, norm: str = "auto", split: bool = True, global_variance: bool | str = "auto",
-         min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
+         momentum: float = 1.0, norm: str = "auto", split: bool = True, score: str = "fraction",
+         global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
     """Scores float64[N]: the fraction of the tau levels at which the target stays correct (smoothed logit),
     calibrated per example against the calibrating shadows' answers to the same queries: "online" (IN/OUT
     Gaussians), "offline" (OUT only), or "global" (the statistic itself). norm "auto": L-infinity sign steps on
-    images, L2 steps on tabular data. The crafting settings (levels, steps, lr, momentum, norm) are used by the
-    preparation step."""
-    check_settings({"variant": variant, "levels": levels, "steps": steps, "norm": norm})
+    images, L2 steps on tabular data. score: as `attacks.methods.yoqo.yoqo`'s. The crafting settings (levels,
+    steps, lr, momentum, norm) are used by the preparation step."""
+    check_settings({"variant": variant, "levels": levels, "steps": steps, "norm": norm, "score": score})
     return crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), variant=variant,
-                          global_variance=global_variance, min_std=min_std, empty=empty)
+                          score=score, global_variance=global_variance, min_std=min_std, empty=empty)

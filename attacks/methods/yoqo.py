@@ -18,10 +18,15 @@ import numpy as np
 
 from attacks.methods.calibrated import calibrate
 from attacks.responses import Responses
+from attacks.stats.lira import answer_scores
 from farm.errors import ConfigError
 
 STATISTIC = "yoqo"  # smoothed logit of the fraction of a model's crafted queries answered with the true label
 FOLD = "yoqo_fold"  # the crafting set each model's row answered the queries of: 0 or 1 (one value per model)
+# Every crafted attack's statistics also hold, per (model, example, query), "<statistic>_answers" (1: the true label)
+# and, for the shadows only, "<statistic>_margins" (logit of the true label minus the largest other), for
+# score "margins" (`attacks.stats.lira.answer_scores`).
+SCORES = ("fraction", "margins")
 PER_EXAMPLE = ("online", "offline")
 VARIANTS = (*PER_EXAMPLE, "global")
 MAX_QUERIES = 8
@@ -42,6 +47,7 @@ def check_settings(settings: dict) -> None:
 
     if settings["variant"] not in VARIANTS:
         raise ConfigError(f"attack 'yoqo': unknown variant {settings['variant']!r} (valid: {', '.join(VARIANTS)})")
+    check_score("yoqo", settings)
     if not integer("n_queries") or not 1 <= settings["n_queries"] <= MAX_QUERIES:
         raise bad("n_queries", f"an integer in [1, {MAX_QUERIES}]")
     if not integer("steps") or not settings["n_queries"] <= settings["steps"] <= 1000:
@@ -51,28 +57,45 @@ def check_settings(settings: dict) -> None:
             raise bad(name, "a number > 0")
 
 
+def check_score(attack: str, settings: dict) -> None:
+    """ConfigError unless settings["score"] (default "fraction") is one of SCORES and fits the variant."""
+    score = settings.get("score", "fraction")
+    if score not in SCORES:
+        raise ConfigError(f"attack {attack!r}: score must be one of {', '.join(SCORES)}, got {score!r}")
+    if score == "margins" and settings["variant"] == "global":
+        raise ConfigError(f"attack {attack!r}: score 'margins' is calibrated per example; use variant online or "
+                          "offline, or score 'fraction'")
+
+
 def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
          n_queries: int = 1, steps: int = 40, lr: float = 0.02, alpha: float = 1.0, split: bool = True,
-         global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
+         score: str = "fraction", global_variance: bool | str = "auto", min_std: float = 0.1,
+         empty: str = "pooled") -> np.ndarray:
     """Scores float64[N]: the target's answers on its crafted queries, calibrated per example.
 
     variant "online": crafted so that IN shadows keep the label and OUT shadows lose it, scored by per-example
     IN/OUT Gaussians over the calibrating shadows; "offline": crafted to make OUT shadows lose the label at a
     small perturbation, scored against the OUT calibrating shadows alone; "global": online crafting, the target's
-    statistic itself (a threshold is then chosen on shadows). split False: one crafting set, all the shadows,
-    which then also calibrate (biased: kept to show it, `tests/test_yoqo.py`). The crafting settings
-    (n_queries, steps, lr, alpha) are used by the preparation step.
+    statistic itself (a threshold is then chosen on shadows). score "fraction": the statistic is the smoothed
+    fraction of the queries answered right, calibrated by `calibrate`; "margins": the target's right and wrong
+    answers, each weighed by the chance an IN and an OUT model answers that query right, modelled from the
+    calibrating shadows' margins on it (`attacks.stats.lira.answer_scores`; graded where few answers tie).
+    split False: one crafting set, all the shadows, which then also calibrate (biased: kept to show it,
+    `tests/test_yoqo.py`). The crafting settings (n_queries, steps, lr, alpha) are used by the preparation step.
     """
-    check_settings({"variant": variant, "n_queries": n_queries, "steps": steps, "lr": lr, "alpha": alpha})
+    check_settings({"variant": variant, "n_queries": n_queries, "steps": steps, "lr": lr, "alpha": alpha,
+                    "score": score})
     return crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), variant=variant,
-                          global_variance=global_variance, min_std=min_std, empty=empty)
+                          score=score, global_variance=global_variance, min_std=min_std, empty=empty)
 
 
 def crafted_scores(responses: Responses, *, target: int, shadows: Sequence[int], names: tuple[str, str],
-                   variant: str, global_variance: bool | str, min_std: float, empty: str) -> np.ndarray:
+                   variant: str, global_variance: bool | str, min_std: float, empty: str,
+                   score: str = "fraction") -> np.ndarray:
     """Scores float64[N] of an attack on crafted queries: the target's statistic (names[0]) calibrated per example
     against the shadows that labelled the same crafted inputs (names[1]: the crafting set each row answered),
-    online, offline, or not at all ("global")."""
+    online, offline, or not at all ("global"); score "margins": the target's answers weighed by those shadows'
+    margins (`answer_scores`)."""
     attack = names[0]
     values, fold = responses.statistics.get(names[0]), responses.statistics.get(names[1])
     if values is None or fold is None or np.isnan(values[target]).all():
@@ -84,5 +107,13 @@ def crafted_scores(responses: Responses, *, target: int, shadows: Sequence[int],
     calibrating = shadows[fold[shadows, 0] == fold[target, 0]]
     if len(calibrating) < 1 or np.isnan(values[calibrating]).any():
         raise ConfigError(f"attack {attack!r} needs the answers of the calibrating shadows")
-    return calibrate(values[np.r_[int(target), calibrating]], responses.member[calibrating], variant=variant,
-                     global_variance=global_variance, min_std=min_std, empty=empty)
+    if score == "fraction":
+        return calibrate(values[np.r_[int(target), calibrating]], responses.member[calibrating], variant=variant,
+                         global_variance=global_variance, min_std=min_std, empty=empty)
+    answers, margins = responses.statistics.get(f"{attack}_answers"), responses.statistics.get(f"{attack}_margins")
+    if answers is None or margins is None or np.isnan(margins[calibrating]).any():
+        raise ConfigError(f"attack {attack!r} with score 'margins' needs the calibrating shadows' margins on its "
+                          "crafted queries; prepare it again with `shadowfarm attack`")
+    return answer_scores(target_answers=answers[target], shadow_margins=margins[calibrating],
+                         shadow_member=responses.member[calibrating], variant=variant,
+                         global_variance=global_variance, min_std=min_std, empty=empty)

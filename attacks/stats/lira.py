@@ -99,10 +99,10 @@ def lira_scores(*, target_statistic: np.ndarray, shadow_statistic: np.ndarray, s
 
     if empty not in EMPTY:
         raise ConfigError(f"empty must be one of {', '.join(EMPTY)}, got {empty!r}")
-    mu_out, sd_out = _gaussian_fit(stat, ~member, use_global=use_global, min_std=min_std, side="OUT", empty=empty)
+    mu_out, sd_out = gaussian_fit(stat, ~member, use_global=use_global, min_std=min_std, side="OUT", empty=empty)
     if variant == "offline":
         return norm.logcdf((s - mu_out) / sd_out)
-    mu_in, sd_in = _gaussian_fit(stat, member, use_global=use_global, min_std=min_std, side="IN", empty=empty)
+    mu_in, sd_in = gaussian_fit(stat, member, use_global=use_global, min_std=min_std, side="IN", empty=empty)
     return norm.logpdf(s, mu_in, sd_in) - norm.logpdf(s, mu_out, sd_out)
 
 
@@ -114,7 +114,7 @@ def use_global_variance(global_variance: bool | str, *, n_shadows: int) -> bool:
     return n_shadows < GLOBAL_VARIANCE_BELOW if global_variance == "auto" else bool(global_variance)
 
 
-def _gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_std: float,
+def gaussian_fit(stat: np.ndarray, mask: np.ndarray, *, use_global: bool, min_std: float,
                   side: str, empty: str = "pooled") -> tuple[np.ndarray, np.ndarray]:
     """Per-example mean and std (float64[N] each) of stat[S, N] over the rows where mask[S, N].
 
@@ -146,3 +146,44 @@ def smoothed_logit_fraction(correct_count: np.ndarray, n_queries: int) -> np.nda
     correct_count: int[...]; returns float64[...] of the same shape.
     """
     return logit((np.asarray(correct_count, dtype=np.float64) + 0.5) / (n_queries + 1))
+
+
+ANSWER_FLOOR = 1e-3  # `answer_scores`: the chance of a right (wrong) answer is kept in [floor, 1 - floor]
+
+
+def answer_scores(*, target_answers: np.ndarray, shadow_margins: np.ndarray, shadow_member: np.ndarray,
+                  variant: str = "online", global_variance: bool | str = "auto", min_std: float = 0.1,
+                  empty: str = "pooled") -> np.ndarray:
+    """Per-example log-likelihood ratio of a target's right and wrong answers to Q queries of each example, the
+    chance that an IN (OUT) model answers a query right modelled from the shadows' margins on that very query.
+
+    target_answers: float[N, Q], 1 where the target answered the true label, else 0 (its labels only);
+    shadow_margins: float[S, N, Q], each shadow's logit of the true label minus its largest other logit (> 0: a
+    right answer); shadow_member: bool[S, N]. Per (example, query), a Gaussian is fit over the IN (OUT) shadows'
+    margins as `lira_scores` fits a statistic (per-example mean; global or per-example variance; `empty`), and a
+    model of that side answers right with chance Phi(mean / std), kept in [ANSWER_FLOOR, 1 - ANSWER_FLOOR]. A few
+    shadows' margins grade what their few right/wrong answers cannot: no two examples tie unless their shadows do.
+
+    variant "online": sum over queries of log P_IN(answer) - log P_OUT(answer); "offline": the same against an IN
+    model that always answers right (P_IN = 1 - ANSWER_FLOOR), OUT shadows only. Returns float64[N].
+    """
+    if variant not in ("online", "offline"):
+        raise ConfigError(f"unknown variant {variant!r} for margin scores (valid: offline, online)")
+    margins = np.asarray(shadow_margins, dtype=np.float64)
+    member = np.asarray(shadow_member, dtype=bool)
+    right = np.asarray(target_answers, dtype=np.float64)
+    use_global = use_global_variance(global_variance, n_shadows=len(margins))
+
+    def log_chances(mask: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
+        fits = [gaussian_fit(margins[:, :, q], mask, use_global=use_global, min_std=min_std, side=side,
+                             empty=empty) for q in range(margins.shape[2])]
+        chance = np.clip(np.stack([norm.cdf(mean / std) for mean, std in fits], axis=1), ANSWER_FLOOR,
+                         1 - ANSWER_FLOOR)
+        return np.log(chance), np.log1p(-chance)
+
+    out_right, out_wrong = log_chances(~member, "OUT")
+    if variant == "offline":
+        in_right, in_wrong = np.log1p(-ANSWER_FLOOR), np.log(ANSWER_FLOOR)
+    else:
+        in_right, in_wrong = log_chances(member, "IN")
+    return (right * (in_right - out_right) + (1 - right) * (in_wrong - out_wrong)).sum(axis=1)
