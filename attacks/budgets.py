@@ -6,7 +6,8 @@ Budgets`; the study: `attacks.studies.queries`), as plain data, free of torch an
 - noise copies (`COPY_BUDGETS`): the first k of the run's gaussian or bitflip copies, k = 1, 2, 4, ... up to what
   the run has (a run with none is re-queried with `noise_copies`);
 - the attack's own queries: HopSkipJump iterations (measured: the queries each example took), the walk's K steps
-  (DHAttack: 5-30), YOQO's crafted queries (1-8: the checkpoints of one descent) and OSLO's tau levels (1-8).
+  (DHAttack: 5-30), YOQO's crafted queries (1-8: the checkpoints of one descent) and OSLO's tau levels (1-8),
+  each scored by the fraction answered right and by the shadows' margins (score "margins").
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ HOPSKIPJUMP_ITERATIONS = Budgets(points=tuple({"max_iter": k} for k in (1, 2, 4)
                                  sent="attacks.compute.boundary:queries_sent",
                                  explicit_only="runs HopSkipJump on every example at each point (many queries)")
 WALK_STEPS = Budgets(points=tuple({"steps": k} for k in (5, 10, 20, 30)))
-CRAFTED_QUERIES = Budgets(points=tuple({"n_queries": k} for k in (1, 2, 4, 8)),
+SCORES = ("fraction", "margins")  # a crafted attack's points are scored both ways (`attacks.methods.yoqo.SCORES`)
+CRAFTED_QUERIES = Budgets(points=tuple({"n_queries": k, "score": s} for s in SCORES for k in (1, 2, 4, 8)),
                           prepare="attacks.compute.yoqo:prepare_points")
-TAU_LEVELS = Budgets(points=({"levels": [0.5]}, {"levels": [0.5, 0.1]}, {"levels": [0.5, 0.25, 0.1, 0.05]},
-                             {"levels": [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02]}),
+TAU_LEVELS = Budgets(points=tuple({"levels": levels, "score": s} for s in SCORES
+                                  for levels in ([0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05],
+                                                 [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02])),
                      prepare="attacks.compute.oslo:prepare_points")

@@ -129,7 +129,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
           budgets=budgets.CRAFTED_QUERIES,
           tune=SearchSpace(lambda info: {"n_queries": choice([1, 2, 4, 8]), "steps": choice([20, 40, 80]),
                                          "lr": loguniform(0.005, 0.1), "alpha": loguniform(0.1, 10.0),
-                                         "variant": choice(["online", "offline"])}),
+                                         "variant": choice(["online", "offline"]),
+                                         "score": choice(["fraction", "margins"])}),
           description="one crafted query per example (or a few), crafted through half the shadows so that IN "
                       "shadows keep the label and OUT shadows lose it, calibrated per example on the other half "
                       "(YOQO, Wu et al.)"),
@@ -138,7 +139,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
           queries=oslo.queries_per_example, short="oslo", budgets=budgets.TAU_LEVELS,
           tune=SearchSpace(lambda info: {"levels": choice([[0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05]]),
                                          "steps": choice([20, 40, 80]), "lr": loguniform(0.002, 0.05),
-                                         "variant": choice(["online", "offline"])}),
+                                         "variant": choice(["online", "offline"]),
+                                         "score": choice(["fraction", "margins"])}),
           description="one query per level tau, grown on source OUT shadows until validation OUT shadows give the "
                       "true class less than tau; the levels the target stays correct at, calibrated per example on "
                       "shadows that did not craft them (OSLO, Peng et al.)"),

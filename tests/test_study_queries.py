@@ -44,7 +44,8 @@ def test_rows_send_what_their_setting_says(studied, capsys):
                     **{("noise", f'{{"copies": {k}}}'): k for k in (1, 2, 4, 6)},  # 8 asked: capped at the run's 6
                     **{("calibrated", json.dumps({"copies": k, "kinds": ["gaussian"]})): k for k in (1, 2, 4, 6)},
                     **{("fixed_direction", f'{{"steps": {k}}}'): k for k in (5, 10, 20, 30)},
-                    **{("yoqo", f'{{"n_queries": {k}}}'): k for k in (1, 2, 4, 8)}}
+                    **{("yoqo", json.dumps({"n_queries": k, "score": s})): k for k in (1, 2, 4, 8)
+                       for s in ("fraction", "margins")}}
     assert (table["n_members"] + table["n_nonmembers"] == 120).all() and (table["n_targets"] == 1).all()
     html = open(f"{run}/report/index.html").read()
     assert TITLE in html and "queries.png" in html
@@ -73,7 +74,8 @@ def test_subsetting_copies_is_a_query_set_of_that_many_copies(studied):
 
 def test_crafting_once_gives_every_smaller_point(studied):
     """YOQO's points from one descent at 8 queries equal crafting each point on its own (the checkpoints of 2
-    queries are two of the 8), and OSLO's levels [0.5, 0.1] read from 8 levels equal crafting those two."""
+    queries are two of the 8), and OSLO's levels [0.5, 0.1] read from 8 levels equal crafting those two; a point
+    scored by margins reads the same statistics (the shadows' margins on those queries among them)."""
     run, _ = studied
     plan = load_plan(run)
     responses = load_responses(plan.run, logits=False)
@@ -83,12 +85,16 @@ def test_crafting_once_gives_every_smaller_point(studied):
                                     ("oslo", {"levels": [0.5, 0.1]},
                                      {"levels": [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02]}, "oslo")):
         settings = {**study_games(plan, [name])[0].settings, "steps": 10}
-        points = load(get_attack(name).budgets.prepare)(plan, responses, [{**settings, **small}, {**settings, **large}],
-                                                        scored=scored, everyone=everyone, seed=0, progress=False)
+        asked = [{**settings, **small}, {**settings, **large}, {**settings, **small, "score": "margins"}]
+        points = load(get_attack(name).budgets.prepare)(plan, responses, asked, scored=scored, everyone=everyone,
+                                                        seed=0, progress=False)
         alone = prepare_statistics(plan, responses, {name: {**settings, **small}}, scored=scored, everyone=everyone,
                                    seed=0, progress=False)
-        assert np.array_equal(points[0].statistics[key], alone.statistics[key], equal_nan=True), name
+        for stat in (key, f"{key}_answers", f"{key}_margins"):
+            assert np.array_equal(points[0].statistics[stat], alone.statistics[stat], equal_nan=True), (name, stat)
+            assert np.array_equal(points[2].statistics[stat], alone.statistics[stat], equal_nan=True), (name, stat)
         assert not np.array_equal(points[1].statistics[key], alone.statistics[key], equal_nan=True), name
+        assert alone.statistics[f"{key}_margins"].shape[-1] == len(small.get("levels", [0, 0]))
 
 
 def test_best_at_each_budget_stays_within_it():

@@ -45,11 +45,12 @@ def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, 
     """OSLO's statistic at each of `points` (resolved settings that differ in levels only; `Budgets.prepare`): the
     queries crafted once at the point with the most levels, which hold every other point's levels. A level's
     query does not depend on the other levels (the walk is the same; each level keeps its first input below tau)."""
-    largest = max(points, key=lambda p: len(p["levels"]))
+    largest = {**max(points, key=lambda p: len(p["levels"])), "score": "fraction"}  # the score changes no preparation
     levels = [float(t) for t in largest["levels"]]
     columns = []
     for point in points:
-        if {**point, "levels": largest["levels"]} != largest or not {float(t) for t in point["levels"]} <= set(levels):
+        same = {**point, "levels": largest["levels"], "score": "fraction"} == largest
+        if not same or not {float(t) for t in point["levels"]} <= set(levels):
             raise ValueError(f"oslo point {point} is not a subset of {largest}")
         columns.append([levels.index(float(t)) for t in point["levels"]])
     return prepare_subsets(plan, responses, oslo_settings(largest, kind=plan.dataset.info.kind), columns,

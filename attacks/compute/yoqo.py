@@ -227,13 +227,14 @@ def prepare_subsets(plan: Plan, responses: Responses, crafting, columns: Sequenc
 
 def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, scored: Sequence[int],
                    everyone: Sequence[int], seed: int, progress: bool) -> list[Responses]:
-    """YOQO's statistic at each of `points` (resolved settings that differ in n_queries only; `Budgets.prepare`):
-    the queries crafted once at the largest n_queries, whose descent checkpoints hold every smaller point's (a point
-    whose checkpoints they do not hold, by rounding, is crafted on its own)."""
-    largest = max(points, key=lambda p: p["n_queries"])
+    """YOQO's statistic at each of `points` (resolved settings that differ in n_queries and score only;
+    `Budgets.prepare`): the queries crafted once at the largest n_queries, whose descent checkpoints hold every
+    smaller point's (a point whose checkpoints they do not hold, by rounding, is crafted on its own). The score
+    changes no preparation: every view holds what both scores read."""
+    largest = {**max(points, key=lambda p: p["n_queries"]), "score": "fraction"}
     kept = craft_settings(largest).checkpoints()
-    subset = [{**p, "n_queries": largest["n_queries"]} == largest and set(craft_settings(p).checkpoints()) <= set(kept)
-              for p in points]
+    subset = [{**p, "n_queries": largest["n_queries"], "score": "fraction"} == largest
+              and set(craft_settings(p).checkpoints()) <= set(kept) for p in points]
     pairs = list(zip(points, subset, strict=True))
     columns = [[kept.index(k) for k in craft_settings(p).checkpoints()] for p, ok in pairs if ok]
     shared = iter(prepare_subsets(plan, responses, craft_settings(largest), columns, split=largest["split"],

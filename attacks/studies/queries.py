@@ -7,7 +7,8 @@ Each attack's points come from its spec (`AttackSpec.budgets`, `attacks.budgets`
   answers a run whose query set holds those k copies would have recorded (a query's noise is a function of the run
   seed and its query id). A run with no copies is re-queried once (`attacks.compute.requery`, cached in the run);
 - "crafted": the attack's own crafted queries, crafted once at its largest point, the smaller points reading a
-  subset of them (YOQO: the checkpoints of one descent; OSLO: a subset of the tau levels);
+  subset of them (YOQO: the checkpoints of one descent; OSLO: a subset of the tau levels), each scored both by the
+  fraction answered right and by the calibrating shadows' margins (score "margins"; not for variant "global");
 - "settings": each point prepared with its settings by the attack stage's `prepare_statistics` (the walk's K,
   HopSkipJump's iterations), cached in the run by the attack's own cache;
 - "run": the attack on the run's query set as it is (gap, transfer, augmentation; calibrated on every non-clean
@@ -185,7 +186,8 @@ def frontier_rows(plan: Plan, game: AttackGame, responses: Responses, *, copies:
                   progress: bool = False, bar=None) -> list[dict]:
     """The rows of one attack's frontier (one per point)."""
     responses = copies_view(plan, responses, game.name, copies, progress)
-    points = points_of(game.name, responses, copies)
+    points = [p for p in points_of(game.name, responses, copies)  # "margins" calibrates per example
+              if not (p.overrides.get("score") == "margins" and game.settings.get("variant") == "global")]
     rows = []
     for point, view in zip(points, point_views(plan, game, responses, points, progress=progress), strict=True):
         with collect_fallbacks():  # per-example calibration's fallbacks: the attack stage records them, not here
