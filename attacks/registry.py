@@ -130,7 +130,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
           tune=SearchSpace(lambda info: {"n_queries": choice([1, 2, 4, 8]), "steps": choice([20, 40, 80]),
                                          "lr": loguniform(0.005, 0.1), "alpha": loguniform(0.1, 10.0),
                                          "variant": choice(["online", "offline"]),
-                                         "score": choice(["fraction", "margins"])}),
+                                         "score": choice(["fraction", "margins"]),
+                                         "crafting": choice(["auto", "offline"])}),
           description="one crafted query per example (or a few), crafted through half the shadows so that IN "
                       "shadows keep the label and OUT shadows lose it, calibrated per example on the other half "
                       "(YOQO, Wu et al.)"),

@@ -44,9 +44,13 @@ BLOCK = 64
 
 
 def craft_settings(settings: dict) -> CraftSettings:
-    """The crafting half of the attack's resolved `settings` ("global" crafts as "online")."""
+    """The crafting half of the attack's resolved `settings` (crafting "auto": "offline" for the offline variant,
+    else "online")."""
     check_settings(settings)
-    return CraftSettings(variant="offline" if settings["variant"] == "offline" else "online",
+    crafting = settings.get("crafting", "auto")
+    if crafting == "auto":
+        crafting = "offline" if settings["variant"] == "offline" else "online"
+    return CraftSettings(variant=crafting,
                          steps=settings["steps"], lr=float(settings["lr"]), alpha=float(settings["alpha"]),
                          n_queries=settings["n_queries"])
 

@@ -27,6 +27,7 @@ FOLD = "yoqo_fold"  # the crafting set each model's row answered the queries of:
 # and, for the shadows only, "<statistic>_margins" (logit of the true label minus the largest other), for
 # score "margins" (`attacks.stats.lira.answer_scores`).
 SCORES = ("fraction", "margins")
+CRAFTING = ("auto", "online", "offline")  # "auto": as the variant ("offline" crafts offline, the others online)
 PER_EXAMPLE = ("online", "offline")
 VARIANTS = (*PER_EXAMPLE, "global")
 MAX_QUERIES = 8
@@ -48,6 +49,8 @@ def check_settings(settings: dict) -> None:
     if settings["variant"] not in VARIANTS:
         raise ConfigError(f"attack 'yoqo': unknown variant {settings['variant']!r} (valid: {', '.join(VARIANTS)})")
     check_score("yoqo", settings)
+    if settings.get("crafting", "auto") not in CRAFTING:
+        raise ConfigError(f"attack 'yoqo': crafting must be one of {', '.join(CRAFTING)}, got {settings['crafting']!r}")
     if not integer("n_queries") or not 1 <= settings["n_queries"] <= MAX_QUERIES:
         raise bad("n_queries", f"an integer in [1, {MAX_QUERIES}]")
     if not integer("steps") or not settings["n_queries"] <= settings["steps"] <= 1000:
@@ -69,8 +72,8 @@ def check_score(attack: str, settings: dict) -> None:
 
 def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
          n_queries: int = 1, steps: int = 40, lr: float = 0.02, alpha: float = 1.0, split: bool = True,
-         score: str = "fraction", global_variance: bool | str = "auto", min_std: float = 0.1,
-         empty: str = "pooled") -> np.ndarray:
+         score: str = "fraction", crafting: str = "auto", global_variance: bool | str = "auto",
+         min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
     """Scores float64[N]: the target's answers on its crafted queries, calibrated per example.
 
     variant "online": crafted so that IN shadows keep the label and OUT shadows lose it, scored by per-example
@@ -80,11 +83,13 @@ def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: 
     fraction of the queries answered right, calibrated by `calibrate`; "margins": the target's right and wrong
     answers, each weighed by the chance an IN and an OUT model answers that query right, modelled from the
     calibrating shadows' margins on it (`attacks.stats.lira.answer_scores`; graded where few answers tie).
-    split False: one crafting set, all the shadows, which then also calibrate (biased: kept to show it,
-    `tests/test_yoqo.py`). The crafting settings (n_queries, steps, lr, alpha) are used by the preparation step.
+    crafting: "auto" crafts as the variant says; "offline" (OUT shadows only) or "online" whatever the variant (e.g.
+    queries crafted offline, then scored online). split False: one crafting set, all the shadows, which then also
+    calibrate (biased: kept to show it, `tests/test_yoqo.py`). The crafting settings (n_queries, steps, lr, alpha,
+    crafting) are used by the preparation step.
     """
     check_settings({"variant": variant, "n_queries": n_queries, "steps": steps, "lr": lr, "alpha": alpha,
-                    "score": score})
+                    "score": score, "crafting": crafting})
     return crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), variant=variant,
                           score=score, global_variance=global_variance, min_std=min_std, empty=empty)
 
