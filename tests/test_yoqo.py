@@ -123,6 +123,12 @@ def test_the_attack_gives_a_graded_score_and_counts_its_queries(run):
     assert len(pseudo_targets(SHADOWS, n_pseudo=2, seed=0)) == 2
     with pytest.raises(ConfigError, match=r"n_queries must be an integer in \[1, 8\], got 9"):
         attack_run(run, AttackOptions(attacks=(NAME,), settings={NAME: {"n_queries": 9}}, **FAST), progress=False)
+    with pytest.raises(ConfigError, match=r"crafting must be one of auto, online, offline, got 'bogus'"):
+        attack_run(run, AttackOptions(attacks=(NAME,), settings={NAME: {"crafting": "bogus"}}, **FAST), progress=False)
+    # queries crafted offline and scored online are the offline variant's queries (one crafting, one cache key)
+    craft = compute.craft_settings
+    assert craft(_settings(crafting="offline")) == craft(_settings(variant="offline")) != craft(_settings())
+    assert craft(_settings(variant="offline", crafting="online")) == craft(_settings())
 
 
 def test_margins_grade_a_single_query_that_the_fraction_cannot(run):
