@@ -46,6 +46,7 @@ from attacks.responses import Responses
 from attacks.settings import resolve
 from attacks.spaces import QUERY_KEYS
 from attacks.spec import AttackSpec, SearchSpace
+from attacks.stats.lira import collect_fallbacks
 from attacks.stats.metrics import DEFAULT_FPRS, auc, threshold_at_fpr, tpr_at_fpr, tpr_metric_name
 from attacks.stats.shadow_game import pseudo_targets
 from attacks.tune.search import InOrder, concurrent_trials
@@ -106,7 +107,9 @@ class Game:
         responses = prepare_statistics(self.plan, responses, {attack: settings}, scored=self.pseudo.tolist(),
                                        everyone=self.shadows.tolist(), seed=self.seed, progress=False, local=local)
         attack_fn = attack_with(attack, settings)  # each pseudo-target attacked with the game's other shadows
-        scores = [attack_fn(responses, target=int(p), shadows=self.shadows[self.shadows != p]) for p in self.pseudo]
+        with collect_fallbacks():  # a trial's calibration fallbacks: the attack stage reports the chosen setting's
+            scores = [attack_fn(responses, target=int(p), shadows=self.shadows[self.shadows != p])
+                      for p in self.pseudo]
         return (np.concatenate(scores).astype(np.float64),
                 np.concatenate([responses.member[p] for p in self.pseudo]).astype(bool))
 
