@@ -13,14 +13,15 @@ from attacks.artifacts import QUERIES, QUERIES_SCHEMA
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
-from attacks.registry import get_attack
+from attacks.registry import get_attack, own_queries, run_attack
 from attacks.report.queries import TITLE, format_queries
 from attacks.spec import load
 from attacks.stage import AttackOptions, attack_run
-from attacks.stats.correctness import NOISE_KINDS
+from attacks.stats.correctness import NOISE_KINDS, with_copies
 from attacks.studies.game import study_games
-from attacks.studies.queries import best_at_budgets, frontier_rows, queries_study, with_copies
+from attacks.studies.queries import Point, best_at_budgets, fits, frontier_rows, queries_study
 from farm.config import QuerySpec
+from farm.errors import ConfigError
 from farm.plan import load_plan
 from jobs.study import queries as study_queries
 
@@ -95,6 +96,36 @@ def test_crafting_once_gives_every_smaller_point(studied):
             assert np.array_equal(points[2].statistics[stat], alone.statistics[stat], equal_nan=True), (name, stat)
         assert not np.array_equal(points[1].statistics[key], alone.statistics[key], equal_nan=True), name
         assert alone.statistics[f"{key}_margins"].shape[-1] == len(small.get("levels", [0, 0]))
+
+
+def test_yoqo_adds_calibrated_on_the_first_noise_copies(studied):
+    """noise_copies k: yoqo's score plus `calibrated`'s on the first k of the run's noise copies (same calibration
+    settings), n_queries + k queries per example; more copies than the run holds is refused, and the study leaves
+    out the points a run cannot play (too few copies; margins or added copies under the global variant)."""
+    run, _ = studied
+    plan = load_plan(run)
+    responses = load_responses(plan.run, logits=False)
+    game = study_games(plan, ["yoqo"])[0]
+    settings = {**game.settings, "n_queries": 2, "steps": 10}
+    view = prepare_statistics(plan, responses, {"yoqo": settings}, scored=list(game.targets),
+                              everyone=game.shadows.tolist(), seed=game.seed, progress=False)
+    target, shadows = game.targets[0], game.shadows
+
+    def yoqo(**extra):
+        return run_attack("yoqo", view, target=target, shadows=shadows, settings={**settings, **extra})
+
+    calibration = {k: settings[k] for k in ("variant", "global_variance", "min_std", "empty")}
+    noise = run_attack("calibrated", with_copies(view, NOISE_KINDS, 4), target=target, shadows=shadows,
+                       settings={"kinds": ["gaussian"], **calibration})
+    np.testing.assert_allclose(yoqo(noise_copies=4), yoqo() + noise)
+    assert own_queries("yoqo", {**settings, "noise_copies": 4}) == 6
+    with pytest.raises(ConfigError, match=r"noise_copies 7 needs that many noise copies .* it has 6"):
+        yoqo(noise_copies=7)
+    assert fits(game, Point("yoqo", {"n_queries": 8, "noise_copies": 6}, "crafted"), view)
+    assert not fits(game, Point("yoqo", {"n_queries": 8, "noise_copies": 8}, "crafted"), view)
+    flat = replace(game, settings={**game.settings, "variant": "global"})
+    assert fits(flat, Point("yoqo", {"n_queries": 1, "score": "fraction"}, "crafted"), view)
+    assert not fits(flat, Point("yoqo", {"n_queries": 1, "score": "margins"}, "crafted"), view)
 
 
 def test_best_at_each_budget_stays_within_it():

@@ -146,6 +146,9 @@ def test_margins_grade_a_single_query_that_the_fraction_cannot(run):
               for score in ("fraction", "margins")}
     assert len(np.unique(scores["margins"])) > 0.6 * len(member) > 3 * len(np.unique(scores["fraction"]))
     assert auc(scores["margins"], member) > 0.6
+    right, margins = responses.statistics["yoqo_answers"][SHADOWS], responses.statistics["yoqo_margins"][SHADOWS]
+    assert ((margins > 0) == (right == 1)).mean() > 0.999  # a shadow's margin is > 0 where it answered right
+    assert np.isnan(responses.statistics["yoqo_margins"][TARGETS]).all()
 
 
 @pytest.mark.parametrize("score", ["fraction", "margins"])

@@ -21,6 +21,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,6 +93,25 @@ def craft(base: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torc
     base = copy.deepcopy(base).eval().requires_grad_(False)
     batched = vmap(lambda p, b, inputs: functional_call(base, (p, b), (inputs,)), in_dims=(0, 0, None))
     return _kernel(settings)(lambda inputs: batched(params, buffers, inputs), x, y, member, settings, bounds)
+
+
+def margins_of(base: nn.Module, params: dict, buffers: dict, inputs: np.ndarray, labels: np.ndarray,
+               batch: int = 4096) -> np.ndarray:
+    """float64[G, N, Q]: each of G stacked models' logit of the true label (labels int[N]) minus its largest other
+    logit on inputs float32[N, Q, *shape] (one batched pass per `batch` inputs)."""
+    n, q = inputs.shape[:2]
+    base = copy.deepcopy(base).eval().requires_grad_(False)
+    forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))
+    flat = torch.from_numpy(np.ascontiguousarray(inputs.reshape(n * q, *inputs.shape[2:])))
+    y = torch.from_numpy(np.repeat(np.asarray(labels, dtype=np.int64), q))
+    out = []
+    with torch.no_grad():
+        for start in range(0, n * q, batch):
+            logits, index = forward(params, buffers, flat[start:start + batch]), y[start:start + batch, None]
+            true = logits.gather(-1, index[None].expand(len(logits), -1, 1))[..., 0]
+            others = logits.scatter(-1, index[None].expand(len(logits), -1, 1), -torch.inf).amax(-1)
+            out.append((true - others).double())
+    return torch.cat(out, dim=1).numpy().reshape(-1, n, q)
 
 
 def loop_craft(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, member: torch.Tensor, *,

@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from attacks.compute.crafting import CraftSettings, craft
+from attacks.compute.crafting import CraftSettings, craft, margins_of
 from attacks.compute.requery import audit_columns
 from attacks.compute.tasks import map_tasks, task
 from attacks.compute.whitebox import stacked
-from attacks.methods.yoqo import FOLD, STATISTIC, check_settings
+from attacks.methods.yoqo import FOLD, SCORING, STATISTIC, check_settings
 from attacks.responses import Responses
 from attacks.stats.lira import smoothed_logit_fraction
 from farm.cluster import ensure_ray
@@ -159,29 +159,10 @@ def crafted_answers(plan: Plan, member: np.ndarray, crafting, *, split: bool, mo
     margins = {}
     for index, crafted in enumerate(inputs):
         answering = [m for m in sorted(set(shadows)) if answering_set(m, sets) == index]
-        margins.update(zip(answering, margins_of(plan, answering, crafted), strict=True))
+        if answering:
+            stack = stacked(plan.cfg.model, plan.dataset.info, [load_weights(plan.run, m) for m in answering])
+            margins.update(zip(answering, margins_of(*stack, crafted, plan.dataset.y), strict=True))
     return answers, fold, inputs, margins
-
-
-def margins_of(plan: Plan, models: Sequence[int], inputs: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """float64[G, N, Q]: each model's logit of the true label minus its largest other logit on inputs
-    float32[N, Q, *shape] (the shadows' own weights, stacked: one batched pass per `batch` inputs)."""
-    n, q = inputs.shape[:2]
-    if not models:
-        return np.zeros((0, n, q))
-    base, params, buffers = stacked(plan.cfg.model, plan.dataset.info, [load_weights(plan.run, m) for m in models])
-    base.eval().requires_grad_(False)
-    forward = torch.func.vmap(lambda p, b, x: torch.func.functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))
-    flat = torch.from_numpy(np.ascontiguousarray(inputs.reshape(n * q, *inputs.shape[2:])))
-    y = torch.from_numpy(np.repeat(np.asarray(plan.dataset.y, dtype=np.int64), q))
-    out = []
-    with torch.no_grad():
-        for start in range(0, n * q, batch):
-            logits, labels = forward(params, buffers, flat[start:start + batch]), y[start:start + batch]
-            true = logits.gather(-1, labels[None, :, None].expand(len(logits), -1, 1))[..., 0]
-            others = logits.scatter(-1, labels[None, :, None].expand(len(logits), -1, 1), -torch.inf).amax(-1)
-            out.append((true - others).double())
-    return torch.cat(out, dim=1).numpy().reshape(len(models), n, q)
 
 
 def _statistic(plan: Plan, answers: dict[int, np.ndarray], margins: dict[int, np.ndarray], shape: tuple,
@@ -233,11 +214,14 @@ def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, 
                    everyone: Sequence[int], seed: int, progress: bool) -> list[Responses]:
     """YOQO's statistic at each of `points` (resolved settings that differ in n_queries and score only;
     `Budgets.prepare`): the queries crafted once at the largest n_queries, whose descent checkpoints hold every
-    smaller point's (a point whose checkpoints they do not hold, by rounding, is crafted on its own). The score
-    changes no preparation: every view holds what both scores read."""
-    largest = {**max(points, key=lambda p: p["n_queries"]), "score": "fraction"}
+    smaller point's (a point whose checkpoints they do not hold, by rounding, is crafted on its own). The scoring
+    settings (`SCORING`) change no preparation: every view holds what each score reads."""
+    def crafted_part(point: dict) -> dict:
+        return {k: v for k, v in point.items() if k not in SCORING}
+
+    largest = crafted_part(max(points, key=lambda p: p["n_queries"]))
     kept = craft_settings(largest).checkpoints()
-    subset = [{**p, "n_queries": largest["n_queries"], "score": "fraction"} == largest
+    subset = [{**crafted_part(p), "n_queries": largest["n_queries"]} == largest
               and set(craft_settings(p).checkpoints()) <= set(kept) for p in points]
     pairs = list(zip(points, subset, strict=True))
     columns = [[kept.index(k) for k in craft_settings(p).checkpoints()] for p, ok in pairs if ok]

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.methods.calibrated import calibrate
+from attacks.methods.calibrated import calibrate, calibrated
 from attacks.responses import Responses
+from attacks.stats.correctness import NOISE_KINDS, query_indices, with_copies
 from attacks.stats.lira import answer_scores
 from farm.errors import ConfigError
 
@@ -28,14 +29,17 @@ FOLD = "yoqo_fold"  # the crafting set each model's row answered the queries of:
 # score "margins" (`attacks.stats.lira.answer_scores`).
 SCORES = ("fraction", "margins")
 CRAFTING = ("auto", "online", "offline")  # "auto": as the variant ("offline" crafts offline, the others online)
+MAX_NOISE_COPIES = 1024
+SCORING = ("score", "noise_copies")  # settings that change how the answers are scored, not what is crafted
 PER_EXAMPLE = ("online", "offline")
 VARIANTS = (*PER_EXAMPLE, "global")
 MAX_QUERIES = 8
 
 
 def queries_per_example(settings: dict) -> int:
-    """Queries the attack sends the target per example (`AttackSpec.queries`)."""
-    return int(settings["n_queries"])
+    """Queries the attack sends the target per example (`AttackSpec.queries`): its crafted queries and the noise
+    copies it adds."""
+    return int(settings["n_queries"]) + int(settings.get("noise_copies", 0))
 
 
 def check_settings(settings: dict) -> None:
@@ -55,6 +59,12 @@ def check_settings(settings: dict) -> None:
         raise bad("n_queries", f"an integer in [1, {MAX_QUERIES}]")
     if not integer("steps") or not settings["n_queries"] <= settings["steps"] <= 1000:
         raise bad("steps", "an integer in [n_queries, 1000]")
+    copies = settings.get("noise_copies", 0)
+    if isinstance(copies, bool) or not isinstance(copies, int) or not 0 <= copies <= MAX_NOISE_COPIES:
+        raise bad("noise_copies", f"an integer in [0, {MAX_NOISE_COPIES}]")
+    if copies and settings["variant"] == "global":
+        raise ConfigError("attack 'yoqo': noise_copies adds a per-example calibrated score; use variant online or "
+                          "offline")
     for name in ("lr", "alpha"):
         if isinstance(settings[name], bool) or not isinstance(settings[name], (int, float)) or not settings[name] > 0:
             raise bad(name, "a number > 0")
@@ -72,8 +82,8 @@ def check_score(attack: str, settings: dict) -> None:
 
 def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
          n_queries: int = 1, steps: int = 40, lr: float = 0.02, alpha: float = 1.0, split: bool = True,
-         score: str = "fraction", crafting: str = "auto", global_variance: bool | str = "auto",
-         min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
+         score: str = "fraction", crafting: str = "auto", noise_copies: int = 0,
+         global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
     """Scores float64[N]: the target's answers on its crafted queries, calibrated per example.
 
     variant "online": crafted so that IN shadows keep the label and OUT shadows lose it, scored by per-example
@@ -84,14 +94,27 @@ def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: 
     answers, each weighed by the chance an IN and an OUT model answers that query right, modelled from the
     calibrating shadows' margins on it (`attacks.stats.lira.answer_scores`; graded where few answers tie).
     crafting: "auto" crafts as the variant says; "offline" (OUT shadows only) or "online" whatever the variant (e.g.
-    queries crafted offline, then scored online). split False: one crafting set, all the shadows, which then also
+    queries crafted offline, then scored online). noise_copies k > 0: `calibrated`'s score on the first k of the
+    run's noise copies (the same variant, every shadow calibrating: noise is not crafted) is added, two sources of
+    evidence summed (online, both are log-likelihood ratios); the target is sent n_queries + k queries per
+    example. split False: one crafting set, all the shadows, which then also
     calibrate (biased: kept to show it, `tests/test_yoqo.py`). The crafting settings (n_queries, steps, lr, alpha,
     crafting) are used by the preparation step.
     """
     check_settings({"variant": variant, "n_queries": n_queries, "steps": steps, "lr": lr, "alpha": alpha,
-                    "score": score, "crafting": crafting})
-    return crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), variant=variant,
-                          score=score, global_variance=global_variance, min_std=min_std, empty=empty)
+                    "score": score, "crafting": crafting, "noise_copies": noise_copies})
+    calibration = {"variant": variant, "global_variance": global_variance, "min_std": min_std, "empty": empty}
+    scores = crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), score=score,
+                            **calibration)
+    if not noise_copies:
+        return scores
+    kinds = tuple(k for k in NOISE_KINDS if k in responses.query_kinds)
+    have = len(query_indices(responses, kinds=kinds))
+    if have < noise_copies:
+        raise ConfigError(f"attack 'yoqo': noise_copies {noise_copies} needs that many noise copies (gaussian or "
+                          f"bitflip) in the run's query set; it has {have}")
+    return scores + calibrated(with_copies(responses, kinds, noise_copies), target=target, shadows=shadows,
+                               kinds=kinds, **calibration)
 
 
 def crafted_scores(responses: Responses, *, target: int, shadows: Sequence[int], names: tuple[str, str],

@@ -66,6 +66,19 @@ def query_indices(responses: Responses, *, kinds: Iterable[str]) -> np.ndarray:
     return responses.queries_of(*kinds)
 
 
+def with_copies(responses: Responses, kinds: Sequence[str], k: int) -> Responses:
+    """`responses` with only the first k of its queries of `kinds` (the other kinds kept), in query order: what a
+    run whose query set held k such copies would have recorded (a query's noise depends on its id, not on how many
+    copies the set holds)."""
+    from dataclasses import replace
+
+    copies = query_indices(responses, kinds=kinds)
+    keep = np.sort(np.r_[np.setdiff1d(np.arange(len(responses.query_kinds)), copies), copies[:k]])
+    return replace(responses, pred=responses.pred[:, :, keep],
+                   query_kinds=tuple(responses.query_kinds[q] for q in keep),
+                   query_params=tuple(responses.query_params[q] for q in keep))
+
+
 def count_correct(responses: Responses, *, queries: np.ndarray,
                   models: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """Number of correct answers over `queries` (int[Q']): int32[M', N] for `models` (default: all)."""

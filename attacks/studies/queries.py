@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,7 @@ from attacks.loader import load_responses
 from attacks.registry import ATTACKS, applicable, get_attack, own_queries
 from attacks.responses import Responses
 from attacks.spec import load
-from attacks.stats.correctness import query_indices
+from attacks.stats.correctness import NOISE_KINDS, query_indices, with_copies
 from attacks.stats.lira import collect_fallbacks
 from attacks.stats.metrics import DEFAULT_FPRS, evaluate, fpr_column, fpr_key
 from attacks.studies.game import AttackGame, replay, study_games
@@ -80,15 +80,6 @@ def copy_budgets(have: int, copies: Sequence[int]) -> list[int]:
     one was asked for."""
     kept = [k for k in copies if k <= have]
     return kept + [have] if have and max(copies) > have and have not in kept else kept
-
-
-def with_copies(responses: Responses, kinds: Sequence[str], k: int) -> Responses:
-    """`responses` with only the first k of its queries of `kinds` (the other kinds kept), in query order."""
-    copies = query_indices(responses, kinds=kinds)
-    keep = np.sort(np.r_[np.setdiff1d(np.arange(len(responses.query_kinds)), copies), copies[:k]])
-    return replace(responses, pred=responses.pred[:, :, keep],
-                   query_kinds=tuple(responses.query_kinds[q] for q in keep),
-                   query_params=tuple(responses.query_params[q] for q in keep))
 
 
 def study_attacks(names: Sequence[str] | None, responses: Responses) -> list[str]:
@@ -182,12 +173,20 @@ def point_row(game: AttackGame, point: Point, queries: float, scores: np.ndarray
     return row
 
 
+def fits(game: AttackGame, point: Point, responses: Responses) -> bool:
+    """Whether the point can be played: "margins" and added noise copies calibrate per example (no "global"
+    variant), and noise copies must be in the run's query set."""
+    per_example = game.settings.get("variant") != "global"
+    copies = point.overrides.get("noise_copies", 0)
+    return ((point.overrides.get("score") != "margins" and not copies or per_example)
+            and copies <= len(query_indices(responses, kinds=NOISE_KINDS)))
+
+
 def frontier_rows(plan: Plan, game: AttackGame, responses: Responses, *, copies: Sequence[int],
                   progress: bool = False, bar=None) -> list[dict]:
     """The rows of one attack's frontier (one per point)."""
     responses = copies_view(plan, responses, game.name, copies, progress)
-    points = [p for p in points_of(game.name, responses, copies)  # "margins" calibrates per example
-              if not (p.overrides.get("score") == "margins" and game.settings.get("variant") == "global")]
+    points = [p for p in points_of(game.name, responses, copies) if fits(game, p, responses)]
     rows = []
     for point, view in zip(points, point_views(plan, game, responses, points, progress=progress), strict=True):
         with collect_fallbacks():  # per-example calibration's fallbacks: the attack stage records them, not here
