@@ -40,11 +40,6 @@ def _train(*pairs: str) -> Callable:
     return lambda c: ["train", "quickstart", *_set(*pairs), "--out", c.out, "--quiet"]
 
 
-def _npz(name: str) -> Callable:
-    return lambda c: ["train", "quickstart", *_set("data.name=npz", f"data.path={c.files}/{name}"), "--out", c.out,
-                      "--quiet"]
-
-
 def _data(kind: str, name: str) -> Callable:
     return lambda c: ["train", "quickstart", *_set(f"data.name={kind}", f"data.path={c.files}/{name}"), "--out",
                       c.out, "--quiet"]
@@ -154,32 +149,33 @@ CASES = [
     Case("set-empty-key", "`--set =5`", _train("=5"), "--set '=5': expected KEY=VALUE with a dotted KEY"),
     Case("set-into-a-value", "`--set seed.x=1`", _train("seed.x=1"), "--set 'seed.x=1': 'seed' is not a section"),
     # ---------------------------------------------------------------- data sets (npz and CSV files)
-    Case("npz-missing-file", "`data.path` names no file", _npz("none.npz"), "{files}/none.npz: file not found"),
-    Case("npz-path-is-a-directory", "`data.path` is a directory", _npz("folder.npz"),
+    Case("npz-missing-file", "`data.path` names no file", _data("npz", "none.npz"), "{files}/none.npz: file not found"),
+    Case("npz-path-is-a-directory", "`data.path` is a directory", _data("npz", "folder.npz"),
          "folder.npz: is a directory; data.path of the npz data set must be a file"),
     Case("npz-without-path", "`--set data.name=npz`, no `data.path`", _train("data.name=npz"),
          "data.path: the npz data set needs a path to an .npz file"),
-    Case("npz-corrupt", "a truncated .npz", _npz("truncated.npz"), "truncated.npz: cannot read (BadZipFile"),
-    Case("npz-not-an-archive", "an .npy file given as the .npz", _npz("array.npy"),
+    Case("npz-corrupt", "a truncated .npz", _data("npz", "truncated.npz"), "truncated.npz: cannot read (BadZipFile"),
+    Case("npz-not-an-archive", "an .npy file given as the .npz", _data("npz", "array.npy"),
          "array.npy: not an .npz archive (save one with numpy.savez(path, x=x, y=y))"),
-    Case("npz-missing-array", "an .npz without `y`", _npz("no_y.npz"), "no_y.npz: missing array(s) ['y']"),
-    Case("npz-object-array", "an .npz whose `x` is an object array (a pickle)", _npz("objects.npz"),
+    Case("npz-missing-array", "an .npz without `y`", _data("npz", "no_y.npz"), "no_y.npz: missing array(s) ['y']"),
+    Case("npz-object-array", "an .npz whose `x` is an object array (a pickle)", _data("npz", "objects.npz"),
          "objects.npz: array 'x' holds Python objects (a pickle), which shadowfarm never loads"),
-    Case("npz-length-mismatch", "20 rows of `x`, 19 labels", _npz("mismatched.npz"),
+    Case("npz-length-mismatch", "20 rows of `x`, 19 labels", _data("npz", "mismatched.npz"),
          "mismatched.npz: x has 20 rows but y has 19"),
-    Case("npz-nan", "a NaN in `x`", _npz("nan.npz"), "nan.npz: x contains NaN or inf"),
-    Case("npz-inf", "an inf in `x`", _npz("inf.npz"), "inf.npz: x contains NaN or inf"),
-    Case("npz-negative-label", "a label -1", _npz("negative.npz"), "negative.npz: labels must be in [0, 32767]"),
-    Case("npz-label-too-large", "a label 40000 (labels are stored as int16)", _npz("large.npz"),
+    Case("npz-nan", "a NaN in `x`", _data("npz", "nan.npz"), "nan.npz: x contains NaN or inf"),
+    Case("npz-inf", "an inf in `x`", _data("npz", "inf.npz"), "inf.npz: x contains NaN or inf"),
+    Case("npz-negative-label", "a label -1", _data("npz", "negative.npz"),
+         "negative.npz: labels must be in [0, 32767]"),
+    Case("npz-label-too-large", "a label 40000 (labels are stored as int16)", _data("npz", "large.npz"),
          "large.npz: labels must be in [0, 32767], got [0, 40000]"),
-    Case("npz-fractional-label", "a label 0.5", _npz("fractional.npz"),
+    Case("npz-fractional-label", "a label 0.5", _data("npz", "fractional.npz"),
          "fractional.npz: y must be integer class labels, found non-integer values"),
-    Case("npz-string-label", "labels 'a', 'b'", _npz("strings.npz"),
+    Case("npz-string-label", "labels 'a', 'b'", _data("npz", "strings.npz"),
          "strings.npz: y must be integer class labels, got dtype <U1"),
-    Case("npz-wrong-dimensions", "a 1-d `x`", _npz("flat.npz"),
+    Case("npz-wrong-dimensions", "a 1-d `x`", _data("npz", "flat.npz"),
          "flat.npz: x must be [N, D], [N, H, W] or [N, C, H, W], got shape (20,)"),
-    Case("npz-empty", "`x` of shape (0, 4)", _npz("empty.npz"), "empty.npz: x is empty (shape (0, 4))"),
-    Case("npz-one-class", "every label 0", _npz("one_class.npz"),
+    Case("npz-empty", "`x` of shape (0, 4)", _data("npz", "empty.npz"), "empty.npz: x is empty (shape (0, 4))"),
+    Case("npz-one-class", "every label 0", _data("npz", "one_class.npz"),
          "one_class.npz: need at least 2 examples and 2 classes"),
     Case("csv-wrong-columns", "a purchase100 CSV with 3 columns", _data("purchase100", "narrow.csv"),
          "narrow.csv: expected a label and 600 features per row, got 3 columns"),
@@ -215,9 +211,8 @@ CASES = [
     Case("attack-fixed-direction-steps", "`--attacks fixed_direction --setting fixed_direction.steps=40`",
          _on_run("attack", "--attacks", "fixed_direction", "--setting", "fixed_direction.steps=40", "--quiet"),
          "attack 'fixed_direction': steps must be an integer in [5, 30], got 40", "run"),
-    Case("attack-yoqo-margins-global", "`--setting yoqo.score=margins --setting yoqo.variant=global`",
-         _on_run("attack", "--attacks", "yoqo", "--setting", "yoqo.score=margins", "--setting", "yoqo.variant=global",
-                 "--quiet"),
+    Case("attack-yoqo-margins-global", "`--setting yoqo.score=margins --setting yoqo.variant=global`", _on_run(
+        "attack", "--attacks", "yoqo", "--setting", "yoqo.score=margins", "--setting", "yoqo.variant=global"),
          "attack 'yoqo': score 'margins' is calibrated per example; use variant online or offline", "run"),
     Case("attack-target-not-in-run", "`--targets 99` on a run of 8 models", _on_run("attack", "--targets", "99"),
          "--targets: 99 is not a model id in [0, 8)", "run"),

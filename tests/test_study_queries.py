@@ -19,7 +19,7 @@ from attacks.spec import load
 from attacks.stage import AttackOptions, attack_run
 from attacks.stats.correctness import NOISE_KINDS, with_copies
 from attacks.studies.game import study_games
-from attacks.studies.queries import Point, best_at_budgets, fits, frontier_rows, queries_study
+from attacks.studies.queries import Point, best_at_budgets, fits, frontier_rows, queries_sent, queries_study
 from farm.config import QuerySpec
 from farm.errors import ConfigError
 from farm.plan import load_plan
@@ -100,8 +100,9 @@ def test_crafting_once_gives_every_smaller_point(studied):
 
 def test_yoqo_adds_calibrated_on_the_first_noise_copies(studied):
     """noise_copies k: yoqo's score plus `calibrated`'s on the first k of the run's noise copies (same calibration
-    settings), n_queries + k queries per example; more copies than the run holds is refused, and the study leaves
-    out the points a run cannot play (too few copies; margins or added copies under the global variant)."""
+    settings), n_queries + k queries per example in the study (n_queries of its own: the copies are the run's);
+    more copies than the run holds is refused, and the study leaves out the points a run cannot play (too few
+    copies; margins or added copies under the global variant)."""
     run, _ = studied
     plan = load_plan(run)
     responses = load_responses(plan.run, logits=False)
@@ -118,7 +119,8 @@ def test_yoqo_adds_calibrated_on_the_first_noise_copies(studied):
     noise = run_attack("calibrated", with_copies(view, NOISE_KINDS, 4), target=target, shadows=shadows,
                        settings={"kinds": ["gaussian"], **calibration})
     np.testing.assert_allclose(yoqo(noise_copies=4), yoqo() + noise)
-    assert own_queries("yoqo", {**settings, "noise_copies": 4}) == 6
+    assert own_queries("yoqo", {**settings, "noise_copies": 4}) == 2  # of its own: the copies are the run's
+    assert queries_sent(plan, game, view, Point("yoqo", {"n_queries": 2, "noise_copies": 4}, "crafted")) == 6
     with pytest.raises(ConfigError, match=r"noise_copies 7 needs that many noise copies .* it has 6"):
         yoqo(noise_copies=7)
     assert fits(game, Point("yoqo", {"n_queries": 8, "noise_copies": 6}, "crafted"), view)

@@ -37,9 +37,15 @@ MAX_QUERIES = 8
 
 
 def queries_per_example(settings: dict) -> int:
-    """Queries the attack sends the target per example (`AttackSpec.queries`): its crafted queries and the noise
-    copies it adds."""
-    return int(settings["n_queries"]) + int(settings.get("noise_copies", 0))
+    """Queries the attack sends the target per example of its own (`AttackSpec.queries`): its crafted queries (the
+    noise copies it adds are the run's, which every audit asks once for all attacks)."""
+    return int(settings["n_queries"])
+
+
+def queries_sent(plan, settings: dict, *, targets, seed: int) -> float:
+    """Queries per example a target is sent for the attack's answers (`Budgets.sent`, the query-budget study): the
+    crafted queries and the noise copies added."""
+    return float(settings["n_queries"] + settings.get("noise_copies", 0))
 
 
 def check_settings(settings: dict) -> None:
@@ -96,8 +102,8 @@ def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: 
     crafting: "auto" crafts as the variant says; "offline" (OUT shadows only) or "online" whatever the variant (e.g.
     queries crafted offline, then scored online). noise_copies k > 0: `calibrated`'s score on the first k of the
     run's noise copies (the same variant, every shadow calibrating: noise is not crafted) is added, two sources of
-    evidence summed (online, both are log-likelihood ratios); the target is sent n_queries + k queries per
-    example. split False: one crafting set, all the shadows, which then also
+    evidence summed (online, both are log-likelihood ratios); the target answers n_queries + k queries per
+    example (the k copies are the run's query set's). split False: one crafting set, all the shadows, which then also
     calibrate (biased: kept to show it, `tests/test_yoqo.py`). The crafting settings (n_queries, steps, lr, alpha,
     crafting) are used by the preparation step.
     """
