@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from attacks.artifacts import QUERIES, QUERIES_SCHEMA
+from attacks.audit import AuditOptions, audit_run, open_target, target_key
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
 from attacks.loader import load_responses
@@ -123,6 +124,14 @@ def test_yoqo_adds_calibrated_on_the_first_noise_copies(studied):
     assert queries_sent(plan, game, view, Point("yoqo", {"n_queries": 2, "noise_copies": 4}, "crafted")) == 6
     with pytest.raises(ConfigError, match=r"noise_copies 7 needs that many noise copies .* it has 6"):
         yoqo(noise_copies=7)
+    options = {"attacks": ("yoqo",), "settings": {"yoqo": {"n_queries": 2, "steps": 10, "noise_copies": 4}},
+               "n_pseudo": 2, "bootstrap": 0}  # an audit reads the copies from the run's query set it asks
+    oracle, name = open_target(run, f"model:{target}")
+    [audited] = audit_run(run, oracle, target=name, options=AuditOptions(**options), progress=False)
+    attack_run(run, AttackOptions(**options, targets=(target,)), progress=False)
+    assert oracle.queries_used == (len(view.query_kinds) + 2) * audited["n_examples"]
+    np.testing.assert_array_equal(pd.read_parquet(f"{run}/audit/{target_key(name)}/yoqo/scores.parquet")["score"],
+                                  pd.read_parquet(f"{run}/attacks/yoqo/scores.parquet")["score"])
     assert fits(game, Point("yoqo", {"n_queries": 8, "noise_copies": 6}, "crafted"), view)
     assert not fits(game, Point("yoqo", {"n_queries": 8, "noise_copies": 8}, "crafted"), view)
     flat = replace(game, settings={**game.settings, "variant": "global"})
