@@ -71,7 +71,9 @@ QUERIES_SCHEMA = schema(  # the query-budget frontier: one row per (attack, sett
     + [(fpr_column(col, f), t) for f in DEFAULT_FPRS for col, t in (("tpr_at_fpr", _F),
                                                                    ("false_positives_allowed", _I))]
     + [(fpr_column(col, f), _F) for f in DEFAULT_FPRS for col in ("shadow_threshold_fpr", "shadow_threshold_tpr")]
-    + [("n_members", _I), ("n_nonmembers", _I), ("n_targets", _I), ("n_pseudo_targets", _I)],
+    + [("n_members", _I), ("n_nonmembers", _I), ("n_targets", _I), ("n_pseudo_targets", _I)]
+    + [(name, _F) for name in ("auc_ci_low", "auc_ci_high")]  # 95% bootstrap intervals; null without --bootstrap
+    + [(fpr_column(col, f), _F) for f in DEFAULT_FPRS for col in ("tpr_at_fpr_ci_low", "tpr_at_fpr_ci_high")],
     file="queries",
 )
 OUTLIERS_SCHEMA = schema(

@@ -253,6 +253,8 @@ CASES = [
          _on_run("study queries", "--attacks", "loss"), "'loss' is not in the query-budget study: it has no", "run"),
     Case("study-queries-copies-out-of-range", "`shadowfarm study queries RUN --copies 0,4`",
          _on_run("study queries", "--copies", "0,4"), "--copies: expected integers in [1, 1024], got 0", "run"),
+    Case("study-queries-bootstrap", "`--bootstrap -1`", _on_run("study queries", "--bootstrap", "-1"),
+         "--bootstrap: expected an integer in [0, 10000] (0: no intervals), got -1", "run"),
     Case("audit-nonmember-not-in-population", "`shadowfarm audit RUN --nonmembers FILE` naming example 99999",
          lambda c: ["audit", c.run, "--target", "model:0", "--nonmembers", f"{c.files}/far_ids.txt", "--quiet"],
          "--nonmembers: example id 99999 is not in the population [0, 120)", "run"),

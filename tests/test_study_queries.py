@@ -49,9 +49,14 @@ def test_rows_send_what_their_setting_says(studied, capsys):
                     **{("yoqo", json.dumps({"n_queries": k, "score": s})): k for k in (1, 2, 4, 8)
                        for s in ("fraction", "margins")}}
     assert (table["n_members"] + table["n_nonmembers"] == 120).all() and (table["n_targets"] == 1).all()
+    for f in ("0.01", "0.001"):  # 95% bootstrap intervals (the default 200 replicates)
+        low, high = table[f"tpr_at_fpr_ci_low_{f}"], table[f"tpr_at_fpr_ci_high_{f}"]
+        assert ((0 <= low) & (low <= high) & (high <= 1)).all()
+    assert ((table["auc_ci_low"] <= table["auc_ci_high"]) & (table["auc_ci_high"] > table["auc_ci_low"])).any()
     html = open(f"{run}/report/index.html").read()
     assert TITLE in html and "queries.png" in html
-    assert "best attack" in format_queries(table.to_dict("records"))
+    assert "best attack" in format_queries(table.to_dict("records")) and "(95% CI)" in format_queries(
+        table.to_dict("records"))
 
 
 def test_subsetting_copies_is_a_query_set_of_that_many_copies(studied):

@@ -20,7 +20,8 @@ NOTES = (
     "Queries per example: what the setting sends the target (noise copies kept; the attack's own crafted or walk "
     "queries; HopSkipJump's mean; the run's queries of the kinds the attack reads). AUC and TPR @ FPR are read off "
     "the pooled targets' ROC, each setting's game replayed as the attack stage plays it (thresholds from the "
-    "shadow game only).",
+    "shadow game only). 95% CI: percentile bootstrap of TPR at 1% FPR over the pooled examples (members and "
+    "non-members resampled apart); intervals that overlap do not rank two settings.",
 )
 
 
@@ -30,21 +31,28 @@ def _setting(row: dict) -> str:
                      for k, v in setting.items()) or "as run"
 
 
+def _interval(row: dict) -> str:
+    """The 95% bootstrap interval of TPR at 1% FPR, "-" when the study ran without --bootstrap."""
+    low, high = row.get("tpr_at_fpr_ci_low_0.01"), row.get("tpr_at_fpr_ci_high_0.01")
+    missing = low is None or high is None or low != low or high != high  # None, or NaN from a parquet null
+    return "-" if missing else f"{pct(low, 1)}-{pct(high, 1)}"
+
+
 def _cells(row: dict) -> tuple[str, ...]:
     return (row["attack"], _setting(row), f"{row['queries_per_example']:g}", f"{row['auc']:.3f}",
-            pct(row["tpr_at_fpr_0.01"], 1), pct(row["tpr_at_fpr_0.001"], 1),
+            pct(row["tpr_at_fpr_0.01"], 1), _interval(row), pct(row["tpr_at_fpr_0.001"], 1),
             f"{row['n_members']}/{row['n_nonmembers']}")
 
 
-HEADERS = ("attack", "setting", "queries", "AUC", "TPR@1%", "TPR@0.1%", "mem/non")
-BEST_HEADERS = ("budget", "best attack", "setting", "queries", "AUC", "TPR@1%", "TPR@0.1%")
+HEADERS = ("attack", "setting", "queries", "AUC", "TPR@1%", "(95% CI)", "TPR@0.1%", "mem/non")
+BEST_HEADERS = ("budget", "best attack", "setting", "queries", "AUC", "TPR@1%", "(95% CI)", "TPR@0.1%")
 
 
 def _best_cells(entry: dict) -> tuple[str, ...]:
     row = entry["row"]
     if row is None:
-        return (f"≤ {entry['budget']}", "-", "-", "-", "-", "-", "-")
-    return (f"≤ {entry['budget']}", *_cells(row)[:6])
+        return (f"≤ {entry['budget']}", *["-"] * 7)
+    return (f"≤ {entry['budget']}", *_cells(row)[:7])
 
 
 def _ordered(rows: list[dict]) -> list[dict]:
@@ -55,8 +63,8 @@ def format_queries(rows: list[dict]) -> str:
     """The frontier and the best attack at each budget, as plain-text tables for a terminal."""
     frontier = text_table(HEADERS, [_cells(r) for r in _ordered(rows)])
     best = text_table(BEST_HEADERS, [_best_cells(e) for e in best_at_budgets(rows)])
-    return "\n".join([*frontier, "TPR@FPR read off the pooled targets' ROC; mem/non: members/non-members", "",
-                      *best, RULE])
+    return "\n".join([*frontier, "TPR@FPR read off the pooled targets' ROC; (95% CI): bootstrap interval of TPR@1%; "
+                      "mem/non: members/non-members", "", *best, RULE])
 
 
 def frontier_png(rows: list[dict]) -> bytes:

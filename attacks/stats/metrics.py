@@ -182,22 +182,30 @@ def evaluate(scores: np.ndarray, member: np.ndarray, *, thresholds: dict[str, fl
 def bootstrap_ci(scores: np.ndarray, member: np.ndarray, *,
                  metric_fn: Callable[[np.ndarray, np.ndarray], float], n: int = 200, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of metric_fn(scores, member).
+    """Percentile bootstrap interval of metric_fn(scores, member) (`bootstrap_intervals` of one metric)."""
+    return bootstrap_intervals(scores, member, metrics={"m": metric_fn}, n=n, seed=seed, level=level)["m"]
+
+
+def bootstrap_intervals(scores: np.ndarray, member: np.ndarray, *,
+                        metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]], n: int = 200, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals {name: (low, high)} of each metrics[name](scores, member), every metric on
+    the same replicates.
 
     Members and non-members are resampled separately (stratified), so every replicate keeps the
-    class counts and AUC/TPR-at-FPR stay defined. Returns (low, high) at the given `level`.
+    class counts and AUC/TPR-at-FPR stay defined. Intervals at the given `level`.
     """
     scores, member = _checked(scores, member)
     if n < 1 or not 0 < level < 1:
         raise ValueError(f"need n >= 1 and 0 < level < 1, got n={n}, level={level}")
     rng = np.random.default_rng(seed)
     members, nonmembers = np.flatnonzero(member), np.flatnonzero(~member)
-    values = np.empty(n)
+    values = np.empty((len(metrics), n))
     for i in range(n):
         index = np.r_[rng.choice(members, len(members)), rng.choice(nonmembers, len(nonmembers))]
-        values[i] = metric_fn(scores[index], member[index])
-    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
+        values[:, i] = [fn(scores[index], member[index]) for fn in metrics.values()]
+    bounds = np.percentile(values, [50 * (1 - level), 50 * (1 + level)], axis=1)
+    return {name: (float(low), float(high)) for name, low, high in zip(metrics, *bounds, strict=True)}
 
 
 def pool(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -47,12 +48,13 @@ from attacks.responses import Responses
 from attacks.spec import load
 from attacks.stats.correctness import NOISE_KINDS, query_indices, with_copies
 from attacks.stats.lira import collect_fallbacks
-from attacks.stats.metrics import DEFAULT_FPRS, evaluate, fpr_column, fpr_key
+from attacks.stats.metrics import DEFAULT_FPRS, auc, bootstrap_intervals, evaluate, fpr_column, fpr_key, tpr_at_fpr
 from attacks.studies.game import AttackGame, replay, study_games
 from farm.config import QuerySpec
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
 
+MAX_BOOTSTRAP = 10_000  # replicates of the intervals, at most
 RULE = ("best attack at budget B: the highest TPR at 1% FPR among the settings sending at most B queries per "
         "example; ties: the higher AUC, then fewer queries")
 
@@ -156,9 +158,14 @@ def point_views(plan: Plan, game: AttackGame, responses: Responses, points: Sequ
     return views
 
 
+def _tpr(scores: np.ndarray, member: np.ndarray, *, fpr: float) -> float:
+    return tpr_at_fpr(scores, member, fpr=fpr).tpr
+
+
 def point_row(game: AttackGame, point: Point, queries: float, scores: np.ndarray, member: np.ndarray,
-              thresholds: dict) -> dict:
-    """One row of QUERIES_SCHEMA: the point's figures on the pooled targets (`evaluate`, as the attack stage)."""
+              thresholds: dict, bootstrap: int = 0) -> dict:
+    """One row of QUERIES_SCHEMA: the point's figures on the pooled targets (`evaluate`, as the attack stage), with
+    95% bootstrap intervals of AUC and the TPRs over `bootstrap` replicates (0: none)."""
     metrics = evaluate(scores, member, thresholds=thresholds, fprs=DEFAULT_FPRS)
     row = {"attack": game.name, "label_only": game.label_only, "how": point.how,
            "setting": json.dumps(jsonable(point.overrides | ({"copies": point.copies} if point.copies else {})),
@@ -170,6 +177,14 @@ def point_row(game: AttackGame, point: Point, queries: float, scores: np.ndarray
         row[fpr_column("false_positives_allowed", f)] = metrics["false_positives_allowed"][fpr_key(f)]
         at = metrics["at_shadow_thresholds"][fpr_key(f)]
         row[fpr_column("shadow_threshold_fpr", f)], row[fpr_column("shadow_threshold_tpr", f)] = at["fpr"], at["tpr"]
+    wanted = {"auc": (auc, "auc_ci_low", "auc_ci_high")}
+    for f in DEFAULT_FPRS:
+        wanted[fpr_key(f)] = (partial(_tpr, fpr=f), fpr_column("tpr_at_fpr_ci_low", f),
+                              fpr_column("tpr_at_fpr_ci_high", f))
+    intervals = bootstrap_intervals(scores, member, metrics={k: fn for k, (fn, _, _) in wanted.items()},
+                                    n=bootstrap, seed=game.seed) if bootstrap else {}
+    for key, (_, low, high) in wanted.items():
+        row[low], row[high] = intervals.get(key, (None, None))
     return row
 
 
@@ -183,8 +198,8 @@ def fits(game: AttackGame, point: Point, responses: Responses) -> bool:
 
 
 def frontier_rows(plan: Plan, game: AttackGame, responses: Responses, *, copies: Sequence[int],
-                  progress: bool = False, bar=None) -> list[dict]:
-    """The rows of one attack's frontier (one per point)."""
+                  progress: bool = False, bar=None, bootstrap: int = 0) -> list[dict]:
+    """The rows of one attack's frontier (one per point; `bootstrap` replicates for the intervals, 0: none)."""
     responses = copies_view(plan, responses, game.name, copies, progress)
     points = [p for p in points_of(game.name, responses, copies) if fits(game, p, responses)]
     rows = []
@@ -192,7 +207,7 @@ def frontier_rows(plan: Plan, game: AttackGame, responses: Responses, *, copies:
         with collect_fallbacks():  # per-example calibration's fallbacks: the attack stage records them, not here
             result = replay(game, view, fprs=DEFAULT_FPRS, settings=point.overrides)
         rows.append(point_row(game, point, queries_sent(plan, game, view, point), result.scores, result.member,
-                              result.thresholds))
+                              result.thresholds, bootstrap=bootstrap))
         if bar is not None:
             bar.update(1)
     return rows
@@ -214,21 +229,25 @@ def best_at_budgets(rows: Sequence[dict], budgets: Sequence[int] | None = None) 
 
 
 def queries_study(run_uri: str, *, attacks: Sequence[str] | None = None, copies: Sequence[int] = COPY_BUDGETS,
-                  progress: bool = False) -> list[dict]:
-    """Every point of every study attack's frontier; writes QUERIES (rows of `point_row`; metadata
-    "shadowfarm.study": the copy budgets, the targets, the rule) and returns its rows."""
+                  progress: bool = False, bootstrap: int = 0) -> list[dict]:
+    """Every point of every study attack's frontier; writes QUERIES (rows of `point_row`, with 95% intervals from
+    `bootstrap` replicates; metadata "shadowfarm.study": the copy budgets, the targets, the rule, the replicates)
+    and returns its rows."""
     copies = check_copies(copies)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise ConfigError(f"--bootstrap: expected an integer in [0, {MAX_BOOTSTRAP}] (0: no intervals), "
+                          f"got {bootstrap}")
     plan = load_plan(run_uri)
     responses = load_responses(plan.run, logits=False)
     names = study_attacks(attacks, responses)
     games = study_games(plan, names)
-    total = sum(len(points_of(g.name, responses, copies)) for g in games)
+    total = sum(len([p for p in points_of(g.name, responses, copies) if fits(g, p, responses)]) for g in games)
     bar = tqdm(total=total, desc="frontier", unit="point", disable=not progress)
     rows = [row for game in games for row in frontier_rows(plan, game, responses, copies=copies, progress=progress,
-                                                           bar=bar)]
+                                                           bar=bar, bootstrap=bootstrap)]
     bar.close()
     rows = kept_rows(plan, names) + rows
-    meta = {"copies": list(copies), "rule": RULE, "n_examples": responses.n_examples,
+    meta = {"copies": list(copies), "rule": RULE, "n_examples": responses.n_examples, "bootstrap": bootstrap,
             "targets": sorted({t for g in games for t in g.targets})}
     write_study(plan.run, QUERIES, pa.Table.from_pylist(rows, schema=with_study_metadata(QUERIES_SCHEMA, meta)))
     return rows

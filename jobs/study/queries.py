@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
                              "which runs HopSkipJump at each point: name it to include it)")
     parser.add_argument("--copies", type=_copies, default=None,
                         help="noise copies per example to subset to (default 1,2,4,8,16,32,64; capped at the run's)")
+    parser.add_argument("--bootstrap", type=int, default=200,
+                        help="bootstrap replicates for the 95%% intervals of AUC and TPR (default 200; 0: none)")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite the HTML report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from attacks.studies.queries import queries_study
     from farm.storage import RunDir
 
-    rows = queries_study(args.run, attacks=args.attacks, copies=args.copies or COPY_BUDGETS, progress=not args.quiet)
+    rows = queries_study(args.run, attacks=args.attacks, copies=args.copies or COPY_BUDGETS, progress=not args.quiet,
+                         bootstrap=args.bootstrap)
     store = RunDir(args.run)
     print(format_queries(rows))
     print(f"study: {store.path(QUERIES)}")
@@ -75,6 +78,7 @@ def smoke(args: argparse.Namespace) -> None:
     args.run = attacked_smoke_farm(args.run or smoke_out("queries-smoke"))
     args.attacks = args.attacks or [n for n in smoke_attacks("study") if get_attack(n).budgets is not None]
     args.copies = args.copies or [1, 2, 4]
+    args.bootstrap = min(args.bootstrap, 20)
 
 
 def main(argv: list[str] | None = None) -> int:
