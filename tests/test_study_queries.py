@@ -4,6 +4,7 @@ smaller point's statistic, the best attack at a budget is within it, and no thre
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -187,6 +188,17 @@ def test_the_study_reads_the_attack_results_settings(farms):
     assert rows[0]["tpr_at_fpr_0.01"] == metrics["tpr_at_fpr"]["0.01"]
     queries_study(run, attacks=["gap"], copies=[6])  # another attack: added to the frontier, noise's row kept
     assert sorted(pd.read_parquet(f"{run}/{QUERIES}")["attack"]) == ["gap", "noise"]
+
+
+def test_a_run_without_noise_copies_is_requeried_once(farms):
+    """A run whose query set holds no noise copies (clean only) is re-queried with the largest copy budget, cached in
+    the run: the points send k copies each, and a second study asks nothing again (the cached parts untouched)."""
+    run = farms.run(*farms.OVERFIT)
+    rows = queries_study(run, attacks=["noise"], copies=[1, 2])
+    assert [(r["setting"], r["queries_per_example"]) for r in rows] == [('{"copies": 1}', 1), ('{"copies": 2}', 2)]
+    parts = {p: p.stat().st_mtime_ns for p in Path(run, "requery").rglob("*.parquet")}
+    assert parts and queries_study(run, attacks=["noise"], copies=[1, 2]) == rows
+    assert {p: p.stat().st_mtime_ns for p in Path(run, "requery").rglob("*.parquet")} == parts
 
 
 @pytest.mark.system  # a job's --smoke-test end to end
