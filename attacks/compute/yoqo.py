@@ -7,8 +7,10 @@ under `crafted/<key>/part-<first>-<stop>.parquet` (example_id, the crafted input
 crafts only missing chunks (and parts that differ from their record) and the inputs do not depend
 on the chunking. Then each model labels the queries crafted by the set it is not in (a target: set 0's) through
 a label oracle (`ModelOracle`; an audited target through its own oracle, journaled and budgeted), and its
-statistic is the smoothed logit of the fraction answered with the true label. No target's weights or membership
-are ever read here: crafting reads the crafting set's weights and its rows of the membership matrix only.
+statistic is the smoothed logit of the fraction answered with the true label; the shadows' margins on the same
+queries come from their stacked weights (`attacks.compute.crafting.margins_of`, for score "margins"). No target's
+weights or membership are ever read here: crafting reads the crafting set's weights and its rows of the membership
+matrix only.
 """
 
 from __future__ import annotations
@@ -168,15 +170,16 @@ def crafted_answers(plan: Plan, member: np.ndarray, crafting, *, split: bool, mo
 def _statistic(plan: Plan, answers: dict[int, np.ndarray], margins: dict[int, np.ndarray], shape: tuple,
                names: tuple[str, str], columns=slice(None)) -> dict[str, np.ndarray]:
     """{names[0]: float64[M, N] the statistic of each answering model's labels on the queries `columns`,
-    "<names[0]>_answers" and "<names[0]>_margins": float64[M, N, Q'] per query} (NaN where not computed)."""
+    "<names[0]>_answers" and "<names[0]>_margins": float32[M, N, Q'] per query} (NaN where not computed; float32:
+    two per-query arrays of a large run stay half the size)."""
     stat, right, margin = np.full(shape, np.nan), None, None
     for m, labels in answers.items():
         labels = labels[:, columns]
         stat[m] = statistic_of(labels, plan.dataset.y)
-        right = np.full(shape + labels.shape[1:], np.nan) if right is None else right
+        right = np.full(shape + labels.shape[1:], np.nan, dtype=np.float32) if right is None else right
         right[m] = labels == plan.dataset.y[:, None]
     for m, values in margins.items():
-        margin = np.full(shape + values[:, columns].shape[1:], np.nan) if margin is None else margin
+        margin = np.full(shape + values[:, columns].shape[1:], np.nan, dtype=np.float32) if margin is None else margin
         margin[m] = values[:, columns]
     return {names[0]: stat, f"{names[0]}_answers": right, f"{names[0]}_margins": margin}
 
@@ -261,7 +264,7 @@ def audit_crafted(plan: Plan, responses: Responses, oracle, crafting, *, split: 
     for name, values in stats.items():  # the target's margins stay NaN: it gives labels only
         if values is None:
             continue
-        out = np.full(responses.member.shape + values.shape[2:], np.nan)
+        out = np.full(responses.member.shape + values.shape[2:], np.nan, dtype=values.dtype)
         out[:target] = values[:, columns]
         if name in target_rows:
             out[target, :len(examples)] = target_rows[name]
