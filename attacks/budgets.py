@@ -7,8 +7,8 @@ Budgets`; the study: `attacks.studies.queries`), as plain data, free of torch an
   the run has (a run with none is re-queried with `noise_copies`);
 - the attack's own queries: HopSkipJump iterations (measured: the queries each example took), the walk's K steps
   (DHAttack: 5-30), YOQO's crafted queries (1-8: the checkpoints of one descent) and OSLO's tau levels (1-8),
-  each scored by the fraction answered right and by the shadows' margins (score "margins"); YOQO's 8 queries also
-  with 8 and 22 of the run's noise copies added (`noise_copies`: 16 and 30 queries per example).
+  each scored by the fraction answered right and by the shadows' margins (score "margins"); their 8-query points
+  also with 8 and 22 of the run's noise copies added (`noise_copies`: 16 and 30 queries per example).
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ HOPSKIPJUMP_ITERATIONS = Budgets(points=tuple({"max_iter": k} for k in (1, 2, 4)
                                  explicit_only="runs HopSkipJump on every example at each point (many queries)")
 WALK_STEPS = Budgets(points=tuple({"steps": k} for k in (5, 10, 20, 30)))
 SCORES = ("fraction", "margins")  # a crafted attack's points are scored both ways (`attacks.methods.yoqo.SCORES`)
-NOISE_ADDED = (8, 22)  # yoqo's 8 crafted queries plus this many noise copies: 16 and 30 queries per example
+NOISE_ADDED = (8, 22)  # 8 crafted queries plus this many noise copies: 16 and 30 queries per example
 CRAFTED_QUERIES = Budgets(points=tuple({"n_queries": k, "score": s} for s in SCORES for k in (1, 2, 4, 8))
                           + tuple({"n_queries": 8, "score": s, "noise_copies": c} for s in SCORES for c in NOISE_ADDED),
                           prepare="attacks.compute.yoqo:prepare_points", sent="attacks.methods.yoqo:queries_sent")
+EIGHT_LEVELS = [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02]
 TAU_LEVELS = Budgets(points=tuple({"levels": levels, "score": s} for s in SCORES
-                                  for levels in ([0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05],
-                                                 [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02])),
-                     prepare="attacks.compute.oslo:prepare_points")
+                                  for levels in ([0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05], EIGHT_LEVELS))
+                     + tuple({"levels": EIGHT_LEVELS, "score": s, "noise_copies": c}
+                             for s in SCORES for c in NOISE_ADDED),
+                     prepare="attacks.compute.oslo:prepare_points", sent="attacks.methods.oslo:queries_sent")

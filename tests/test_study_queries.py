@@ -83,7 +83,8 @@ def test_subsetting_copies_is_a_query_set_of_that_many_copies(studied):
 def test_crafting_once_gives_every_smaller_point(studied):
     """YOQO's points from one descent at 8 queries equal crafting each point on its own (the checkpoints of 2
     queries are two of the 8), and OSLO's levels [0.5, 0.1] read from 8 levels equal crafting those two; a point
-    scored by margins reads the same statistics (the shadows' margins on those queries among them)."""
+    scored by margins, noise copies added, reads the same statistics (the shadows' margins on those queries among
+    them) and scores with the copies."""
     run, _ = studied
     plan = load_plan(run)
     responses = load_responses(plan.run, logits=False)
@@ -93,7 +94,8 @@ def test_crafting_once_gives_every_smaller_point(studied):
                                     ("oslo", {"levels": [0.5, 0.1]},
                                      {"levels": [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02]}, "oslo")):
         settings = {**study_games(plan, [name])[0].settings, "steps": 10}
-        asked = [{**settings, **small}, {**settings, **large}, {**settings, **small, "score": "margins"}]
+        asked = [{**settings, **small}, {**settings, **large},
+                 {**settings, **small, "score": "margins", "noise_copies": 2}]
         points = load(get_attack(name).budgets.prepare)(plan, responses, asked, scored=scored, everyone=everyone,
                                                         seed=0, progress=False)
         alone = prepare_statistics(plan, responses, {name: {**settings, **small}}, scored=scored, everyone=everyone,
@@ -102,6 +104,9 @@ def test_crafting_once_gives_every_smaller_point(studied):
             assert np.array_equal(points[0].statistics[stat], alone.statistics[stat], equal_nan=True), (name, stat)
             assert np.array_equal(points[2].statistics[stat], alone.statistics[stat], equal_nan=True), (name, stat)
         assert not np.array_equal(points[1].statistics[key], alone.statistics[key], equal_nan=True), name
+        added = [run_attack(name, points[2], target=game.targets[0], shadows=game.shadows,
+                            settings={**asked[2], "noise_copies": c}) for c in (0, 2)]  # scored with 2 copies added
+        assert np.isfinite(added[1]).all() and not np.array_equal(*added), name
         assert alone.statistics[f"{key}_margins"].shape[-1] == len(small.get("levels", [0, 0]))
 
 

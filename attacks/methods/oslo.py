@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.methods.yoqo import check_score, crafted_scores
+from attacks.methods.yoqo import check_score, crafted_scores, with_noise
 from attacks.responses import Responses
 from farm.errors import ConfigError
 
@@ -20,8 +20,15 @@ NORMS = ("auto", "linf", "l2")
 
 
 def queries_per_example(settings: dict) -> int:
-    """Queries the attack sends the target per example (`AttackSpec.queries`): one per level."""
+    """Queries the attack sends the target per example of its own (`AttackSpec.queries`): one per level (the noise
+    copies it adds are the run's)."""
     return len(settings["levels"])
+
+
+def queries_sent(plan, settings: dict, *, targets, seed: int) -> float:
+    """Queries per example a target is sent for the attack's answers (`Budgets.sent`): the levels and the noise
+    copies added."""
+    return float(len(settings["levels"]) + settings.get("noise_copies", 0))
 
 
 def check_settings(settings: dict) -> None:
@@ -42,12 +49,17 @@ def check_settings(settings: dict) -> None:
 def oslo(responses: Responses, *, target: int, shadows: Sequence[int], variant: str = "online",
          levels: Sequence[float] = (0.5, 0.25, 0.1, 0.05), steps: int = 40, lr: float = 0.01,
          momentum: float = 1.0, norm: str = "auto", split: bool = True, score: str = "fraction",
-         global_variance: bool | str = "auto", min_std: float = 0.1, empty: str = "pooled") -> np.ndarray:
+         noise_copies: int = 0, global_variance: bool | str = "auto", min_std: float = 0.1,
+         empty: str = "pooled") -> np.ndarray:
     """Scores float64[N]: the fraction of the tau levels at which the target stays correct (smoothed logit),
     calibrated per example against the calibrating shadows' answers to the same queries: "online" (IN/OUT
     Gaussians), "offline" (OUT only), or "global" (the statistic itself). norm "auto": L-infinity sign steps on
-    images, L2 steps on tabular data. score: as `attacks.methods.yoqo.yoqo`'s. The crafting settings (levels,
-    steps, lr, momentum, norm) are used by the preparation step."""
-    check_settings({"variant": variant, "levels": levels, "steps": steps, "norm": norm, "score": score})
-    return crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), variant=variant,
-                          score=score, global_variance=global_variance, min_std=min_std, empty=empty)
+    images, L2 steps on tabular data. score and noise_copies: as `attacks.methods.yoqo.yoqo`'s. The crafting
+    settings (levels, steps, lr, momentum, norm) are used by the preparation step."""
+    check_settings({"variant": variant, "levels": levels, "steps": steps, "norm": norm, "score": score,
+                    "noise_copies": noise_copies})
+    calibration = {"variant": variant, "global_variance": global_variance, "min_std": min_std, "empty": empty}
+    scores = crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), score=score,
+                            **calibration)
+    return with_noise(STATISTIC, scores, responses, target=target, shadows=shadows, copies=noise_copies,
+                      **calibration)

@@ -65,19 +65,21 @@ def check_settings(settings: dict) -> None:
         raise bad("n_queries", f"an integer in [1, {MAX_QUERIES}]")
     if not integer("steps") or not settings["n_queries"] <= settings["steps"] <= 1000:
         raise bad("steps", "an integer in [n_queries, 1000]")
-    copies = settings.get("noise_copies", 0)
-    if isinstance(copies, bool) or not isinstance(copies, int) or not 0 <= copies <= MAX_NOISE_COPIES:
-        raise bad("noise_copies", f"an integer in [0, {MAX_NOISE_COPIES}]")
-    if copies and settings["variant"] == "global":
-        raise ConfigError("attack 'yoqo': noise_copies adds a per-example calibrated score; use variant online or "
-                          "offline")
     for name in ("lr", "alpha"):
         if isinstance(settings[name], bool) or not isinstance(settings[name], (int, float)) or not settings[name] > 0:
             raise bad(name, "a number > 0")
 
 
 def check_score(attack: str, settings: dict) -> None:
-    """ConfigError unless settings["score"] (default "fraction") is one of SCORES and fits the variant."""
+    """ConfigError unless settings["score"] (default "fraction") is one of SCORES and settings["noise_copies"]
+    (default 0) an integer in [0, MAX_NOISE_COPIES], each fitting the variant."""
+    copies = settings.get("noise_copies", 0)
+    if isinstance(copies, bool) or not isinstance(copies, int) or not 0 <= copies <= MAX_NOISE_COPIES:
+        raise ConfigError(f"attack {attack!r}: noise_copies must be an integer in [0, {MAX_NOISE_COPIES}], "
+                          f"got {copies!r}")
+    if copies and settings["variant"] == "global":
+        raise ConfigError(f"attack {attack!r}: noise_copies adds a per-example calibrated score; use variant "
+                          "online or offline")
     score = settings.get("score", "fraction")
     if score not in SCORES:
         raise ConfigError(f"attack {attack!r}: score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -112,15 +114,23 @@ def yoqo(responses: Responses, *, target: int, shadows: Sequence[int], variant: 
     calibration = {"variant": variant, "global_variance": global_variance, "min_std": min_std, "empty": empty}
     scores = crafted_scores(responses, target=target, shadows=shadows, names=(STATISTIC, FOLD), score=score,
                             **calibration)
-    if not noise_copies:
+    return with_noise(STATISTIC, scores, responses, target=target, shadows=shadows, copies=noise_copies,
+                      **calibration)
+
+
+def with_noise(attack: str, scores: np.ndarray, responses: Responses, *, target: int, shadows: Sequence[int],
+               copies: int, **calibration) -> np.ndarray:
+    """`scores` plus `calibrated`'s on the first `copies` of the run's noise copies (none: `scores` itself);
+    ConfigError naming what the run has when it holds fewer."""
+    if not copies:
         return scores
     kinds = tuple(k for k in NOISE_KINDS if k in responses.query_kinds)
     have = len(query_indices(responses, kinds=kinds))
-    if have < noise_copies:
-        raise ConfigError(f"attack 'yoqo': noise_copies {noise_copies} needs that many noise copies (gaussian or "
+    if have < copies:
+        raise ConfigError(f"attack {attack!r}: noise_copies {copies} needs that many noise copies (gaussian or "
                           f"bitflip) in the run's query set; it has {have}")
-    return scores + calibrated(with_copies(responses, kinds, noise_copies), target=target, shadows=shadows,
-                               kinds=kinds, **calibration)
+    return scores + calibrated(with_copies(responses, kinds, copies), target=target, shadows=shadows, kinds=kinds,
+                               **calibration)
 
 
 def crafted_scores(responses: Responses, *, target: int, shadows: Sequence[int], names: tuple[str, str],
