@@ -44,10 +44,10 @@ SCORES = ("fraction", "margins")  # a crafted attack's points are scored both wa
 NOISE_ADDED = (8, 22)  # 8 crafted queries plus this many noise copies: 16 and 30 queries per example
 CRAFTED_QUERIES = Budgets(points=tuple({"n_queries": k, "score": s} for s in SCORES for k in (1, 2, 4, 8))
                           + tuple({"n_queries": 8, "score": s, "noise_copies": c} for s in SCORES for c in NOISE_ADDED),
-                          prepare="attacks.compute.yoqo:prepare_points", sent="attacks.methods.yoqo:queries_sent")
+                          prepare="attacks.compute.yoqo:prepare_points")
 EIGHT_LEVELS = [0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02]
 TAU_LEVELS = Budgets(points=tuple({"levels": levels, "score": s} for s in SCORES
                                   for levels in ([0.5], [0.5, 0.1], [0.5, 0.25, 0.1, 0.05], EIGHT_LEVELS))
                      + tuple({"levels": EIGHT_LEVELS, "score": s, "noise_copies": c}
                              for s in SCORES for c in NOISE_ADDED),
-                     prepare="attacks.compute.oslo:prepare_points", sent="attacks.methods.oslo:queries_sent")
+                     prepare="attacks.compute.oslo:prepare_points")

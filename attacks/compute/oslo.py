@@ -12,7 +12,7 @@ import numpy as np
 from attacks.compute.crafting import OsloSettings
 from attacks.compute.yoqo import audit_crafted, prepare_crafted, prepare_subsets
 from attacks.methods.oslo import FOLD, STATISTIC, check_settings
-from attacks.methods.yoqo import SCORING
+from attacks.methods.yoqo import crafted_part
 from attacks.responses import Responses
 from farm.plan import Plan
 
@@ -46,9 +46,6 @@ def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, 
     """OSLO's statistic at each of `points` (resolved settings that differ in levels only; `Budgets.prepare`): the
     queries crafted once at the point with the most levels, which hold every other point's levels. A level's
     query does not depend on the other levels (the walk is the same; each level keeps its first input below tau)."""
-    def crafted_part(point: dict) -> dict:  # the scoring settings change no preparation
-        return {k: v for k, v in point.items() if k not in SCORING}
-
     largest = crafted_part(max(points, key=lambda p: len(p["levels"])))
     levels = [float(t) for t in largest["levels"]]
     columns = []

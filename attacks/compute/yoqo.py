@@ -28,7 +28,7 @@ from attacks.compute.crafting import CraftSettings, craft, margins_of
 from attacks.compute.requery import audit_columns
 from attacks.compute.tasks import map_tasks, task
 from attacks.compute.whitebox import stacked
-from attacks.methods.yoqo import FOLD, SCORING, STATISTIC, check_settings
+from attacks.methods.yoqo import FOLD, STATISTIC, check_settings, crafted_part
 from attacks.responses import Responses
 from attacks.stats.lira import smoothed_logit_fraction
 from farm.cluster import ensure_ray
@@ -219,9 +219,6 @@ def prepare_points(plan: Plan, responses: Responses, points: Sequence[dict], *, 
     `Budgets.prepare`): the queries crafted once at the largest n_queries, whose descent checkpoints hold every
     smaller point's (a point whose checkpoints they do not hold, by rounding, is crafted on its own). The scoring
     settings (`SCORING`) change no preparation: every view holds what each score reads."""
-    def crafted_part(point: dict) -> dict:
-        return {k: v for k, v in point.items() if k not in SCORING}
-
     largest = crafted_part(max(points, key=lambda p: p["n_queries"]))
     kept = craft_settings(largest).checkpoints()
     subset = [{**crafted_part(p), "n_queries": largest["n_queries"]} == largest

@@ -25,12 +25,6 @@ def queries_per_example(settings: dict) -> int:
     return len(settings["levels"])
 
 
-def queries_sent(plan, settings: dict, *, targets, seed: int) -> float:
-    """Queries per example a target is sent for the attack's answers (`Budgets.sent`): the levels and the noise
-    copies added."""
-    return float(len(settings["levels"]) + settings.get("noise_copies", 0))
-
-
 def check_settings(settings: dict) -> None:
     """ConfigError for a setting out of range (before any crafting starts)."""
     levels = settings["levels"]

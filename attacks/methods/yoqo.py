@@ -42,10 +42,9 @@ def queries_per_example(settings: dict) -> int:
     return int(settings["n_queries"])
 
 
-def queries_sent(plan, settings: dict, *, targets, seed: int) -> float:
-    """Queries per example a target is sent for the attack's answers (`Budgets.sent`, the query-budget study): the
-    crafted queries and the noise copies added."""
-    return float(settings["n_queries"] + settings.get("noise_copies", 0))
+def crafted_part(settings: dict) -> dict:
+    """`settings` without the scoring ones (`SCORING`): what decides the crafted queries and their preparation."""
+    return {k: v for k, v in settings.items() if k not in SCORING}
 
 
 def check_settings(settings: dict) -> None:

@@ -13,8 +13,9 @@ Each attack's points come from its spec (`AttackSpec.budgets`, `attacks.budgets`
   HopSkipJump's iterations), cached in the run by the attack's own cache;
 - "run": the attack on the run's query set as it is (gap, transfer, augmentation; calibrated on every non-clean
   query), sending the queries of the kinds it reads.
-Queries per example are what the setting sends the target: k copies; `AttackSpec.queries` of its settings;
-HopSkipJump's measured mean over the targets' examples; the run's queries of the kinds the attack reads.
+Queries per example are what the setting sends the target: k copies; `AttackSpec.queries` of its settings (plus
+the run's noise copies it adds, `noise_copies`); HopSkipJump's measured mean over the targets' examples; the run's
+queries of the kinds the attack reads.
 
 Every point is the attack's game (`attacks.studies.game`) replayed with the point's settings: the attack stage's
 targets (pooled), shadows and pseudo-targets, thresholds chosen on the shadow game only. AUC and TPR at FPR are
@@ -134,7 +135,9 @@ def queries_sent(plan: Plan, game: AttackGame, responses: Responses, point: Poin
     if spec.budgets.sent is not None:
         return float(load(spec.budgets.sent)(plan, settings, targets=game.targets, seed=game.seed))
     own = own_queries(game.name, settings)
-    return float(own if own is not None else len(query_indices(responses, kinds=spec.budgets.reads)))
+    if own is not None:  # and the run's noise copies a crafted attack adds to its own queries (`noise_copies`)
+        return float(own + settings.get("noise_copies", 0))
+    return float(len(query_indices(responses, kinds=spec.budgets.reads)))
 
 
 def point_views(plan: Plan, game: AttackGame, responses: Responses, points: Sequence[Point], *,
