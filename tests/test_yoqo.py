@@ -3,6 +3,7 @@ target, leave-one-out for pseudo-targets, the split that keeps calibration hones
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,19 +133,23 @@ def test_the_attack_gives_a_graded_score_and_counts_its_queries(run):
 
 
 def test_margins_grade_a_single_query_that_the_fraction_cannot(run):
-    """One crafted query is one right/wrong answer: the fraction score, calibrated per example over a few shadows,
-    takes few values (ties at the top make TPR at low FPR unreadable); score "margins" weighs that answer by the
+    """One crafted query is one right/wrong answer: the fraction, calibrated per example over a few shadows, takes
+    few values (ties at the top make TPR at low FPR unreadable); score "margins" weighs that answer by the
     calibrating shadows' margins on the query, so most examples get a score of their own, and it still ranks
-    members above non-members."""
+    members above non-members. Score "fraction" breaks its ties by the margins score and changes no other order."""
     plan = load_plan(run)
     settings = _settings(n_queries=1, steps=20)
     responses = compute.prepare(plan, load_responses(plan.run).without_logits(), settings, scored=TARGETS,
                                 everyone=SHADOWS, seed=0, progress=False, local=True)
     member = np.concatenate([responses.member[t] for t in TARGETS])
-    scores = {score: np.concatenate([run_attack(NAME, responses, target=t, shadows=SHADOWS,
-                                                settings={**settings, "score": score}) for t in TARGETS])
-              for score in ("fraction", "margins")}
-    assert len(np.unique(scores["margins"])) > 0.6 * len(member) > 3 * len(np.unique(scores["fraction"]))
+    untied = replace(responses, statistics={k: v for k, v in responses.statistics.items() if k != "yoqo_margins"})
+    scores = {score: np.concatenate([run_attack(NAME, view, target=t, shadows=SHADOWS,
+                                                settings={**settings, "score": score.split()[0]}) for t in TARGETS])
+              for score, view in (("fraction", responses), ("margins", responses), ("fraction untied", untied))}
+    untied, fraction = scores["fraction untied"], scores["fraction"]
+    assert len(np.unique(scores["margins"])) > 0.6 * len(member) > 3 * len(np.unique(untied))
+    assert len(np.unique(fraction)) > 2 * len(np.unique(untied)) and np.abs(fraction - untied).max() <= 1e-9
+    assert (np.diff(fraction[np.lexsort((fraction, untied))]) >= 0).all()  # the fraction's order, refined
     assert auc(scores["margins"], member) > 0.6
     right, margins = responses.statistics["yoqo_answers"][SHADOWS], responses.statistics["yoqo_margins"][SHADOWS]
     assert ((margins > 0) == (right == 1)).mean() > 0.999  # a shadow's margin is > 0 where it answered right
