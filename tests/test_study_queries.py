@@ -5,6 +5,7 @@ smaller point's statistic, the best attack at a budget is within it, and no thre
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,15 @@ from attacks.spec import load
 from attacks.stage import AttackOptions, attack_run
 from attacks.stats.correctness import NOISE_KINDS, with_copies
 from attacks.studies.game import study_games
-from attacks.studies.queries import Point, best_at_budgets, fits, frontier_rows, queries_sent, queries_study
+from attacks.studies.queries import (
+    Point,
+    best_at_budgets,
+    fits,
+    frontier_rows,
+    note_mixed_targets,
+    queries_sent,
+    queries_study,
+)
 from farm.config import QuerySpec
 from farm.errors import ConfigError
 from farm.plan import load_plan
@@ -161,6 +170,20 @@ def test_best_at_each_budget_stays_within_it():
     assert best_at_budgets(rows, [0.5])[0]["row"] is None
     for entry in best_at_budgets(rows):
         assert entry["row"]["queries_per_example"] <= entry["budget"]
+
+
+def test_attacks_played_on_different_targets_are_noted(capsys):
+    """Results of `shadowfarm attack --targets` for some attacks only pool different examples: the study says so."""
+    def game(name, targets):
+        return SimpleNamespace(name=name, targets=targets)
+
+    note_mixed_targets([game("gap", [0, 1]), game("yoqo", [1, 0])])
+    assert capsys.readouterr().err == ""
+    note_mixed_targets([game("gap", [0, 1]), game("noise", [0, 1]), game("yoqo", [4, 5])])
+    assert capsys.readouterr().err.strip() == (
+        "shadowfarm: note: the attacks' results were played on different targets (gap, noise: targets 0,1; yoqo: "
+        "targets 4,5), so their rows pool different examples (see mem/non); `shadowfarm attack RUN --targets ...` "
+        "for every attack lines them up")
 
 
 def test_thresholds_never_read_the_target_membership(studied):

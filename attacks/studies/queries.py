@@ -52,6 +52,7 @@ from attacks.stats.lira import collect_fallbacks
 from attacks.stats.metrics import DEFAULT_FPRS, auc, bootstrap_intervals, evaluate, fpr_column, fpr_key, tpr_at_fpr
 from attacks.studies.game import AttackGame, replay, study_games
 from farm.config import QuerySpec
+from farm.content import note
 from farm.errors import ConfigError
 from farm.plan import Plan, load_plan
 
@@ -244,6 +245,7 @@ def queries_study(run_uri: str, *, attacks: Sequence[str] | None = None, copies:
     responses = load_responses(plan.run, logits=False)
     names = study_attacks(attacks, responses)
     games = study_games(plan, names)
+    note_mixed_targets(games)
     total = sum(len([p for p in points_of(g.name, responses, copies) if fits(g, p, responses)]) for g in games)
     bar = tqdm(total=total, desc="frontier", unit="point", disable=not progress)
     rows = [row for game in games for row in frontier_rows(plan, game, responses, copies=copies, progress=progress,
@@ -254,6 +256,19 @@ def queries_study(run_uri: str, *, attacks: Sequence[str] | None = None, copies:
             "targets": sorted({t for g in games for t in g.targets})}
     write_study(plan.run, QUERIES, pa.Table.from_pylist(rows, schema=with_study_metadata(QUERIES_SCHEMA, meta)))
     return rows
+
+
+def note_mixed_targets(games: Sequence[AttackGame]) -> None:
+    """A note when the attacks' results were played on different targets (`shadowfarm attack --targets` for some of
+    them only): their rows, and the best attack at a budget, then compare different examples."""
+    played: dict[tuple, list[str]] = {}
+    for game in games:
+        played.setdefault(tuple(sorted(game.targets)), []).append(game.name)
+    if len(played) > 1:
+        note("the attacks' results were played on different targets (" + "; ".join(
+            f"{', '.join(names)}: targets {','.join(map(str, t))}" for t, names in played.items()) + "), so their "
+            "rows pool different examples (see mem/non); `shadowfarm attack RUN --targets ...` for every attack "
+            "lines them up")
 
 
 def kept_rows(plan: Plan, names: Sequence[str]) -> list[dict]:
