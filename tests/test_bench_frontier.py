@@ -28,3 +28,11 @@ def test_target_sets_are_parsed_and_checked():
                           ("14-16", r"'14-16' must name model ids in \[0, 15\]"), ("0-12", "at least 4 of the 16")]:
         with pytest.raises(ConfigError, match=message):
             frontier.target_sets(text, 16)
+
+
+def test_bad_target_sets_fail_before_any_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert frontier.main(["--config", "paper_digits", "--out", str(out), "--target-sets", "0-3,2-5"]) == 2
+    assert capsys.readouterr().err.strip().endswith("the sets must be disjoint (pooled, a target would count twice): "
+                                                    "'0-3,2-5'")
+    assert not out.exists()

@@ -9,9 +9,9 @@ farm (or resumes it) and plays the frontier's key points on several sets of targ
 with every other model as a shadow, as `shadowfarm attack RUN --targets SET` plays it: the same settings (the
 run's results' where an attack has one, else the defaults), pseudo-targets, thresholds and crafting from that
 set's shadows only. The points: `gap` (1 query), `yoqo` at 8 crafted queries, `yoqo` at 8 + NOISE_COPIES of the
-run's noise copies, and `calibrated` on COPIES noise copies (the baseline; the issue's "calibrated at 51" is 50
-copies and the clean query, which it reads too where the run records one: both give the same figures on the paper
-configs to a member).
+run's noise copies, and `calibrated` on COPIES noise copies (the baseline: the issue's "calibrated at 51" is these
+50 copies and the clean query; reading the clean query too moves the paper configs' targets 0-3 by at most one
+member).
 
 Printed: the setup and machine; per point, TPR at 1% FPR on each set; pooled over the sets, AUC and TPR at 1%
 and 0.1% FPR with 95% bootstrap intervals (stratified, `attacks.stats.metrics.bootstrap_intervals`); and the
@@ -139,10 +139,14 @@ def bench(args: argparse.Namespace) -> int:
         args.out = smoke_farm(args.out)
         args.target_sets, args.copies = SMOKE["target_sets"], SMOKE["copies"]
         args.noise_copies, args.bootstrap = SMOKE["noise_copies"], SMOKE["bootstrap"]
-    else:
+    if not 1 <= args.bootstrap <= 10_000:
+        raise ConfigError(f"--bootstrap: expected an integer in [1, 10000], got {args.bootstrap}")
+    if not args.smoke_test:
         config = resolve_config(args.config)
+        cfg = load_config(config, list(args.overrides))
+        target_sets(args.target_sets, cfg.membership.n_models)  # bad sets fail before any training
         args.out = args.out or f"runs/bench_frontier/{config.stem}"
-        plan = plan_run(load_config(config, list(args.overrides)), args.out)
+        plan = plan_run(cfg, args.out)
         print(train_summary(plan, train_farm(plan, progress=not args.quiet)))
     plan = load_plan(args.out)
     responses = load_responses(plan.run, logits=False)
@@ -152,8 +156,6 @@ def bench(args: argparse.Namespace) -> int:
     if not 1 <= args.noise_copies < args.copies <= have:
         raise ConfigError(f"--copies/--noise-copies: need 1 <= noise copies < copies <= the run's {have} noise "
                           f"copies, got {args.noise_copies} and {args.copies}")
-    if not 1 <= args.bootstrap <= 10_000:
-        raise ConfigError(f"--bootstrap: expected an integer in [1, 10000], got {args.bootstrap}")
     print(f"setup: {plan.run.uri} | {responses.n_models} models, {responses.n_examples} examples | target sets "
           f"{'; '.join(','.join(map(str, s)) for s in sets)}, every other model a shadow | yoqo {N_QUERIES} "
           f"queries, + {args.noise_copies} copies; calibrated on {args.copies} copies | {args.bootstrap} "
