@@ -12,7 +12,7 @@ FPR, the "oracle" balanced accuracy) are labelled as such.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -198,14 +198,21 @@ def bootstrap_intervals(scores: np.ndarray, member: np.ndarray, *,
     scores, member = _checked(scores, member)
     if n < 1 or not 0 < level < 1:
         raise ValueError(f"need n >= 1 and 0 < level < 1, got n={n}, level={level}")
-    rng = np.random.default_rng(seed)
-    members, nonmembers = np.flatnonzero(member), np.flatnonzero(~member)
     values = np.empty((len(metrics), n))
-    for i in range(n):
-        index = np.r_[rng.choice(members, len(members)), rng.choice(nonmembers, len(nonmembers))]
+    for i, index in enumerate(stratified_resamples(member, n=n, seed=seed)):
         values[:, i] = [fn(scores[index], member[index]) for fn in metrics.values()]
     bounds = np.percentile(values, [50 * (1 - level), 50 * (1 + level)], axis=1)
     return {name: (float(low), float(high)) for name, low, high in zip(metrics, *bounds, strict=True)}
+
+
+def stratified_resamples(member: np.ndarray, *, n: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """n index arrays int[N], each the members and the non-members of bool[N] `member` resampled with replacement
+    apart (class counts kept), seeded: the replicates of `bootstrap_intervals` (and of a paired comparison, which
+    applies one replicate to two attacks' scores)."""
+    rng = np.random.default_rng(seed)
+    members, nonmembers = np.flatnonzero(member), np.flatnonzero(~np.asarray(member, dtype=bool))
+    for _ in range(n):
+        yield np.r_[rng.choice(members, len(members)), rng.choice(nonmembers, len(nonmembers))]
 
 
 def pool(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ import numpy as np
 from attacks.loader import load_responses
 from attacks.stats.correctness import NOISE_KINDS, query_indices, with_copies
 from attacks.stats.lira import collect_fallbacks
-from attacks.stats.metrics import auc, bootstrap_intervals, tpr_at_fpr
+from attacks.stats.metrics import auc, bootstrap_intervals, stratified_resamples, tpr_at_fpr
 from attacks.studies.game import prepare_game_statistics, study_games, target_scores
 from farm.config import load_config
 from farm.driver import train_farm
@@ -99,13 +99,9 @@ def set_scores(plan, responses, targets: tuple[int, ...], copies: int, noise_cop
 def paired(point: np.ndarray, base: np.ndarray, member: np.ndarray, n: int) -> tuple[float, float, float]:
     """(low, high, share): the 95% interval of TPR@1%FPR(point) - TPR@1%FPR(base) over stratified resamples (the
     same resample for both), and the share of resamples where the point is at least level."""
-    rng = np.random.default_rng(0)
-    members, nonmembers = np.flatnonzero(member), np.flatnonzero(~member)
-    diff = np.empty(n)
-    for i in range(n):
-        index = np.r_[rng.choice(members, len(members)), rng.choice(nonmembers, len(nonmembers))]
-        diff[i] = (tpr_at_fpr(point[index], member[index], fpr=0.01)[0]
-                   - tpr_at_fpr(base[index], member[index], fpr=0.01)[0])
+    diff = np.array([tpr_at_fpr(point[index], member[index], fpr=0.01)[0]
+                     - tpr_at_fpr(base[index], member[index], fpr=0.01)[0]
+                     for index in stratified_resamples(member, n=n)])
     low, high = np.percentile(diff, [2.5, 97.5])
     return float(low), float(high), float(np.mean(diff >= 0))
 
