@@ -12,12 +12,15 @@ from attacks.compute.tasks import RETRIES, map_tasks, task
 
 def _squares(dying: Path):
     """A `task`: i * i, but item 2 kills its worker process while the file `dying` holds a count above 0 (and
-    decrements it). Made inside a function so that Ray ships it by value (the tests are not a package)."""
+    decrements it, replacing the file whole: the other task in flight may read it meanwhile). Made inside a
+    function so that Ray ships it by value (the tests are not a package)."""
 
     def square_or_die(i: int) -> int:
         left = int(dying.read_text())
         if i == 2 and left > 0:
-            dying.write_text(str(left - 1))
+            fresh = dying.with_suffix(".next")  # replaced whole: a task reading at once never sees an empty file
+            fresh.write_text(str(left - 1))
+            os.replace(fresh, dying)
             os._exit(1)  # the worker process dies, as on a lost node or under the OOM killer
         return i * i
 
