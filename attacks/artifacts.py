@@ -172,6 +172,11 @@ def with_study_metadata(table_schema: pa.Schema, meta: dict) -> pa.Schema:
     return table_schema.with_metadata({**table_schema.metadata, STUDY_METADATA: json.dumps(meta)})
 
 
+def study_meta(run: RunDir, rel: str) -> dict:
+    """The JSON a study stores in its file's schema metadata (`with_study_metadata`; {} when none)."""
+    return json.loads((run.read_schema(rel).metadata or {}).get(STUDY_METADATA, b"{}"))
+
+
 def read_matrix(study: RunDir | str) -> pa.Table:
     """studies/defenses.parquet of a study, checked against `MATRIX_SCHEMA`."""
     study = RunDir(study) if isinstance(study, str) else study

@@ -5,13 +5,12 @@ smaller point's statistic, the best attack at a budget is within it, and no thre
 import json
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.artifacts import QUERIES, QUERIES_SCHEMA
+from attacks.artifacts import QUERIES, QUERIES_SCHEMA, study_meta
 from attacks.audit import AuditOptions, audit_run, open_target, target_key
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
@@ -34,6 +33,7 @@ from attacks.studies.queries import (
 from farm.config import QuerySpec
 from farm.errors import ConfigError
 from farm.plan import load_plan
+from farm.storage import RunDir
 from jobs.study import queries as study_queries
 
 ATTACKS = ("gap", "noise", "calibrated", "fixed_direction", "yoqo")
@@ -174,12 +174,9 @@ def test_best_at_each_budget_stays_within_it():
 
 def test_attacks_played_on_different_targets_are_noted(capsys):
     """Results of `shadowfarm attack --targets` for some attacks only pool different examples: the study says so."""
-    def game(name, targets):
-        return SimpleNamespace(name=name, targets=targets)
-
-    note_mixed_targets([game("gap", [0, 1]), game("yoqo", [1, 0])])
+    note_mixed_targets({"gap": [0, 1], "yoqo": [1, 0]})
     assert capsys.readouterr().err == ""
-    note_mixed_targets([game("gap", [0, 1]), game("noise", [0, 1]), game("yoqo", [4, 5])])
+    note_mixed_targets({"gap": [0, 1], "noise": [0, 1], "yoqo": [4, 5]})
     assert capsys.readouterr().err.strip() == (
         "shadowfarm: note: the attacks' results were played on different targets (gap, noise: targets 0,1; yoqo: "
         "targets 4,5), so their rows pool different examples (see mem/non); `shadowfarm attack RUN --targets ...` "
@@ -216,6 +213,24 @@ def test_the_study_reads_the_attack_results_settings(farms):
     assert rows[0]["tpr_at_fpr_0.01"] == metrics["tpr_at_fpr"]["0.01"]
     queries_study(run, attacks=["gap"], copies=[6])  # another attack: added to the frontier, noise's row kept
     assert sorted(pd.read_parquet(f"{run}/{QUERIES}")["attack"]) == ["gap", "noise"]
+    targets = study_meta(RunDir(run), QUERIES)["attack_targets"]  # the kept row's targets kept with it
+    assert targets == {"noise": metrics["target_model_ids"], "gap": metrics["target_model_ids"]}
+
+
+def test_a_kept_row_from_other_targets_is_noted(farms, capsys):
+    """gap re-attacked on other targets, then studied alone: noise's row, kept from the earlier study, pools other
+    examples, and the note names its targets (read back from the earlier study's metadata)."""
+    run = farms.run(*farms.SMALL)
+    attack_run(run, AttackOptions(attacks=("noise", "gap"), n_pseudo=2, bootstrap=0), progress=False)
+    queries_study(run, attacks=["noise", "gap"], copies=[6])
+    noise_targets = study_meta(RunDir(run), QUERIES)["attack_targets"]["noise"]
+    other = tuple(m for m in range(load_plan(run).cfg.membership.n_models) if m not in noise_targets)[:1]
+    attack_run(run, AttackOptions(attacks=("gap",), n_pseudo=2, bootstrap=0, targets=other), progress=False)
+    capsys.readouterr()
+    queries_study(run, attacks=["gap"], copies=[6])
+    assert (f"noise: targets {','.join(map(str, noise_targets))}; gap: targets {other[0]}"
+            in capsys.readouterr().err)
+    assert study_meta(RunDir(run), QUERIES)["attack_targets"] == {"noise": noise_targets, "gap": list(other)}
 
 
 def test_a_run_without_noise_copies_is_requeried_once(farms):

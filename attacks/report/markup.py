@@ -8,14 +8,13 @@ sections (`num`, `sub`, `tag lo`, `tag conf`, `tag wb`, `warn`, `note`, `group`)
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Callable, Sequence
 
 import pandas as pd
 import pyarrow as pa
 
-from attacks.artifacts import STUDY_METADATA
+from attacks.artifacts import study_meta
 from attacks.registry import attack_type
 from farm.content import recorded_problem
 from farm.storage import RunDir
@@ -82,12 +81,6 @@ def text_table(headers: Sequence[str], body: Sequence[Sequence[str]], *, left: i
         return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in pairs)
 
     return [line(headers), "  ".join("-" * w for w in widths), *(line(cells) for cells in body)]
-
-
-def study_meta(run: RunDir, rel: str) -> dict:
-    """The JSON a study stores in its file's schema metadata (`attacks.artifacts.with_study_metadata`; {} when
-    none)."""
-    return json.loads((run.read_schema(rel).metadata or {}).get(STUDY_METADATA, b"{}"))
 
 
 def study_section(run: RunDir, *, title: str, rel: str, schema: pa.Schema, command: str,

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from attacks.artifacts import QUERIES, QUERIES_SCHEMA, jsonable, with_study_metadata, write_study
+from attacks.artifacts import QUERIES, QUERIES_SCHEMA, jsonable, study_meta, with_study_metadata, write_study
 from attacks.budgets import COPY_BUDGETS, MAX_COPIES
 from attacks.compute.requery import requery_responses
 from attacks.compute.statistics import prepare_statistics
@@ -245,35 +245,41 @@ def queries_study(run_uri: str, *, attacks: Sequence[str] | None = None, copies:
     responses = load_responses(plan.run, logits=False)
     names = study_attacks(attacks, responses)
     games = study_games(plan, names)
-    note_mixed_targets(games)
+    kept, kept_targets = kept_rows(plan, names)
+    played = {**kept_targets, **{g.name: sorted(int(t) for t in g.targets) for g in games}}
+    note_mixed_targets(played)
     total = sum(len([p for p in points_of(g.name, responses, copies) if fits(g, p, responses)]) for g in games)
     bar = tqdm(total=total, desc="frontier", unit="point", disable=not progress)
     rows = [row for game in games for row in frontier_rows(plan, game, responses, copies=copies, progress=progress,
                                                            bar=bar, bootstrap=bootstrap)]
     bar.close()
-    rows = kept_rows(plan, names) + rows
+    rows = kept + rows
     meta = {"copies": list(copies), "rule": RULE, "n_examples": responses.n_examples, "bootstrap": bootstrap,
-            "targets": sorted({t for g in games for t in g.targets})}
+            "targets": sorted({t for g in games for t in g.targets}), "attack_targets": played}
     write_study(plan.run, QUERIES, pa.Table.from_pylist(rows, schema=with_study_metadata(QUERIES_SCHEMA, meta)))
     return rows
 
 
-def note_mixed_targets(games: Sequence[AttackGame]) -> None:
-    """A note when the attacks' results were played on different targets (`shadowfarm attack --targets` for some of
-    them only): their rows, and the best attack at a budget, then compare different examples."""
-    played: dict[tuple, list[str]] = {}
-    for game in games:
-        played.setdefault(tuple(sorted(game.targets)), []).append(game.name)
-    if len(played) > 1:
+def note_mixed_targets(played: dict[str, Sequence[int]]) -> None:
+    """A note when the attacks' rows ({attack: its targets}, those kept from an earlier study included) come from
+    different targets (`shadowfarm attack --targets` for some of them only): their rows, and the best attack at a
+    budget, then compare different examples."""
+    by_targets: dict[tuple, list[str]] = {}
+    for name, targets in played.items():
+        by_targets.setdefault(tuple(sorted(targets)), []).append(name)
+    if len(by_targets) > 1:
         note("the attacks' results were played on different targets (" + "; ".join(
-            f"{', '.join(names)}: targets {','.join(map(str, t))}" for t, names in played.items()) + "), so their "
+            f"{', '.join(names)}: targets {','.join(map(str, t))}" for t, names in by_targets.items()) + "), so their "
             "rows pool different examples (see mem/non); `shadowfarm attack RUN --targets ...` for every attack "
             "lines them up")
 
 
-def kept_rows(plan: Plan, names: Sequence[str]) -> list[dict]:
-    """The rows of an earlier study of the run for the attacks not in `names` (so `--attacks boundary` adds boundary
-    to the frontier); none when there is no earlier study or it has another schema."""
+def kept_rows(plan: Plan, names: Sequence[str]) -> tuple[list[dict], dict[str, list[int]]]:
+    """(rows, {attack: its targets}) of an earlier study of the run for the attacks not in `names` (so `--attacks
+    boundary` adds boundary to the frontier); none when there is no earlier study or it has another schema."""
     if not plan.run.is_file(QUERIES) or plan.run.read_schema(QUERIES).names != QUERIES_SCHEMA.names:
-        return []
-    return [r for r in plan.run.read_table(QUERIES).to_pylist() if r["attack"] not in names]
+        return [], {}
+    rows = [r for r in plan.run.read_table(QUERIES).to_pylist() if r["attack"] not in names]
+    meta = study_meta(plan.run, QUERIES)
+    targets = meta.get("attack_targets", {})  # a study before per-attack targets: its targets, pooled
+    return rows, {r["attack"]: targets.get(r["attack"], meta.get("targets", [])) for r in rows}
