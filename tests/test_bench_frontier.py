@@ -16,9 +16,10 @@ def test_smoke_test_prints_every_point_per_set_and_pooled(ray_local, tmp_path, c
     assert re.search(r"pooled: (\d+) members / (\d+) non-members over 2 sets; 1% FPR allows \d+ false positives", out)
     rows = re.findall(r"^\| ([^|]+?) \| (\d+) \| (\d+\.\d% / \d+\.\d%) \| (0\.\d{3}) \(", out, re.M)
     assert [(r[0], int(r[1])) for r in rows] == [("gap", 1), ("yoqo (8)", 8), ("yoqo (8) + 2 copies", 10),
+                                                 ("oslo (8 levels)", 8), ("oslo (8 levels) + 2 copies", 10),
                                                  ("calibrated (4 copies)", 4)]
     assert re.search(r"^\| calibrated \(4 copies\) .* \| - \|$", out, re.M)  # the baseline has no difference
-    assert len(re.findall(r"[+-]\d+\.\d to [+-]\d+\.\d points, \d+%", out)) == 3
+    assert len(re.findall(r"[+-]\d+\.\d to [+-]\d+\.\d points, \d+%", out)) == 5
 
 
 def test_target_sets_are_parsed_and_checked():

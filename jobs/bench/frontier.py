@@ -8,8 +8,9 @@ allows 4 false positives on digits, so neighbouring points trade places by one m
 farm (or resumes it) and plays the frontier's key points on several sets of targets of that one run, each set
 with every other model as a shadow, as `shadowfarm attack RUN --targets SET` plays it: the same settings (the
 run's results' where an attack has one, else the defaults), pseudo-targets, thresholds and crafting from that
-set's shadows only. The points: `gap` (1 query), `yoqo` at 8 crafted queries, `yoqo` at 8 + NOISE_COPIES of the
-run's noise copies, and `calibrated` on COPIES noise copies (the baseline: the issue's "calibrated at 51" is these
+set's shadows only. The points: `gap` (1 query); `yoqo` at 8 crafted queries and `oslo` at 8 tau levels
+(`attacks.budgets.EIGHT_LEVELS`, as `study queries` plays it), each alone and + NOISE_COPIES of the run's noise
+copies; and `calibrated` on COPIES noise copies (the baseline: the issue's "calibrated at 51" is these
 50 copies and the clean query; reading the clean query too moves the paper configs' targets 0-3 by at most one
 member).
 
@@ -31,6 +32,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from attacks.budgets import EIGHT_LEVELS
 from attacks.loader import load_responses
 from attacks.stats.correctness import NOISE_KINDS, query_indices, with_copies
 from attacks.stats.lira import collect_fallbacks
@@ -44,7 +46,9 @@ from jobs.bench.farm import load, machine
 from jobs.common import job_main, job_parser, resolve_config, train_summary
 from jobs.smoke import smoke_farm
 
-N_QUERIES = 8  # yoqo's crafted queries at every point (the issue's "at most 8")
+N_QUERIES = 8  # yoqo's crafted queries and oslo's tau levels at every point (the issue's "at most 8")
+CRAFTED = {"yoqo": ({"n_queries": N_QUERIES}, f"yoqo ({N_QUERIES})"),
+           "oslo": ({"levels": EIGHT_LEVELS}, f"oslo ({len(EIGHT_LEVELS)} levels)")}
 SMOKE = {"target_sets": "0,1;2,3", "copies": 4, "noise_copies": 2, "bootstrap": 20}
 
 
@@ -70,11 +74,11 @@ def target_sets(text: str, n_models: int) -> list[tuple[int, ...]]:
 
 def points(copies: int, noise_copies: int) -> list[tuple[str, str, dict, int]]:
     """(label, attack, settings over the game's, queries per example) of each point; the baseline last."""
-    return [("gap", "gap", {}, 1),
-            (f"yoqo ({N_QUERIES})", "yoqo", {}, N_QUERIES),
-            (f"yoqo ({N_QUERIES}) + {noise_copies} copies", "yoqo", {"noise_copies": noise_copies},
-             N_QUERIES + noise_copies),
-            (f"calibrated ({copies} copies)", "calibrated", {}, copies)]
+    crafted = [point for name, (_, label) in CRAFTED.items()
+               for point in [(label, name, {}, N_QUERIES),
+                             (f"{label} + {noise_copies} copies", name, {"noise_copies": noise_copies},
+                              N_QUERIES + noise_copies)]]
+    return [("gap", "gap", {}, 1), *crafted, (f"calibrated ({copies} copies)", "calibrated", {}, copies)]
 
 
 def set_scores(plan, responses, targets: tuple[int, ...], copies: int, noise_copies: int, kinds: tuple[str, ...],
@@ -83,9 +87,10 @@ def set_scores(plan, responses, targets: tuple[int, ...], copies: int, noise_cop
     `targets` as its targets and every other model as a shadow."""
     shadows = np.array([m for m in range(responses.n_models) if m not in targets], dtype=np.intp)
     games = {g.name: replace(g, targets=targets, shadows=shadows)
-             for g in study_games(plan, ["gap", "yoqo", "calibrated"])}
-    games["yoqo"] = replace(games["yoqo"], settings={**games["yoqo"].settings, "n_queries": N_QUERIES})
-    view = prepare_game_statistics(plan, responses, [games["yoqo"]], progress=progress)
+             for g in study_games(plan, ["gap", *CRAFTED, "calibrated"])}
+    for name, (settings, _) in CRAFTED.items():
+        games[name] = replace(games[name], settings={**games[name].settings, **settings})
+    view = prepare_game_statistics(plan, responses, [games[name] for name in CRAFTED], progress=progress)
     noisy = with_copies(view, kinds, copies)
     out = {}
     with collect_fallbacks():
@@ -154,8 +159,8 @@ def bench(args: argparse.Namespace) -> int:
                           f"copies, got {args.noise_copies} and {args.copies}")
     print(f"setup: {plan.run.uri} | {responses.n_models} models, {responses.n_examples} examples | target sets "
           f"{'; '.join(','.join(map(str, s)) for s in sets)}, every other model a shadow | yoqo {N_QUERIES} "
-          f"queries, + {args.noise_copies} copies; calibrated on {args.copies} copies | {args.bootstrap} "
-          f"replicates | {time.strftime('%Y-%m-%d')}")
+          f"queries, oslo {N_QUERIES} levels, each + {args.noise_copies} copies; calibrated on {args.copies} "
+          f"copies | {args.bootstrap} replicates | {time.strftime('%Y-%m-%d')}")
     print(f"machine: {machine()} | {load()}")
     start, per_set, members = time.perf_counter(), [], []
     for targets in sets:
@@ -181,7 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-sets", default="0-3,4-7,8-11",
                         help="disjoint sets of targets, as 0-3,4-7 or 0,1;2,3 (default 0-3,4-7,8-11)")
     parser.add_argument("--copies", type=int, default=50, help="noise copies of the baseline, calibrated (50)")
-    parser.add_argument("--noise-copies", type=int, default=22, help="noise copies added to yoqo's 8 (22)")
+    parser.add_argument("--noise-copies", type=int, default=22, help="noise copies added to yoqo's and oslo's 8 "
+                        "(22)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="replicates of every interval (1000)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--smoke-test", action="store_true", help="the smoke farm, tiny sets: the plumbing")
