@@ -255,7 +255,7 @@ def queries_study(run_uri: str, *, attacks: Sequence[str] | None = None, copies:
     bar.close()
     rows = kept + rows
     meta = {"copies": list(copies), "rule": RULE, "n_examples": responses.n_examples, "bootstrap": bootstrap,
-            "targets": sorted({t for g in games for t in g.targets}), "attack_targets": played}
+            "targets": sorted({t for ts in played.values() for t in ts}), "attack_targets": played}
     write_study(plan.run, QUERIES, pa.Table.from_pylist(rows, schema=with_study_metadata(QUERIES_SCHEMA, meta)))
     return rows
 
