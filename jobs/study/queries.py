@@ -8,16 +8,15 @@ Points per attack (attacks/budgets.py): noise and calibrated on the first 1, 2, 
 copies (capped at what the run has; a run with none is re-queried); yoqo at 1, 2, 4, 8 crafted queries and oslo at
 1, 2, 4, 8 tau levels (each crafted once, the smaller points a subset), each scored by the fraction answered right
 and by the shadows' margins, their 8-query points also with 8 and 22 of the run's noise copies added (16 and 30
-queries); fixed_direction at K = 5, 10, 20, 30 steps;
-gap, transfer and augmentation on the run's query set; boundary (HopSkipJump at max_iter 1, 2, 4: costly) only
-when named in --attacks. Each point is the attack's game replayed with its settings: the attack stage's targets
-(pooled), shadows and pseudo-targets, thresholds from the shadow game only; an attack with a result
-(`shadowfarm attack`) keeps its settings but the budget's, the others get their defaults. Best attack at budget B:
-the highest TPR at 1% FPR among the settings sending at most B queries per example (ties: higher AUC, then fewer
-queries); each point with 95% bootstrap intervals of AUC and TPR (--bootstrap). Writes studies/queries.parquet
-(keeping the rows of attacks not asked for this time), then the report
-(report/queries.png). Crafted queries, walks, re-queries and HopSkipJump distances are cached in the run: a re-run
-reads them back.
+queries); fixed_direction at K = 5, 10, 20, 30 steps; gap, transfer and augmentation on the run's query set;
+boundary (HopSkipJump at max_iter 1, 2, 4: costly) only when named in --attacks. Each point is the attack's game
+replayed with its settings: the attack stage's targets (pooled), shadows and pseudo-targets, thresholds from the
+shadow game only; an attack with a result (`shadowfarm attack`) keeps its settings but the budget's, the others get
+their defaults. Best attack at budget B: the highest TPR at 1% FPR among the settings sending at most B queries per
+example (ties: higher AUC, then fewer queries); each point with 95% bootstrap intervals of AUC and TPR
+(--bootstrap). Writes studies/queries.parquet (keeping the rows of attacks not asked for this time; a note when the
+rows come from different targets), then the report (report/queries.png). Crafted queries, walks, re-queries and
+HopSkipJump distances are cached in the run: a re-run reads them back.
 """
 
 from __future__ import annotations
